@@ -1,0 +1,390 @@
+#include "core/compare.h"
+
+#include <algorithm>
+#include <stdexcept>
+#include <string>
+
+#include "core/bits.h"
+
+namespace pgk {
+namespace {
+
+constexpr int kGroup = 4;  // bits per leaf group: 2^4 - 5 = 11 monomials each
+
+inline int popcount(unsigned v) { return __builtin_popcount(v); }
+
+inline int mono_count(int m) { return (1 << m) - 1 - m; }
+
+// Index of the multi-bit monomial T (popcount >= 2) among those of its group.
+inline int mono_index(int m, unsigned T) {
+  int idx = 0;
+  for (unsigned u = 1; u < T; ++u)
+    if (popcount(u) >= 2) ++idx;
+  (void)m;
+  return idx;
+}
+
+inline int pairs_at(const CmpLayout& L, int level) { return L.nodes[level] / 2; }
+
+// a/b planes opened per level: LT opens eq_H, lt_L and (except for the pair
+// holding the lowest group, whose eq is never needed) eq_L.
+inline int ab_planes(int mode, int P) {
+  if (P == 0) return 0;
+  return mode == kCmpLT ? 3 * P - 1 : 2 * P;
+}
+inline int c_planes(int mode, int P) {
+  if (P == 0) return 0;
+  return mode == kCmpLT ? 2 * P - 1 : P;
+}
+
+inline uint64_t mask_bits(int k) { return k >= 64 ? ~0ull : ((1ull << k) - 1); }
+
+void check_spec(const CmpSpec& s) {
+  if (s.n < 0) throw std::invalid_argument("pgk compare: n must be >= 0");
+  if (s.mode != kCmpLT && s.mode != kCmpEQ && s.mode != kCmpMUX)
+    throw std::invalid_argument("pgk compare: unknown mode " + std::to_string(s.mode));
+  if (s.mode != kCmpMUX && (s.k < 2 || s.k > 64))
+    throw std::invalid_argument("pgk compare: bits must be in [2, 64], got " + std::to_string(s.k));
+  if (s.mode == kCmpMUX && !s.inject)
+    throw std::invalid_argument("pgk compare: MUX mode needs inject");
+}
+
+}  // namespace
+
+int64_t CmpLayout::state_words() const { return (1 + 2 * (G > 0 ? G : 1)) * W; }
+
+int64_t CmpLayout::open_words(int step) const {
+  if (step >= levels) return W;
+  return (ab_plane[step + 1] - ab_plane[step]) * W;
+}
+
+CmpLayout cmp_layout(const CmpSpec& s) {
+  check_spec(s);
+  CmpLayout L;
+  L.W = plane_words(s.n);
+  const int64_t W = L.W, n = s.n;
+  if (s.mode != kCmpMUX) {
+    L.B = s.mode == kCmpLT ? s.k - 1 : s.k;
+    L.G = (L.B + kGroup - 1) / kGroup;
+    for (int g = 0; g < L.G; ++g) L.group_bits.push_back(std::min(kGroup, L.B - kGroup * g));
+    for (int c = L.G; c >= 1; c = (c == 1 ? 0 : (c + 1) / 2)) L.nodes.push_back(c);
+    L.levels = int(L.nodes.size()) - 1;
+  }
+  int64_t off = 0;
+  // stream segment
+  L.rA = off;
+  off += s.mode != kCmpMUX ? n : 0;
+  L.sB = off;
+  off += W;
+  L.mA = off;
+  off += s.inject ? n : 0;
+  L.ab = off;
+  int64_t planes = 0;
+  for (int l = 0; l <= L.levels; ++l) {
+    L.ab_plane.push_back(planes);
+    if (l < L.levels) planes += ab_planes(s.mode, pairs_at(L, l));
+  }
+  off += planes * W;
+  L.stream_words = off;
+  // corrected segment
+  L.rB = off;
+  off += (s.mode != kCmpMUX ? s.k : 0) * W;
+  L.mono = off;
+  planes = 0;
+  for (int g = 0; g < L.G; ++g) {
+    L.mono_plane.push_back(planes);
+    planes += mono_count(L.group_bits[g]);
+  }
+  off += planes * W;
+  L.cc = off;
+  planes = 0;
+  for (int l = 0; l <= L.levels; ++l) {
+    L.c_plane.push_back(planes);
+    if (l < L.levels) planes += c_planes(s.mode, pairs_at(L, l));
+  }
+  off += planes * W;
+  L.sA = off;
+  off += n;
+  L.smA = off;
+  off += s.inject ? n : 0;
+  L.total_words = off;
+  return L;
+}
+
+int64_t cmp_open1_words(const CmpSpec& s) {
+  if (s.mode == kCmpMUX) return s.n;
+  return s.inject ? 2 * s.n : s.n;
+}
+
+void cmp_open1(const CmpSpec& s, const CmpLayout& L, const uint64_t* x, const uint64_t* v,
+               const uint64_t* mat, bool rank0, uint64_t* out, uint64_t* zout) {
+  const int64_t n = s.n;
+  if (s.mode == kCmpMUX) {
+    const uint64_t* mA = mat + L.mA;
+    for (int64_t i = 0; i < n; ++i) out[i] = v[i] + mA[i];
+    const uint64_t* sB = mat + L.sB;
+    for (int64_t w = 0; w < L.W; ++w) {
+      uint64_t word = 0;
+      const int64_t base = w * 64;
+      const int64_t cnt = std::min<int64_t>(64, n - base);
+      for (int64_t j = 0; j < cnt; ++j) word |= (x[base + j] & 1ull) << j;
+      zout[w] = word ^ sB[w];
+    }
+    return;
+  }
+  const uint64_t mask = mask_bits(s.k);
+  const uint64_t offset = (rank0 && s.mode == kCmpLT) ? (1ull << (s.k - 1)) : 0;
+  const uint64_t* rA = mat + L.rA;
+  for (int64_t i = 0; i < n; ++i) out[i] = (x[i] + rA[i] + offset) & mask;
+  if (s.inject) {
+    const uint64_t* mA = mat + L.mA;
+    for (int64_t i = 0; i < n; ++i) out[n + i] = v[i] + mA[i];
+  }
+}
+
+namespace {
+
+// Writes the words to XOR-open at tree step `level` from the current nodes.
+void emit_open(const CmpSpec& s, const CmpLayout& L, int level, const uint64_t* mat,
+               const uint64_t* state, uint64_t* out) {
+  const int64_t W = L.W;
+  const uint64_t* base = state;
+  auto lt = [&](int j) { return state + (1 + 2 * j) * W; };
+  auto eq = [&](int j) { return state + (2 + 2 * j) * W; };
+  if (level == L.levels) {
+    const uint64_t* root = s.mode == kCmpLT ? lt(0) : eq(0);
+    const uint64_t* sB = mat + L.sB;
+    for (int64_t w = 0; w < W; ++w) out[w] = base[w] ^ root[w] ^ sB[w];
+    return;
+  }
+  const int P = pairs_at(L, level);
+  const uint64_t* ab = mat + L.ab + L.ab_plane[level] * W;
+  for (int i = 0; i < P; ++i) {
+    const uint64_t* eqH = eq(2 * i + 1);
+    const uint64_t* a = ab + int64_t(i) * W;
+    uint64_t* oa = out + int64_t(i) * W;
+    for (int64_t w = 0; w < W; ++w) oa[w] = eqH[w] ^ a[w];
+    const uint64_t* yL = s.mode == kCmpLT ? lt(2 * i) : eq(2 * i);
+    const uint64_t* b1 = ab + int64_t(P + i) * W;
+    uint64_t* ob1 = out + int64_t(P + i) * W;
+    for (int64_t w = 0; w < W; ++w) ob1[w] = yL[w] ^ b1[w];
+    if (s.mode == kCmpLT && i > 0) {
+      const uint64_t* eqL = eq(2 * i);
+      const uint64_t* b2 = ab + int64_t(2 * P + i - 1) * W;
+      uint64_t* ob2 = out + int64_t(2 * P + i - 1) * W;
+      for (int64_t w = 0; w < W; ++w) ob2[w] = eqL[w] ^ b2[w];
+    }
+  }
+}
+
+}  // namespace
+
+void cmp_start(const CmpSpec& s, const CmpLayout& L, const uint64_t* c, const uint64_t* mat,
+               bool rank0, bool negate, uint64_t* state, uint64_t* open_out) {
+  const int64_t W = L.W, n = s.n;
+  const int k = s.k;
+  const uint64_t mask = mask_bits(k);
+  std::vector<uint64_t> cm(c, c + n);
+  for (auto& v : cm) v &= mask;
+  std::vector<uint64_t> cP(size_t(k) * W);
+  bitslice(cm.data(), n, k, cP.data());
+
+  const uint64_t* rB = mat + L.rB;
+  const uint64_t ones = rank0 ? ~0ull : 0ull;  // public constant 1, held by party 0
+  uint64_t* base = state;
+  if (s.mode == kCmpLT) {
+    const uint64_t* ctop = cP.data() + int64_t(k - 1) * W;
+    const uint64_t* rtop = rB + int64_t(k - 1) * W;
+    const uint64_t flip = negate ? ones : 0;
+    for (int64_t w = 0; w < W; ++w) base[w] = rtop[w] ^ (rank0 ? ctop[w] : 0) ^ flip;
+  } else {
+    for (int64_t w = 0; w < W; ++w) base[w] = negate ? ones : 0;
+  }
+
+  for (int g = 0; g < L.G; ++g) {
+    const int m = L.group_bits[g];
+    const unsigned full = (1u << m) - 1;
+    const uint64_t* mono = mat + L.mono + L.mono_plane[g] * W;
+    const uint64_t* Mp[16];  // share of prod_{j in T} r_{4g+j}; T = 0 is the constant 1
+    Mp[0] = nullptr;
+    for (unsigned T = 1; T <= full; ++T) {
+      Mp[T] = popcount(T) == 1 ? rB + int64_t(kGroup * g + __builtin_ctz(T)) * W
+                               : mono + int64_t(mono_index(m, T)) * W;
+    }
+    uint64_t* lt_out = state + (1 + 2 * g) * W;
+    uint64_t* eq_out = state + (2 + 2 * g) * W;
+    for (int64_t w = 0; w < W; ++w) {
+      uint64_t nc[kGroup], ncprod[16], M[16];
+      for (int j = 0; j < m; ++j) nc[j] = ~cP[int64_t(kGroup * g + j) * W + w];
+      ncprod[0] = ~0ull;
+      for (unsigned U = 1; U <= full; ++U)
+        ncprod[U] = ncprod[U & (U - 1)] & nc[__builtin_ctz(U)];
+      M[0] = ones;
+      for (unsigned T = 1; T <= full; ++T) M[T] = Mp[T][w];
+      // eq = prod_j (r_j ^ nc_j), expanded over subsets T of the group.
+      uint64_t eqv = 0;
+      for (unsigned T = 0; T <= full; ++T) eqv ^= M[T] & ncprod[full ^ T];
+      // lt = xor_j nc_j r_j prod_{l > j} (r_l ^ nc_l): c < r decided at bit j.
+      uint64_t ltv = 0;
+      if (s.mode == kCmpLT) {
+        for (int j = 0; j < m; ++j) {
+          const unsigned above = full & ~((2u << j) - 1);
+          uint64_t acc = 0;
+          for (unsigned T = above;; T = (T - 1) & above) {
+            acc ^= M[T | (1u << j)] & ncprod[above ^ T];
+            if (T == 0) break;
+          }
+          ltv ^= nc[j] & acc;
+        }
+      }
+      lt_out[w] = ltv;
+      eq_out[w] = eqv;
+    }
+  }
+  emit_open(s, L, 0, mat, state, open_out);
+}
+
+void cmp_step(const CmpSpec& s, const CmpLayout& L, int level, const uint64_t* opened,
+              const uint64_t* mat, bool rank0, uint64_t* state, uint64_t* open_out) {
+  if (level < 0 || level >= L.levels) throw std::invalid_argument("pgk cmp_step: bad level");
+  const int64_t W = L.W;
+  const int nodes = L.nodes[level];
+  const int P = nodes / 2;
+  const uint64_t* ab = mat + L.ab + L.ab_plane[level] * W;
+  const uint64_t* cc = mat + L.cc + L.c_plane[level] * W;
+  const uint64_t pub = rank0 ? ~0ull : 0ull;
+  auto lt = [&](int j) { return state + (1 + 2 * j) * W; };
+  auto eq = [&](int j) { return state + (2 + 2 * j) * W; };
+  for (int i = 0; i < P; ++i) {
+    const uint64_t* E = opened + int64_t(i) * W;
+    const uint64_t* D1 = opened + int64_t(P + i) * W;
+    const uint64_t* a = ab + int64_t(i) * W;
+    const uint64_t* b1 = ab + int64_t(P + i) * W;
+    const uint64_t* c1 = cc + int64_t(i) * W;
+    uint64_t* ltH = lt(2 * i + 1);
+    uint64_t* ltN = lt(i);
+    uint64_t* eqN = eq(i);
+    if (s.mode == kCmpLT) {
+      const bool need_eq = i > 0;
+      const uint64_t* D2 = need_eq ? opened + int64_t(2 * P + i - 1) * W : nullptr;
+      const uint64_t* b2 = need_eq ? ab + int64_t(2 * P + i - 1) * W : nullptr;
+      const uint64_t* c2 = need_eq ? cc + int64_t(P + i - 1) * W : nullptr;
+      for (int64_t w = 0; w < W; ++w) {
+        // Beaver AND: x&y = c ^ (e&b) ^ (d&a) ^ (e&d), e = x^a and d = y^b public.
+        const uint64_t e = E[w];
+        const uint64_t and1 = c1[w] ^ (e & b1[w]) ^ (D1[w] & a[w]) ^ (e & D1[w] & pub);
+        const uint64_t nl = ltH[w] ^ and1;  // lt_H and (eq_H & lt_L) never both 1
+        uint64_t ne = 0;
+        if (need_eq) ne = c2[w] ^ (e & b2[w]) ^ (D2[w] & a[w]) ^ (e & D2[w] & pub);
+        ltN[w] = nl;
+        eqN[w] = ne;
+      }
+    } else {
+      for (int64_t w = 0; w < W; ++w) {
+        const uint64_t e = E[w];
+        eqN[w] = c1[w] ^ (e & b1[w]) ^ (D1[w] & a[w]) ^ (e & D1[w] & pub);
+      }
+    }
+  }
+  if (nodes % 2 == 1) {
+    const int last = nodes - 1;
+    std::copy(lt(last), lt(last) + W, lt(P));
+    std::copy(eq(last), eq(last) + W, eq(P));
+  }
+  emit_open(s, L, level + 1, mat, state, open_out);
+}
+
+void cmp_finish(const CmpSpec& s, const CmpLayout& L, const uint64_t* z, const uint64_t* mat,
+                bool rank0, const uint64_t* v, const uint64_t* e, uint64_t* out) {
+  const int64_t n = s.n;
+  const uint64_t* sA = mat + L.sA;
+  const uint64_t one = rank0 ? 1 : 0;
+  if (!s.inject) {
+    for (int64_t i = 0; i < n; ++i) {
+      const uint64_t zb = (z[i >> 6] >> (i & 63)) & 1;
+      // bit = z ^ s = z + s - 2zs
+      out[i] = zb ? one - sA[i] : sA[i];
+    }
+    return;
+  }
+  const uint64_t* smA = mat + L.smA;
+  for (int64_t i = 0; i < n; ++i) {
+    const uint64_t zb = (z[i >> 6] >> (i & 63)) & 1;
+    // bit * v = z v + (1 - 2z) s v, and s v = e s - s m with e = v + m public.
+    const uint64_t sv = e[i] * sA[i] - smA[i];
+    out[i] = zb ? v[i] - sv : sv;
+  }
+}
+
+void cmp_dealer(const CmpSpec& s, const CmpLayout& L, int parties, const uint64_t* const* mats,
+                uint64_t* corr) {
+  if (parties < 2) throw std::invalid_argument("pgk cmp_dealer: need at least 2 parties");
+  const int64_t W = L.W, n = s.n;
+  auto C = [&](int64_t off) { return corr + (off - L.stream_words); };
+  // XOR of every party's plane at `off` except party 0's.
+  auto others_xor = [&](int64_t off, int64_t w) {
+    uint64_t acc = 0;
+    for (int p = 1; p < parties; ++p) acc ^= mats[p][off + w];
+    return acc;
+  };
+  auto all_xor = [&](int64_t off, int64_t w) { return others_xor(off, w) ^ mats[0][off + w]; };
+
+  if (s.mode != kCmpMUX) {
+    const int k = s.k;
+    std::vector<uint64_t> r(n);
+    for (int64_t i = 0; i < n; ++i) {
+      uint64_t acc = 0;
+      for (int p = 0; p < parties; ++p) acc += mats[p][L.rA + i];
+      r[i] = acc;
+    }
+    std::vector<uint64_t> rT(size_t(k) * W);
+    bitslice(r.data(), n, k, rT.data());
+    for (int64_t j = 0; j < int64_t(k) * W; ++j) C(L.rB)[j] = rT[j] ^ others_xor(L.rB, j);
+    for (int g = 0; g < L.G; ++g) {
+      const int m = L.group_bits[g];
+      const unsigned full = (1u << m) - 1;
+      for (unsigned T = 1; T <= full; ++T) {
+        if (popcount(T) < 2) continue;
+        const int64_t off = L.mono + (L.mono_plane[g] + mono_index(m, T)) * W;
+        for (int64_t w = 0; w < W; ++w) {
+          uint64_t prod = ~0ull;
+          for (int j = 0; j < m; ++j)
+            if (T & (1u << j)) prod &= rT[int64_t(kGroup * g + j) * W + w];
+          C(off)[w] = prod ^ others_xor(off, w);
+        }
+      }
+    }
+    for (int l = 0; l < L.levels; ++l) {
+      const int P = pairs_at(L, l);
+      const int64_t ab = L.ab + L.ab_plane[l] * W;
+      const int64_t cc = L.cc + L.c_plane[l] * W;
+      for (int i = 0; i < P; ++i) {
+        const int64_t a = ab + int64_t(i) * W;
+        const int64_t b1 = ab + int64_t(P + i) * W;
+        const int64_t c1 = cc + int64_t(i) * W;
+        for (int64_t w = 0; w < W; ++w)
+          C(c1)[w] = (all_xor(a, w) & all_xor(b1, w)) ^ others_xor(c1, w);
+        if (s.mode == kCmpLT && i > 0) {
+          const int64_t b2 = ab + int64_t(2 * P + i - 1) * W;
+          const int64_t c2 = cc + int64_t(P + i - 1) * W;
+          for (int64_t w = 0; w < W; ++w)
+            C(c2)[w] = (all_xor(a, w) & all_xor(b2, w)) ^ others_xor(c2, w);
+        }
+      }
+    }
+  }
+  for (int64_t i = 0; i < n; ++i) {
+    const uint64_t sbit = (all_xor(L.sB, i >> 6) >> (i & 63)) & 1;
+    uint64_t others = 0;
+    for (int p = 1; p < parties; ++p) others += mats[p][L.sA + i];
+    C(L.sA)[i] = sbit - others;
+    if (s.inject) {
+      uint64_t m = 0, osm = 0;
+      for (int p = 0; p < parties; ++p) m += mats[p][L.mA + i];
+      for (int p = 1; p < parties; ++p) osm += mats[p][L.smA + i];
+      C(L.smA)[i] = sbit * m - osm;
+    }
+  }
+}
+
+}  // namespace pgk

@@ -1,0 +1,30 @@
+"""pgkernels: fast secure kernels for defending private ML against poisoning.
+
+Importing pgkernels makes CrypTen 0.4.1 importable on current torch; import
+CrypTen after it (``import pgkernels, crypten``) or via
+``pgkernels.import_crypten()``.
+"""
+
+from ._compat import import_crypten, patch_torch_for_crypten
+
+patch_torch_for_crypten()
+
+from .protocols.compare import eq, ge, gt, le, lt, ltz, ne, relu, sign, where  # noqa: E402
+from .runtime.comm import CommStats, reset_stats  # noqa: E402
+from .runtime.launch import PartyError, launch  # noqa: E402
+from .runtime.session import ConfigError  # noqa: E402
+
+__version__ = "0.1.0"
+
+
+def comm_stats():
+    """Rounds, bytes sent and dealer bytes counted in this party so far."""
+    from .runtime import comm
+
+    return comm.STATS.snapshot()
+
+
+__all__ = [
+    "ConfigError", "CommStats", "PartyError", "comm_stats", "eq", "ge", "gt", "import_crypten",
+    "launch", "le", "lt", "ltz", "ne", "relu", "reset_stats", "sign", "where",
+]

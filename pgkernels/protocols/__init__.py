@@ -1,0 +1,1 @@
+"""Secure protocols: rounds of local kernels plus communication."""

@@ -1,0 +1,1 @@
+"""Multi-party runtime: sessions, dealer, communication, launch."""

@@ -1,0 +1,174 @@
+"""Party-to-party communication for pgkernels protocols, and a meter.
+
+Protocols open values with :func:`exchange`: one call is one communication
+round in which every compute party sends its words to the others (an
+all-reduce: SUM for arithmetic shares mod 2^64, XOR for bit shares). The meter
+counts rounds and the bytes *sent* by this party, using the same model for
+pgkernels' exchanges and for CrypTen's own communicator calls (wrapped by
+:func:`install_meter`), so the two can be compared in one run:
+
+* all-reduce of B bytes among n parties: 2 (n - 1) / n * B sent (ring);
+* broadcast: the source sends (n - 1) * B; send/isend: B; gather/reduce: B
+  from every non-root; all_gather: (n - 1) * B; recv/irecv: nothing;
+* one call = one round, whatever the number of tensors it batches.
+
+Bytes from the dealer to a party are counted apart (``dealer_bytes``).
+"""
+
+import dataclasses
+import sys
+
+import torch
+import torch.distributed as dist
+
+
+@dataclasses.dataclass
+class CommStats:
+    rounds: int = 0
+    bytes_sent: float = 0.0
+    dealer_bytes: float = 0.0
+    dealer_requests: int = 0
+
+    def snapshot(self):
+        return dataclasses.replace(self)
+
+    def since(self, before):
+        return CommStats(
+            self.rounds - before.rounds,
+            self.bytes_sent - before.bytes_sent,
+            self.dealer_bytes - before.dealer_bytes,
+            self.dealer_requests - before.dealer_requests,
+        )
+
+    def as_dict(self):
+        return dataclasses.asdict(self)
+
+
+STATS = CommStats()
+
+
+def reset_stats():
+    global STATS
+    STATS.rounds = 0
+    STATS.bytes_sent = 0.0
+    STATS.dealer_bytes = 0.0
+    STATS.dealer_requests = 0
+
+
+def _comm():
+    import crypten.communicator as cc
+
+    return cc.get()
+
+
+def world_size():
+    return _comm().get_world_size()
+
+
+def rank():
+    return _comm().get_rank()
+
+
+def _nbytes(t):
+    return t.numel() * t.element_size()
+
+
+def exchange(sum_tensor=None, xor_tensor=None):
+    """One round: every party contributes its words; all get SUM / XOR of them.
+
+    Returns ``(sum_result, xor_result)``; the inputs are overwritten.
+    """
+    c = _comm()
+    n = c.get_world_size()
+    group = c.main_group
+    works = []
+    total = 0
+    if sum_tensor is not None and sum_tensor.numel():
+        works.append(dist.all_reduce(sum_tensor, op=dist.ReduceOp.SUM, group=group, async_op=True))
+        total += _nbytes(sum_tensor)
+    if xor_tensor is not None and xor_tensor.numel():
+        works.append(dist.all_reduce(xor_tensor, op=dist.ReduceOp.BXOR, group=group, async_op=True))
+        total += _nbytes(xor_tensor)
+    for w in works:
+        w.wait()
+    STATS.rounds += 1
+    STATS.bytes_sent += total * 2 * (n - 1) / n
+    return sum_tensor, xor_tensor
+
+
+def record_dealer_bytes(nbytes):
+    STATS.dealer_requests += 1
+    STATS.dealer_bytes += nbytes
+
+
+# --- meter for CrypTen's own communicator -----------------------------------
+
+_METERED = ("all_reduce", "broadcast", "send", "isend", "recv", "irecv", "gather",
+            "all_gather", "scatter", "reduce", "send_obj", "recv_obj", "broadcast_obj")
+
+
+def _tensor_bytes(x):
+    if isinstance(x, (list, tuple)):
+        return sum(_tensor_bytes(t) for t in x)
+    if torch.is_tensor(x):
+        return _nbytes(x)
+    if hasattr(x, "_tensor") and torch.is_tensor(getattr(x, "_tensor")):  # CUDALongTensor
+        return _nbytes(x._tensor)
+    return 0
+
+
+def _account(self, name, args, kwargs, result):
+    n = self.get_world_size()
+    me = self.get_rank()
+    group = kwargs.get("group")
+    if group is None and name in ("broadcast", "send_obj", "recv_obj", "broadcast_obj") and len(args) > 2:
+        group = args[2]
+    dealer_group = group is not None and group is not self.main_group
+    if dealer_group:
+        # Dealer traffic: what a compute party receives from the dealer.
+        if me < n and name in ("broadcast", "recv", "irecv", "recv_obj"):
+            b = _tensor_bytes(args[0]) if name != "recv_obj" else sys.getsizeof(result)
+            record_dealer_bytes(b)
+        return
+    if name in ("recv", "irecv", "recv_obj"):
+        return
+    STATS.rounds += 1
+    if name == "all_reduce":
+        STATS.bytes_sent += _tensor_bytes(args[0]) * 2 * (n - 1) / n
+    elif name in ("broadcast", "broadcast_obj"):
+        src = args[1]
+        if src == me:
+            b = _tensor_bytes(args[0]) if name == "broadcast" else sys.getsizeof(args[0])
+            STATS.bytes_sent += b * (n - 1)
+    elif name in ("send", "isend"):
+        STATS.bytes_sent += _tensor_bytes(args[0])
+    elif name == "send_obj":
+        STATS.bytes_sent += sys.getsizeof(args[0])
+    elif name in ("gather", "reduce"):
+        if args[1] != me:
+            STATS.bytes_sent += _tensor_bytes(args[0])
+    elif name == "all_gather":
+        STATS.bytes_sent += _tensor_bytes(args[0]) * (n - 1)
+    elif name == "scatter":
+        if args[1] == me:
+            STATS.bytes_sent += sum(_tensor_bytes(t) for i, t in enumerate(args[0]) if i != me)
+
+
+def install_meter():
+    """Wrap CrypTen's DistributedCommunicator so its traffic lands in STATS."""
+    from crypten.communicator import DistributedCommunicator as DC
+
+    if getattr(DC, "_pgk_metered", False):
+        return
+    for name in _METERED:
+        orig = getattr(DC, name)
+
+        def wrapper(self, *args, _orig=orig, _name=name, **kwargs):
+            result = _orig(self, *args, **kwargs)
+            _account(self, _name, args, kwargs, result)
+            return result
+
+        wrapper.__name__ = name
+        wrapper.__wrapped__ = orig
+        setattr(DC, name, wrapper)
+    DC._pgk_metered = True

@@ -1,0 +1,64 @@
+"""Build pgkernels' compiled ops against the installed torch.
+
+    pip install --no-build-isolation -e .
+
+Environment switches (as in pytorch_scatter): FORCE_CUDA=1 builds the CUDA
+sources even when no GPU is visible (nvcc is enough); FORCE_ONLY_CPU=1 never
+builds them; DEBUG=1 compiles with -O0 -g.
+"""
+
+import glob
+import os
+
+from setuptools import find_packages, setup
+
+import torch
+from torch.utils.cpp_extension import BuildExtension, CppExtension, CUDAExtension, CUDA_HOME
+
+ROOT = os.path.dirname(os.path.abspath(__file__))
+
+
+def sources(pattern):
+    return sorted(os.path.relpath(p, ROOT) for p in glob.glob(os.path.join(ROOT, pattern)))
+
+
+def extension():
+    debug = os.getenv("DEBUG", "0") == "1"
+    cuda_sources = sources("csrc/cuda/*.cu")
+    with_cuda = bool(cuda_sources) and CUDA_HOME is not None and (
+        torch.cuda.is_available() or os.getenv("FORCE_CUDA", "0") == "1"
+    )
+    if os.getenv("FORCE_ONLY_CPU", "0") == "1":
+        with_cuda = False
+    cxx = ["-std=c++17", "-O0" if debug else "-O3", "-fvisibility=hidden"]
+    if debug:
+        cxx.append("-g")
+    srcs = (
+        ["csrc/ops.cpp", "csrc/module.cpp"]
+        + sources("csrc/core/*.cpp")
+        + sources("csrc/cpu/*.cpp")
+    )
+    kwargs = dict(
+        name="pgkernels._C",
+        sources=srcs,
+        include_dirs=[os.path.join(ROOT, "csrc")],
+        extra_compile_args={"cxx": cxx},
+    )
+    if with_cuda:
+        kwargs["sources"] += cuda_sources
+        kwargs["extra_compile_args"]["nvcc"] = ["-O3", "-std=c++17"]
+        return CUDAExtension(**kwargs)
+    return CppExtension(**kwargs)
+
+
+setup(
+    name="pgkernels",
+    version="0.1.0",
+    description="Fast secure kernels for defending private ML against data poisoning, on CrypTen shares",
+    packages=find_packages(include=["pgkernels", "pgkernels.*"]),
+    python_requires=">=3.9",
+    ext_modules=[extension()],
+    cmdclass={"build_ext": BuildExtension},
+    entry_points={"console_scripts": ["pgkernels=pgkernels.cli:main"]},
+    zip_safe=False,
+)
