@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Set everything up and run the whole test suite: the C++ core through CMake
+# and ctest, then the Python suite through pytest.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+VENV=${PGKERNELS_VENV:-$(pwd)/.venv}
+
+echo "== C++ core (cmake + ctest) =="
+cmake -S . -B build/core -DCMAKE_BUILD_TYPE=Release >/dev/null
+cmake --build build/core -j "${MAX_JOBS:-2}" >/dev/null
+ctest --test-dir build/core --output-on-failure
+
+echo "== Python (pytest) =="
+if [ -z "${PGKERNELS_DATA:-}" ] && [ -d ../shared/datasets ]; then
+  export PGKERNELS_DATA=$(cd ../shared/datasets && pwd)
+fi
+exec "$VENV/bin/python" -m pytest -q tests "$@"

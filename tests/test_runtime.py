@@ -1,0 +1,201 @@
+"""The multi-party runtime: launch, failures, dealers, multi-host CLI, metering."""
+
+import os
+import pathlib
+import subprocess
+import sys
+import time
+import warnings
+
+import pytest
+import torch
+
+import pgkernels
+from pgkernels.runtime.launch import free_port
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def test_launch_closure_after_thread_pool_use():
+    # The parent uses torch's thread pool on a large tensor first: a forking
+    # launcher deadlocks here; pgkernels starts fresh interpreters.
+    big = torch.randn(2_000_000)
+    total = float(big.abs().sum())
+    scale = 3.0
+
+    def fn(offset):
+        import crypten
+
+        x = crypten.cryptensor(torch.tensor([1.0, -2.0]) * scale + offset)
+        return (pgkernels.relu(x).get_plain_text().tolist(), total > 0)
+
+    res = pgkernels.launch(fn, world_size=2, args=(0.5,), timeout=120)
+    assert res == [([3.5, 0.0], True)] * 2
+    assert pgkernels.launch(lambda: 42, world_size=3, timeout=120) == [42, 42, 42]
+
+
+def test_exception_names_rank():
+    def fn():
+        import crypten.communicator as cc
+
+        if cc.get().get_rank() == 1:
+            raise KeyError("boom in party one")
+        return 1
+
+    with pytest.raises(pgkernels.PartyError, match=r"party 1 raised[\s\S]*boom in party one") as ei:
+        pgkernels.launch(fn, world_size=2, timeout=120)
+    assert ei.value.rank == 1
+
+
+def test_killed_party_fails_fast():
+    def fn():
+        import crypten
+        import crypten.communicator as cc
+
+        if cc.get().get_rank() == 1:
+            os._exit(9)  # dies without a word
+        x = crypten.cryptensor(torch.ones(4))
+        return pgkernels.ltz(x).get_plain_text().tolist()  # blocks on the dead peer
+
+    t = time.monotonic()
+    with pytest.raises(pgkernels.PartyError, match="party 1 exited with code 9"):
+        pgkernels.launch(fn, world_size=2, timeout=120)
+    assert time.monotonic() - t < 60
+
+
+def test_hung_party_times_out():
+    def fn():
+        import crypten.communicator as cc
+
+        if cc.get().get_rank() == 0:
+            time.sleep(3600)
+        return 0
+
+    t = time.monotonic()
+    with pytest.raises(pgkernels.PartyError, match=r"did not finish within 20"):
+        pgkernels.launch(fn, world_size=2, timeout=20)
+    assert time.monotonic() - t < 40
+
+
+def test_insecure_provider_guard():
+    with pytest.raises(pgkernels.ConfigError, match="insecure=True"):
+        pgkernels.launch(lambda: 0, dealer="tfp")
+    with pytest.raises(pgkernels.ConfigError, match="dealer must be one of"):
+        pgkernels.launch(lambda: 0, dealer="nobody")
+    with pytest.raises(pgkernels.ConfigError, match="world_size"):
+        pgkernels.launch(lambda: 0, world_size=1)
+
+    def fn():
+        import crypten
+
+        x = crypten.cryptensor(torch.tensor([-1.0, 1.0]))
+        return pgkernels.ltz(x).get_plain_text().tolist(), crypten.cfg.mpc.provider
+
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        res = pgkernels.launch(fn, dealer="tfp", insecure=True, timeout=120)
+    assert any("INSECURE" in str(x.message) for x in w)
+    assert res[0] == ([1, 0], "TFP")
+
+
+def test_crypten_ttp_dealer_runs_crypten_ops_and_refuses_kernels():
+    def fn():
+        import crypten
+
+        x = crypten.cryptensor(torch.tensor([-1.0, 2.0]))
+        y = (x * x).get_plain_text().tolist()
+        try:
+            pgkernels.ltz(x)
+        except RuntimeError as e:
+            return y, str(e)
+        return y, None
+
+    res = pgkernels.launch(fn, dealer="crypten-ttp", timeout=120)
+    assert res[0][0] == [1.0, 4.0]
+    assert "need the pgkernels dealer" in res[0][1]
+
+
+@pytest.mark.parametrize("ws", [2, 3])
+def test_dealer_serves_crypten_ops(ws):
+    """CrypTen's own ops draw triples from the pgkernels dealer (mul, matmul,
+    conv2d, binary AND, B2A, and wraps-based truncation with 3 parties)."""
+
+    def fn():
+        import crypten
+
+        g = torch.Generator().manual_seed(0)
+        a = torch.randn(4, 5, generator=g)
+        b = torch.randn(5, 3, generator=g)
+        img = torch.randn(1, 2, 6, 6, generator=g)
+        ker = torch.randn(3, 2, 3, 3, generator=g)
+        ea, eb = crypten.cryptensor(a), crypten.cryptensor(b)
+        out = {
+            "mul": ((ea * ea).get_plain_text(), a * a),
+            "matmul": ((ea @ eb).get_plain_text(), a @ b),
+            "conv2d": (crypten.cryptensor(img).conv2d(crypten.cryptensor(ker), padding=1).get_plain_text(),
+                       torch.nn.functional.conv2d(img, ker, padding=1)),
+            "square": (ea.square().get_plain_text(), a * a),
+            "lt": ((ea < 0).get_plain_text(), (a < 0).float()),
+            "max": (ea.max().get_plain_text(), a.max()),
+        }
+        return {k: (float((v[0] - v[1]).abs().max())) for k, v in out.items()}, crypten.cfg.mpc.provider
+
+    res = pgkernels.launch(fn, world_size=ws, timeout=300)
+    errs, provider = res[0]
+    assert provider == "PGK"
+    for k, err in errs.items():
+        assert err < 0.05, (k, err)
+
+
+def test_multihost_cli_over_loopback_tcp():
+    port = free_port()
+    rdv = f"tcp://127.0.0.1:{port}"
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT)] + sys.path))
+    base = [sys.executable, "-m", "pgkernels.party", "--world-size", "2", "--rendezvous", rdv,
+            "--timeout", "120"]
+    procs = [subprocess.Popen(base + ["--rank", str(r), "--run", str(ROOT / "tests/party_target.py") + ":main"],
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for r in range(2)]
+    procs.append(subprocess.Popen(base + ["--role", "dealer"], env=env, stdout=subprocess.PIPE,
+                                  stderr=subprocess.STDOUT, text=True))
+    outs = []
+    try:
+        for p in procs:
+            out, _ = p.communicate(timeout=180)
+            outs.append((p.returncode, out))
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    for code, out in outs:
+        assert code == 0, out
+    assert "[party 0] ok: [1, 0, 0]" in outs[0][1]
+    assert "[party 1] ok: [1, 0, 0]" in outs[1][1]
+
+
+def test_protocol_costs_are_metered():
+    """Rounds and bytes of the protocols (deterministic costs, not timings)."""
+
+    def fn():
+        import crypten
+
+        from pgkernels.runtime import comm
+
+        n = 4096
+        x = crypten.cryptensor(torch.randn(n))
+        rows = {}
+        for name, f in [("ltz", lambda: pgkernels.ltz(x)), ("crypten_lt", lambda: x < 0),
+                        ("relu", lambda: pgkernels.relu(x)), ("eq", lambda: pgkernels.eq(x, 0)),
+                        ("where", lambda: pgkernels.where(x < 0, x, 0.0 * x))]:
+            comm.reset_stats()
+            f()
+            s = comm.STATS.snapshot()
+            rows[name] = (s.rounds, s.bytes_sent / n)
+        return rows
+
+    rows = pgkernels.launch(fn, world_size=2, timeout=120)[0]
+    assert rows["ltz"] == (6, 13.25)
+    assert rows["relu"] == (6, 21.25)
+    assert rows["crypten_lt"][0] == 8
+    assert rows["ltz"][1] * 4 <= rows["crypten_lt"][1]
+    assert rows["eq"][0] == 6
