@@ -39,5 +39,6 @@ TORCH_LIBRARY(pgkernels, m) {
   m.def("cmp_start(Tensor c, Tensor mat, int k, int mode, bool inject, bool rank0, bool negate) -> (Tensor, Tensor)");
   m.def("cmp_step(Tensor opened, Tensor mat, Tensor(a!) state, int n, int k, int mode, bool inject, bool rank0, int level) -> Tensor");
   m.def("cmp_finish(Tensor z, Tensor mat, Tensor v, Tensor e, int n, int k, int mode, bool inject, bool rank0) -> Tensor");
-  m.def("cmp_dealer(Tensor[] mats, int n, int k, int mode, bool inject) -> Tensor");
+  // Dealer: writes party 0's corrected words into corr (reused between calls).
+  m.def("cmp_dealer_(Tensor(a!) corr, Tensor[] mats, int n, int k, int mode, bool inject) -> ()");
 }

@@ -5,17 +5,29 @@
 
 namespace pgk {
 
-void transpose64(uint64_t a[64]) {
-  // Swap the off-diagonal j x j blocks of every 2j x 2j block, for j = 32..1.
-  uint64_t m = 0x00000000FFFFFFFFull;
-  for (int j = 32; j != 0; j >>= 1, m ^= (m << j)) {
-    for (int k = 0; k < 64; ++k) {
-      if (k & j) continue;
-      const uint64_t t = ((a[k] >> j) ^ a[k | j]) & m;
-      a[k] ^= t << j;
-      a[k | j] ^= t;
+namespace {
+
+template <int J>
+inline void transpose_stage(uint64_t a[64], uint64_t m) {
+  // Swap the off-diagonal J x J blocks of every 2J x 2J block.
+  for (int base = 0; base < 64; base += 2 * J) {
+    for (int k = base; k < base + J; ++k) {
+      const uint64_t t = ((a[k] >> J) ^ a[k + J]) & m;
+      a[k] ^= t << J;
+      a[k + J] ^= t;
     }
   }
+}
+
+}  // namespace
+
+void transpose64(uint64_t a[64]) {
+  transpose_stage<32>(a, 0x00000000FFFFFFFFull);
+  transpose_stage<16>(a, 0x0000FFFF0000FFFFull);
+  transpose_stage<8>(a, 0x00FF00FF00FF00FFull);
+  transpose_stage<4>(a, 0x0F0F0F0F0F0F0F0Full);
+  transpose_stage<2>(a, 0x3333333333333333ull);
+  transpose_stage<1>(a, 0x5555555555555555ull);
 }
 
 void bitslice(const uint64_t* vals, int64_t n, int k, uint64_t* planes) {

@@ -39,6 +39,15 @@ inline int c_planes(int mode, int P) {
 
 inline uint64_t mask_bits(int k) { return k >= 64 ? ~0ull : ((1ull << k) - 1); }
 
+// Per-thread scratch reused across calls: fresh multi-megabyte buffers per
+// call cost more in page faults than the kernels themselves.
+inline uint64_t* scratch(int slot, size_t nwords) {
+  thread_local std::vector<uint64_t> bufs[4];
+  auto& b = bufs[slot];
+  if (b.size() < nwords) b.resize(nwords);
+  return b.data();
+}
+
 void check_spec(const CmpSpec& s) {
   if (s.n < 0) throw std::invalid_argument("pgk compare: n must be >= 0");
   if (s.mode != kCmpLT && s.mode != kCmpEQ && s.mode != kCmpMUX)
@@ -183,17 +192,16 @@ void cmp_start(const CmpSpec& s, const CmpLayout& L, const uint64_t* c, const ui
                bool rank0, bool negate, uint64_t* state, uint64_t* open_out) {
   const int64_t W = L.W, n = s.n;
   const int k = s.k;
-  const uint64_t mask = mask_bits(k);
-  std::vector<uint64_t> cm(c, c + n);
-  for (auto& v : cm) v &= mask;
-  std::vector<uint64_t> cP(size_t(k) * W);
-  bitslice(cm.data(), n, k, cP.data());
+  // Bits >= k of c are never read, so c needs no masking before slicing.
+  uint64_t* cPbuf = scratch(0, size_t(k) * W);
+  bitslice(c, n, k, cPbuf);
+  const uint64_t* cP = cPbuf;
 
   const uint64_t* rB = mat + L.rB;
   const uint64_t ones = rank0 ? ~0ull : 0ull;  // public constant 1, held by party 0
   uint64_t* base = state;
   if (s.mode == kCmpLT) {
-    const uint64_t* ctop = cP.data() + int64_t(k - 1) * W;
+    const uint64_t* ctop = cP + int64_t(k - 1) * W;
     const uint64_t* rtop = rB + int64_t(k - 1) * W;
     const uint64_t flip = negate ? ones : 0;
     for (int64_t w = 0; w < W; ++w) base[w] = rtop[w] ^ (rank0 ? ctop[w] : 0) ^ flip;
@@ -331,28 +339,36 @@ void cmp_dealer(const CmpSpec& s, const CmpLayout& L, int parties, const uint64_
 
   if (s.mode != kCmpMUX) {
     const int k = s.k;
-    std::vector<uint64_t> r(n);
-    for (int64_t i = 0; i < n; ++i) {
-      uint64_t acc = 0;
-      for (int p = 0; p < parties; ++p) acc += mats[p][L.rA + i];
-      r[i] = acc;
-    }
-    std::vector<uint64_t> rT(size_t(k) * W);
-    bitslice(r.data(), n, k, rT.data());
-    for (int64_t j = 0; j < int64_t(k) * W; ++j) C(L.rB)[j] = rT[j] ^ others_xor(L.rB, j);
+    uint64_t* r = scratch(1, size_t(n));
+    for (int64_t i = 0; i < n; ++i) r[i] = mats[0][L.rA + i];
+    for (int p = 1; p < parties; ++p)
+      for (int64_t i = 0; i < n; ++i) r[i] += mats[p][L.rA + i];
+    uint64_t* rT = scratch(2, size_t(k) * W);
+    bitslice(r, n, k, rT);
+    // Corrected planes: true value, then XOR out every other party's share.
+    uint64_t* rBc = C(L.rB);
+    for (int64_t j = 0; j < int64_t(k) * W; ++j) rBc[j] = rT[j];
     for (int g = 0; g < L.G; ++g) {
       const int m = L.group_bits[g];
       const unsigned full = (1u << m) - 1;
-      for (unsigned T = 1; T <= full; ++T) {
-        if (popcount(T) < 2) continue;
-        const int64_t off = L.mono + (L.mono_plane[g] + mono_index(m, T)) * W;
-        for (int64_t w = 0; w < W; ++w) {
-          uint64_t prod = ~0ull;
-          for (int j = 0; j < m; ++j)
-            if (T & (1u << j)) prod &= rT[int64_t(kGroup * g + j) * W + w];
-          C(off)[w] = prod ^ others_xor(off, w);
+      uint64_t* planes[16];
+      for (unsigned T = 1; T <= full; ++T)
+        planes[T] = popcount(T) < 2 ? nullptr
+                                    : C(L.mono + (L.mono_plane[g] + mono_index(m, T)) * W);
+      const uint64_t* rg = rT + int64_t(kGroup * g) * W;
+      for (int64_t w = 0; w < W; ++w) {
+        uint64_t prod[16];
+        prod[0] = ~0ull;
+        for (unsigned T = 1; T <= full; ++T) {
+          prod[T] = prod[T & (T - 1)] & rg[int64_t(__builtin_ctz(T)) * W + w];
+          if (planes[T]) planes[T][w] = prod[T];
         }
       }
+    }
+    const int64_t ndeal = L.cc - L.rB;  // rB and monomial planes
+    for (int p = 1; p < parties; ++p) {
+      const uint64_t* src = mats[p] + L.rB;
+      for (int64_t j = 0; j < ndeal; ++j) rBc[j] ^= src[j];
     }
     for (int l = 0; l < L.levels; ++l) {
       const int P = pairs_at(L, l);
@@ -373,18 +389,24 @@ void cmp_dealer(const CmpSpec& s, const CmpLayout& L, int parties, const uint64_
       }
     }
   }
-  for (int64_t i = 0; i < n; ++i) {
-    const uint64_t sbit = (all_xor(L.sB, i >> 6) >> (i & 63)) & 1;
-    uint64_t others = 0;
-    for (int p = 1; p < parties; ++p) others += mats[p][L.sA + i];
-    C(L.sA)[i] = sbit - others;
-    if (s.inject) {
-      uint64_t m = 0, osm = 0;
-      for (int p = 0; p < parties; ++p) m += mats[p][L.mA + i];
-      for (int p = 1; p < parties; ++p) osm += mats[p][L.smA + i];
-      C(L.smA)[i] = sbit * m - osm;
-    }
+  uint64_t* sAc = C(L.sA);
+  for (int64_t w = 0; w < W; ++w) {
+    const uint64_t sw = all_xor(L.sB, w);
+    const int64_t end = std::min<int64_t>(n, (w + 1) * 64);
+    for (int64_t i = w * 64; i < end; ++i) sAc[i] = (sw >> (i & 63)) & 1;
   }
+  if (s.inject) {  // [s m] needs the plain s before the other shares come off
+    uint64_t* smc = C(L.smA);
+    for (int64_t i = 0; i < n; ++i) {
+      uint64_t m = 0;
+      for (int p = 0; p < parties; ++p) m += mats[p][L.mA + i];
+      smc[i] = sAc[i] * m;
+    }
+    for (int p = 1; p < parties; ++p)
+      for (int64_t i = 0; i < n; ++i) smc[i] -= mats[p][L.smA + i];
+  }
+  for (int p = 1; p < parties; ++p)
+    for (int64_t i = 0; i < n; ++i) sAc[i] -= mats[p][L.sA + i];
 }
 
 }  // namespace pgk

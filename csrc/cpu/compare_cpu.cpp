@@ -108,18 +108,18 @@ at::Tensor cmp_finish_cpu(const at::Tensor& z, const at::Tensor& mat, const at::
   return out;
 }
 
-at::Tensor cmp_dealer_cpu(at::TensorList mats, int64_t n, int64_t k, int64_t mode, bool inject) {
+void cmp_dealer_cpu(at::Tensor corr, at::TensorList mats, int64_t n, int64_t k, int64_t mode, bool inject) {
   TORCH_CHECK(mats.size() >= 2, "cmp_dealer: need the material of at least 2 parties");
   const pgk::CmpSpec s = spec(n, k, mode, inject);
   const pgk::CmpLayout L = pgk::cmp_layout(s);
   std::vector<const u64*> ptrs;
-  for (const auto& m : mats) {
-    check_words(m, "mats[i]", L.total_words);
-    ptrs.push_back(rd(m));
+  for (size_t i = 0; i < mats.size(); ++i) {
+    // party 0's corrected segment is never read: its stream segment is enough
+    check_words(mats[i], "mats[i]", i == 0 ? L.stream_words : L.total_words);
+    ptrs.push_back(rd(mats[i]));
   }
-  at::Tensor corr = words(L.corr_words());
+  check_words(corr, "corr", L.corr_words());
   pgk::cmp_dealer(s, L, int(mats.size()), ptrs.data(), wr(corr));
-  return corr;
 }
 
 }  // namespace
@@ -132,5 +132,5 @@ TORCH_LIBRARY_IMPL(pgkernels, CPU, m) {
   m.impl("cmp_start", &cmp_start_cpu);
   m.impl("cmp_step", &cmp_step_cpu);
   m.impl("cmp_finish", &cmp_finish_cpu);
-  m.impl("cmp_dealer", &cmp_dealer_cpu);
+  m.impl("cmp_dealer_", &cmp_dealer_cpu);
 }

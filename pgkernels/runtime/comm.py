@@ -1,8 +1,9 @@
 """Party-to-party communication for pgkernels protocols, and a meter.
 
 Protocols open values with :func:`exchange`: one call is one communication
-round in which every compute party sends its words to the others (an
-all-reduce: SUM for arithmetic shares mod 2^64, XOR for bit shares). The meter
+round in which every compute party sends its words to every other party and
+combines what it receives (SUM for arithmetic shares mod 2^64, XOR for bit
+shares): (n - 1) * B bytes sent per party for B bytes of shares. The meter
 counts rounds and the bytes *sent* by this party, using the same model for
 pgkernels' exchanges and for CrypTen's own communicator calls (wrapped by
 :func:`install_meter`), so the two can be compared in one run:
@@ -73,26 +74,53 @@ def _nbytes(t):
     return t.numel() * t.element_size()
 
 
+_INBOX = {}
+
+
+def _inbox_buffer(slot, like):
+    """Receive buffers reused between rounds (multi-MB allocations fault pages)."""
+    buf = _INBOX.get(slot)
+    n = like.numel()
+    if buf is None or buf.numel() < n or buf.dtype != like.dtype:
+        buf = torch.empty(max(n, 1), dtype=like.dtype)
+        _INBOX[slot] = buf
+    return buf[:n].view(like.shape)
+
+
 def exchange(sum_tensor=None, xor_tensor=None):
     """One round: every party contributes its words; all get SUM / XOR of them.
 
-    Returns ``(sum_result, xor_result)``; the inputs are overwritten.
+    Each party sends its words straight to every other party (point-to-point;
+    gloo's all-reduce costs about 1.3 ms per call on loopback against 0.2 ms for
+    a send/receive pair), then adds or XORs what it received. Returns
+    ``(sum_result, xor_result)``; the inputs are overwritten in place.
     """
     c = _comm()
     n = c.get_world_size()
+    me = c.get_rank()
     group = c.main_group
-    works = []
+    jobs = [(t, False) for t in (sum_tensor,) if t is not None and t.numel()]
+    jobs += [(t, True) for t in (xor_tensor,) if t is not None and t.numel()]
+    works, inbox = [], []
     total = 0
-    if sum_tensor is not None and sum_tensor.numel():
-        works.append(dist.all_reduce(sum_tensor, op=dist.ReduceOp.SUM, group=group, async_op=True))
-        total += _nbytes(sum_tensor)
-    if xor_tensor is not None and xor_tensor.numel():
-        works.append(dist.all_reduce(xor_tensor, op=dist.ReduceOp.BXOR, group=group, async_op=True))
-        total += _nbytes(xor_tensor)
+    for t, is_xor in jobs:
+        total += _nbytes(t)
+        for peer in range(n):
+            if peer == me:
+                continue
+            buf = _inbox_buffer(len(inbox), t)
+            works.append(dist.isend(t, peer, group=group))
+            works.append(dist.irecv(buf, peer, group=group))
+            inbox.append((t, buf, is_xor))
     for w in works:
         w.wait()
+    for t, buf, is_xor in inbox:
+        if is_xor:
+            t.bitwise_xor_(buf)
+        else:
+            t.add_(buf)
     STATS.rounds += 1
-    STATS.bytes_sent += total * 2 * (n - 1) / n
+    STATS.bytes_sent += total * (n - 1)
     return sum_tensor, xor_tensor
 
 

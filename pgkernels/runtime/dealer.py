@@ -140,22 +140,52 @@ def _xor_all(ts):
     return out
 
 
+class _Pool:
+    """Reused word buffers: fresh 50 MB allocations per request cost more in
+    page faults than the AES and the arithmetic together."""
+
+    def __init__(self):
+        self._bufs = {}
+
+    def get(self, slot, nwords):
+        buf = self._bufs.get(slot)
+        if buf is None or buf.numel() < nwords:
+            buf = torch.empty(nwords, dtype=torch.long)
+            self._bufs[slot] = buf
+        return buf[:nwords]
+
+
 class DealerCore:
     """Computes party 0's corrections from every party's key (dealer side)."""
 
     def __init__(self, keys):
         self.keys = keys
         self.seq = 0
+        self.pool = _Pool()
+
+    def _streams(self, seq, stream_words, total_words):
+        mats = []
+        for i, key in enumerate(self.keys):
+            # party 0's corrected segment is what we compute: skip drawing it
+            nwords = stream_words if i == 0 else total_words
+            buf = self.pool.get(("mat", i), nwords)
+            if nwords:
+                _ops().prg_fill_(buf, key, seq, 0)
+            mats.append(buf)
+        return mats
 
     def answer(self, kind, params):
+        """Party 0's corrected words for request number ``self.seq + 1``."""
         self.seq += 1
         if kind == CMP:
             n, k, mode, inject = params
             lay = cmp_layout(n, k, mode, bool(inject))
-            mats = [stream(key, self.seq, lay["total"]) for key in self.keys]
-            return _ops().cmp_dealer(mats, n, k, mode, bool(inject))
+            mats = self._streams(self.seq, lay["stream"], lay["total"])
+            corr = self.pool.get("corr", lay["total"] - lay["stream"])
+            _ops().cmp_dealer_(corr, mats, n, k, mode, bool(inject))
+            return corr
         if kind == CRYPTEN:
-            _, total = crypten_layout(params)
+            stream_words, total = crypten_layout(params)
             mats = [stream(key, self.seq, total) for key in self.keys]
             return _crypten_corrections(params, mats).contiguous()
         raise ValueError(f"unknown dealer request kind {kind}")
@@ -192,6 +222,7 @@ class DealerClient:
         self.dealer_rank = self.world_size
         self.group = c.ttp_group if mode == "process" else c.main_group
         self.seq = 0
+        self._pool = _Pool()
         if mode == "process":
             key = torch.empty(16, dtype=torch.uint8)
             dist.recv(key, src=self.dealer_rank, group=self.group)
@@ -214,7 +245,9 @@ class DealerClient:
 
     def _request(self, kind, params, stream_words, total_words, header_extra=(), payload=None):
         self.seq += 1
-        words = torch.empty(total_words, dtype=torch.long)
+        # One reused buffer: requests are strictly sequential within a party and
+        # every caller is done with its material before the next request.
+        words = self._pool.get("mat", total_words)
         if self.rank != 0:
             if total_words:
                 _ops().prg_fill_(words, self.key, self.seq, 0)

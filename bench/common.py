@@ -1,0 +1,41 @@
+"""Timing and metering helpers shared by the benchmarks (run inside parties)."""
+
+import statistics
+import time
+
+
+def measure(fn, reps, warmup=1):
+    """Median wall time of fn() at party 0, with rounds/bytes of one call.
+
+    Parties are aligned with a barrier before each call so the clock measures
+    the protocol, not a late start.
+    """
+    import torch.distributed as dist
+
+    import crypten.communicator as cc
+
+    from pgkernels.runtime import comm
+
+    group = cc.get().main_group
+    for _ in range(warmup):
+        fn()
+    times = []
+    stats = None
+    for _ in range(reps):
+        dist.barrier(group=group)
+        comm.reset_stats()
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+        if stats is None:
+            stats = comm.STATS.snapshot()
+    return {"seconds": statistics.median(times), "rounds": stats.rounds,
+            "bytes_sent": stats.bytes_sent, "dealer_bytes": stats.dealer_bytes}
+
+
+def fmt_table(rows, cols):
+    widths = [max(len(str(c)), *(len(str(r.get(c, ""))) for r in rows)) for c in cols]
+    line = lambda vals: "| " + " | ".join(str(v).ljust(w) for v, w in zip(vals, widths)) + " |"  # noqa: E731
+    out = [line(cols), "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
+    out += [line([r.get(c, "") for c in cols]) for r in rows]
+    return "\n".join(out)
