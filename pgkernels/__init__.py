@@ -9,6 +9,7 @@ from ._compat import import_crypten, patch_torch_for_crypten
 
 patch_torch_for_crypten()
 
+from .protocols._shares import decode  # noqa: E402
 from .protocols.compare import eq, ge, gt, le, lt, ltz, ne, relu, sign, where  # noqa: E402
 from .runtime.comm import CommStats, reset_stats  # noqa: E402
 from .runtime.launch import PartyError, launch  # noqa: E402
@@ -25,6 +26,6 @@ def comm_stats():
 
 
 __all__ = [
-    "ConfigError", "CommStats", "PartyError", "comm_stats", "eq", "ge", "gt", "import_crypten",
+    "ConfigError", "CommStats", "PartyError", "comm_stats", "decode", "eq", "ge", "gt", "import_crypten",
     "launch", "le", "lt", "ltz", "ne", "relu", "reset_stats", "sign", "where",
 ]

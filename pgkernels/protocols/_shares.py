@@ -95,3 +95,16 @@ def to_mpc(value, ref):
     enc = ref.encoder.encode(t)
     share = enc if comm.rank() == 0 else torch.zeros_like(enc)
     return mpc.MPCTensor.from_shares(share, precision=int(round(math.log2(ref.encoder.scale))))
+
+
+def decode(x):
+    """Reveal an MPCTensor and decode it exactly, as float64.
+
+    CrypTen's ``get_plain_text`` divides negative values by ``scale - 1`` and
+    patches the remainder, which is off by one whole unit for some negative
+    inputs (e.g. -15.9998 decodes as -16.9998; -1e6 as -1000015). This reveals
+    the ring integers and divides by the scale in float64. Reveals x to all
+    parties (it is an opening).
+    """
+    check_mpc(x, "x")
+    return x._tensor.reveal().double() / x.encoder.scale

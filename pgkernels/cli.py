@@ -1,0 +1,18 @@
+"""``pgkernels`` command line: ``pgkernels demo``, ``pgkernels party ...``."""
+
+import sys
+
+
+def main(argv=None):
+    argv = list(sys.argv[1:] if argv is None else argv)
+    commands = {"demo": "pgkernels.demo", "party": "pgkernels.party"}
+    if not argv or argv[0] not in commands:
+        print("usage: pgkernels {demo,party} [args...]", file=sys.stderr)
+        return 2
+    import importlib
+
+    return importlib.import_module(commands[argv[0]]).main(argv[1:])
+
+
+if __name__ == "__main__":
+    sys.exit(main())
