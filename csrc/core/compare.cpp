@@ -54,8 +54,9 @@ void check_spec(const CmpSpec& s) {
     throw std::invalid_argument("pgk compare: unknown mode " + std::to_string(s.mode));
   if (s.mode != kCmpMUX && (s.k < 2 || s.k > 64))
     throw std::invalid_argument("pgk compare: bits must be in [2, 64], got " + std::to_string(s.k));
-  if (s.mode == kCmpMUX && !s.inject)
-    throw std::invalid_argument("pgk compare: MUX mode needs inject");
+  if (s.payloads < 0) throw std::invalid_argument("pgk compare: payloads must be >= 0");
+  if (s.mode == kCmpMUX && s.payloads == 0)
+    throw std::invalid_argument("pgk compare: MUX mode needs payloads");
 }
 
 }  // namespace
@@ -86,7 +87,7 @@ CmpLayout cmp_layout(const CmpSpec& s) {
   L.sB = off;
   off += W;
   L.mA = off;
-  off += s.inject ? n : 0;
+  off += int64_t(s.payloads) * n;
   L.ab = off;
   int64_t planes = 0;
   for (int l = 0; l <= L.levels; ++l) {
@@ -115,14 +116,14 @@ CmpLayout cmp_layout(const CmpSpec& s) {
   L.sA = off;
   off += n;
   L.smA = off;
-  off += s.inject ? n : 0;
+  off += int64_t(s.payloads) * n;
   L.total_words = off;
   return L;
 }
 
 int64_t cmp_open1_words(const CmpSpec& s) {
-  if (s.mode == kCmpMUX) return s.n;
-  return s.inject ? 2 * s.n : s.n;
+  if (s.mode == kCmpMUX) return int64_t(s.payloads) * s.n;
+  return int64_t(1 + s.payloads) * s.n;
 }
 
 void cmp_open1(const CmpSpec& s, const CmpLayout& L, const uint64_t* x, const uint64_t* v,
@@ -130,7 +131,7 @@ void cmp_open1(const CmpSpec& s, const CmpLayout& L, const uint64_t* x, const ui
   const int64_t n = s.n;
   if (s.mode == kCmpMUX) {
     const uint64_t* mA = mat + L.mA;
-    for (int64_t i = 0; i < n; ++i) out[i] = v[i] + mA[i];
+    for (int64_t i = 0; i < int64_t(s.payloads) * n; ++i) out[i] = v[i] + mA[i];
     const uint64_t* sB = mat + L.sB;
     for (int64_t w = 0; w < L.W; ++w) {
       uint64_t word = 0;
@@ -145,10 +146,8 @@ void cmp_open1(const CmpSpec& s, const CmpLayout& L, const uint64_t* x, const ui
   const uint64_t offset = (rank0 && s.mode == kCmpLT) ? (1ull << (s.k - 1)) : 0;
   const uint64_t* rA = mat + L.rA;
   for (int64_t i = 0; i < n; ++i) out[i] = (x[i] + rA[i] + offset) & mask;
-  if (s.inject) {
-    const uint64_t* mA = mat + L.mA;
-    for (int64_t i = 0; i < n; ++i) out[n + i] = v[i] + mA[i];
-  }
+  const uint64_t* mA = mat + L.mA;
+  for (int64_t i = 0; i < int64_t(s.payloads) * n; ++i) out[n + i] = v[i] + mA[i];
 }
 
 namespace {
@@ -307,7 +306,7 @@ void cmp_finish(const CmpSpec& s, const CmpLayout& L, const uint64_t* z, const u
   const int64_t n = s.n;
   const uint64_t* sA = mat + L.sA;
   const uint64_t one = rank0 ? 1 : 0;
-  if (!s.inject) {
+  if (s.payloads == 0) {
     for (int64_t i = 0; i < n; ++i) {
       const uint64_t zb = (z[i >> 6] >> (i & 63)) & 1;
       // bit = z ^ s = z + s - 2zs
@@ -316,11 +315,14 @@ void cmp_finish(const CmpSpec& s, const CmpLayout& L, const uint64_t* z, const u
     return;
   }
   const uint64_t* smA = mat + L.smA;
-  for (int64_t i = 0; i < n; ++i) {
-    const uint64_t zb = (z[i >> 6] >> (i & 63)) & 1;
-    // bit * v = z v + (1 - 2z) s v, and s v = e s - s m with e = v + m public.
-    const uint64_t sv = e[i] * sA[i] - smA[i];
-    out[i] = zb ? v[i] - sv : sv;
+  for (int p = 0; p < s.payloads; ++p) {
+    const int64_t base = int64_t(p) * n;
+    for (int64_t i = 0; i < n; ++i) {
+      const uint64_t zb = (z[i >> 6] >> (i & 63)) & 1;
+      // bit * v = z v + (1 - 2z) s v, and s v = e s - s m with e = v + m public.
+      const uint64_t sv = e[base + i] * sA[i] - smA[base + i];
+      out[base + i] = zb ? v[base + i] - sv : sv;
+    }
   }
 }
 
@@ -395,15 +397,17 @@ void cmp_dealer(const CmpSpec& s, const CmpLayout& L, int parties, const uint64_
     const int64_t end = std::min<int64_t>(n, (w + 1) * 64);
     for (int64_t i = w * 64; i < end; ++i) sAc[i] = (sw >> (i & 63)) & 1;
   }
-  if (s.inject) {  // [s m] needs the plain s before the other shares come off
+  // [s m] needs the plain s, so it comes before the other shares of s come off
+  const int64_t pn = int64_t(s.payloads) * n;
+  if (pn) {
     uint64_t* smc = C(L.smA);
-    for (int64_t i = 0; i < n; ++i) {
+    for (int64_t j = 0; j < pn; ++j) {
       uint64_t m = 0;
-      for (int p = 0; p < parties; ++p) m += mats[p][L.mA + i];
-      smc[i] = sAc[i] * m;
+      for (int p = 0; p < parties; ++p) m += mats[p][L.mA + j];
+      smc[j] = sAc[j % n] * m;
     }
     for (int p = 1; p < parties; ++p)
-      for (int64_t i = 0; i < n; ++i) smc[i] -= mats[p][L.smA + i];
+      for (int64_t j = 0; j < pn; ++j) smc[j] -= mats[p][L.smA + j];
   }
   for (int p = 1; p < parties; ++p)
     for (int64_t i = 0; i < n; ++i) sAc[i] -= mats[p][L.sA + i];

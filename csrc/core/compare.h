@@ -29,7 +29,7 @@ struct CmpSpec {
   int64_t n = 0;        // elements
   int k = 64;           // ring bits the comparison looks at (2..64)
   int mode = kCmpLT;
-  bool inject = false;  // multiply the output bit into an arithmetic value
+  int payloads = 0;  // arithmetic values (per element) the output bit is multiplied into
 };
 
 // Offsets (in words) into one party's correlated-randomness buffer ("material").
@@ -57,9 +57,10 @@ struct CmpLayout {
 
 CmpLayout cmp_layout(const CmpSpec& s);
 
-// Round 1 (sum-open). out[0:n] = (x + rA + offset) mod 2^k (LT/EQ); with
-// inject also out[n:2n] = v + mA. For MUX: out[0:n] = v + mA (sum-open) and
-// zout[0:W] = (x & 1 bits) ^ sB (xor-open), where x holds the 0/1 shares.
+// Round 1 (sum-open). out[0:n] = (x + rA + offset) mod 2^k (LT/EQ); with P
+// payloads also out[n + p n + i] = v[p n + i] + mA[p n + i]. For MUX:
+// out[p n + i] = v[p n + i] + mA[...] (sum-open) and zout[0:W] = (x & 1 bits)
+// ^ sB (xor-open), where x holds the 0/1 shares. v is payload-major (P x n).
 int64_t cmp_open1_words(const CmpSpec& s);
 void cmp_open1(const CmpSpec& s, const CmpLayout& L, const uint64_t* x, const uint64_t* v,
                const uint64_t* mat, bool rank0, uint64_t* out, uint64_t* zout);
@@ -74,8 +75,8 @@ void cmp_start(const CmpSpec& s, const CmpLayout& L, const uint64_t* c, const ui
 void cmp_step(const CmpSpec& s, const CmpLayout& L, int level, const uint64_t* opened,
               const uint64_t* mat, bool rank0, uint64_t* state, uint64_t* open_out);
 
-// After the final XOR-open z (W words): arithmetic shares of the output bit,
-// or of bit * v when inject (e = the opened v + mA).
+// After the final XOR-open z (W words): arithmetic shares of the output bit
+// (n words), or of bit * v for each payload (P x n words; e = the opened v + mA).
 void cmp_finish(const CmpSpec& s, const CmpLayout& L, const uint64_t* z, const uint64_t* mat,
                 bool rank0, const uint64_t* v, const uint64_t* e, uint64_t* out);
 

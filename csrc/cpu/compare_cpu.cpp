@@ -23,10 +23,11 @@ u64* wr(at::Tensor& t) { return reinterpret_cast<u64*>(t.data_ptr<int64_t>()); }
 
 at::Tensor words(int64_t n) { return at::empty({n}, at::TensorOptions().dtype(at::kLong)); }
 
-pgk::CmpSpec spec(int64_t n, int64_t k, int64_t mode, bool inject) {
+pgk::CmpSpec spec(int64_t n, int64_t k, int64_t mode, int64_t payloads) {
   TORCH_CHECK(mode >= 0 && mode <= 2, "unknown comparison mode ", mode);
   TORCH_CHECK(mode == pgk::kCmpMUX || (k >= 2 && k <= 64), "bits must be in [2, 64], got ", k);
-  return pgk::CmpSpec{n, int(k), int(mode), inject};
+  TORCH_CHECK(payloads >= 0 && (mode != pgk::kCmpMUX || payloads > 0), "bad payload count ", payloads);
+  return pgk::CmpSpec{n, int(k), int(mode), int(payloads)};
 }
 
 void prg_fill_cpu(at::Tensor out, const at::Tensor& key, int64_t nonce, int64_t first_block) {
@@ -54,23 +55,23 @@ at::Tensor unbitslice_cpu(const at::Tensor& planes, int64_t n, int64_t k) {
 }
 
 std::tuple<at::Tensor, at::Tensor> cmp_open1_cpu(const at::Tensor& x, const at::Tensor& v, const at::Tensor& mat,
-                                                 int64_t k, int64_t mode, bool inject, bool rank0) {
+                                                 int64_t k, int64_t mode, int64_t payloads, bool rank0) {
   check_words(x, "x");
   const int64_t n = x.numel();
-  const pgk::CmpSpec s = spec(n, k, mode, inject);
+  const pgk::CmpSpec s = spec(n, k, mode, payloads);
   const pgk::CmpLayout L = pgk::cmp_layout(s);
   check_words(mat, "mat", L.total_words);
-  if (inject) check_words(v, "v", n);
+  if (payloads) check_words(v, "v", payloads * n);
   at::Tensor out = words(pgk::cmp_open1_words(s));
   at::Tensor zout = words(mode == pgk::kCmpMUX ? L.W : 0);
-  pgk::cmp_open1(s, L, rd(x), inject ? rd(v) : nullptr, rd(mat), rank0, wr(out), wr(zout));
+  pgk::cmp_open1(s, L, rd(x), payloads ? rd(v) : nullptr, rd(mat), rank0, wr(out), wr(zout));
   return {out, zout};
 }
 
 std::tuple<at::Tensor, at::Tensor> cmp_start_cpu(const at::Tensor& c, const at::Tensor& mat, int64_t k,
-                                                 int64_t mode, bool inject, bool rank0, bool negate) {
+                                                 int64_t mode, int64_t payloads, bool rank0, bool negate) {
   check_words(c, "c");
-  const pgk::CmpSpec s = spec(c.numel(), k, mode, inject);
+  const pgk::CmpSpec s = spec(c.numel(), k, mode, payloads);
   TORCH_CHECK(mode != pgk::kCmpMUX, "cmp_start: MUX has no comparison tree");
   const pgk::CmpLayout L = pgk::cmp_layout(s);
   check_words(mat, "mat", L.total_words);
@@ -81,8 +82,8 @@ std::tuple<at::Tensor, at::Tensor> cmp_start_cpu(const at::Tensor& c, const at::
 }
 
 at::Tensor cmp_step_cpu(const at::Tensor& opened, const at::Tensor& mat, at::Tensor state, int64_t n, int64_t k,
-                        int64_t mode, bool inject, bool rank0, int64_t level) {
-  const pgk::CmpSpec s = spec(n, k, mode, inject);
+                        int64_t mode, int64_t payloads, bool rank0, int64_t level) {
+  const pgk::CmpSpec s = spec(n, k, mode, payloads);
   const pgk::CmpLayout L = pgk::cmp_layout(s);
   TORCH_CHECK(level >= 0 && level < L.levels, "cmp_step: level ", level, " out of range [0, ", L.levels, ")");
   check_words(opened, "opened", L.open_words(int(level)));
@@ -94,23 +95,23 @@ at::Tensor cmp_step_cpu(const at::Tensor& opened, const at::Tensor& mat, at::Ten
 }
 
 at::Tensor cmp_finish_cpu(const at::Tensor& z, const at::Tensor& mat, const at::Tensor& v, const at::Tensor& e,
-                          int64_t n, int64_t k, int64_t mode, bool inject, bool rank0) {
-  const pgk::CmpSpec s = spec(n, k, mode, inject);
+                          int64_t n, int64_t k, int64_t mode, int64_t payloads, bool rank0) {
+  const pgk::CmpSpec s = spec(n, k, mode, payloads);
   const pgk::CmpLayout L = pgk::cmp_layout(s);
   check_words(z, "z", L.W);
   check_words(mat, "mat", L.total_words);
-  if (inject) {
-    check_words(v, "v", n);
-    check_words(e, "e", n);
+  if (payloads) {
+    check_words(v, "v", payloads * n);
+    check_words(e, "e", payloads * n);
   }
-  at::Tensor out = words(n);
-  pgk::cmp_finish(s, L, rd(z), rd(mat), rank0, inject ? rd(v) : nullptr, inject ? rd(e) : nullptr, wr(out));
+  at::Tensor out = words(payloads ? payloads * n : n);
+  pgk::cmp_finish(s, L, rd(z), rd(mat), rank0, payloads ? rd(v) : nullptr, payloads ? rd(e) : nullptr, wr(out));
   return out;
 }
 
-void cmp_dealer_cpu(at::Tensor corr, at::TensorList mats, int64_t n, int64_t k, int64_t mode, bool inject) {
+void cmp_dealer_cpu(at::Tensor corr, at::TensorList mats, int64_t n, int64_t k, int64_t mode, int64_t payloads) {
   TORCH_CHECK(mats.size() >= 2, "cmp_dealer: need the material of at least 2 parties");
-  const pgk::CmpSpec s = spec(n, k, mode, inject);
+  const pgk::CmpSpec s = spec(n, k, mode, payloads);
   const pgk::CmpLayout L = pgk::cmp_layout(s);
   std::vector<const u64*> ptrs;
   for (size_t i = 0; i < mats.size(); ++i) {

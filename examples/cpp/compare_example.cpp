@@ -48,7 +48,7 @@ int main() {
 
   // One comparison of n elements over the full 64-bit ring; LT mode with
   // negate = true gives [x < 0].
-  const pgk::CmpSpec spec{int64_t(n), /*k=*/64, pgk::kCmpLT, /*inject=*/false};
+  const pgk::CmpSpec spec{int64_t(n), /*k=*/64, pgk::kCmpLT, /*payloads=*/0};
   const bool negate = true;
   const pgk::CmpLayout L = pgk::cmp_layout(spec);
   const u64 request = 1;  // request number = PRG nonce; must never repeat for a key

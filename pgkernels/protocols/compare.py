@@ -60,41 +60,65 @@ def _check_bits(bits):
         raise ValueError(f"bits must be in [2, 64], got {bits}")
 
 
-def _bit_protocol(share, mode, bits, negate, inject=None):
-    """Run the comparison on a flat int64 share; returns the output share.
+def compare_shares(share, mode, bits=64, negate=False, payloads=None):
+    """Run the comparison on this party's flat int64 share (n elements).
 
-    ``inject``: a flat int64 share v; the output is then bit * v (same scale as v).
+    Returns the shares of the output bit (n words, scale 1), or, with
+    ``payloads`` (a (P, n) int64 share tensor), the shares of bit * payload for
+    every payload row (P, n): one comparison multiplies into many values at
+    the cost of 8 more bytes per value and no extra round.
     """
     n = share.numel()
+    P = 0 if payloads is None else payloads.shape[0]
+    if n == 0:
+        return share.new_zeros((P, 0) if P else (0,))
     client = dealer_client()
     rank0 = _comm.rank() == 0
-    mat, lay = client.cmp(n, bits, mode, inject is not None)
+    mat, lay = client.cmp(n, bits, mode, P)
     words = mat.words
     ops = _ops()
-    v = inject if inject is not None else share.new_empty(0)
-    open1, _ = ops.cmp_open1(share, v, words, bits, mode, inject is not None, rank0)
+    v = payloads.reshape(-1).contiguous() if P else share.new_empty(0)
+    open1, _ = ops.cmp_open1(share, v, words, bits, mode, P, rank0)
     _comm.exchange(sum_tensor=open1)
     c = open1[:n]
-    e = open1[n:] if inject is not None else share.new_empty(0)
+    e = open1[n:] if P else share.new_empty(0)
     mat.wait()
-    state, buf = ops.cmp_start(c, words, bits, mode, inject is not None, rank0, negate)
+    state, buf = ops.cmp_start(c, words, bits, mode, P, rank0, negate)
     for level in range(lay["levels"]):
         _comm.exchange(xor_tensor=buf)
-        buf = ops.cmp_step(buf, words, state, n, bits, mode, inject is not None, rank0, level)
+        buf = ops.cmp_step(buf, words, state, n, bits, mode, P, rank0, level)
     _comm.exchange(xor_tensor=buf)
-    return ops.cmp_finish(buf, words, v, e, n, bits, mode, inject is not None, rank0)
+    out = ops.cmp_finish(buf, words, v, e, n, bits, mode, P, rank0)
+    return out.view(P, n) if P else out
+
+
+def mux_shares(bit_share, values):
+    """bit * values for a 0/1 arithmetic sharing (n,) and (P, n) value shares.
+
+    One round: open ``bit ^ s`` (1 bit per element) and ``values + m``.
+    """
+    n = bit_share.numel()
+    P = values.shape[0]
+    if n == 0:
+        return values.clone()
+    client = dealer_client()
+    rank0 = _comm.rank() == 0
+    mat, _ = client.cmp(n, 64, MUX, P)
+    ops = _ops()
+    v = values.reshape(-1).contiguous()
+    sum_open, xor_open = ops.cmp_open1(bit_share.contiguous(), v, mat.words, 64, MUX, P, rank0)
+    _comm.exchange(sum_tensor=sum_open, xor_tensor=xor_open)
+    mat.wait()
+    return ops.cmp_finish(xor_open, mat.words, v, sum_open, n, 64, MUX, P, rank0).view(P, n)
 
 
 def _compare(x, mode, bits, negate, inject=None):
     _check_bits(bits)
     flat = _shares.flat_share(x)
-    if flat.numel() == 0:
-        out = flat.clone()
-    else:
-        inj = _shares.flat_share(inject) if inject is not None else None
-        out = _bit_protocol(flat, mode, bits, negate, inj)
     if inject is not None:
-        return _shares.like(inject, out, scale=inject.encoder.scale)
+        out = compare_shares(flat, mode, bits, negate, _shares.flat_share(inject).view(1, -1))
+        return _shares.like(inject, out.view(-1), scale=inject.encoder.scale)
+    out = compare_shares(flat, mode, bits, negate)
     return _shares.like(x, out, scale=1)
 
 
@@ -223,20 +247,7 @@ def where(condition, a, b):
     shape = torch.broadcast_shapes(condition.size(), d.size())
     c = condition.expand(shape) if condition.size() != shape else condition
     d = d.expand(shape) if d.size() != shape else d
-    cflat = _shares.flat_share(c)
-    dflat = _shares.flat_share(d)
-    n = cflat.numel()
-    if n == 0:
-        out = dflat.clone()
-    else:
-        client = dealer_client()
-        rank0 = _comm.rank() == 0
-        mat, _ = client.cmp(n, 64, MUX, True)
-        ops = _ops()
-        sum_open, xor_open = ops.cmp_open1(cflat, dflat, mat.words, 64, MUX, True, rank0)
-        _comm.exchange(sum_tensor=sum_open, xor_tensor=xor_open)
-        mat.wait()
-        out = ops.cmp_finish(xor_open, mat.words, dflat, sum_open, n, 64, MUX, True, rank0)
+    out = mux_shares(_shares.flat_share(c), _shares.flat_share(d).view(1, -1)).view(-1)
     prod = _shares.like(d, out, scale=d.encoder.scale)
     return prod + b
 

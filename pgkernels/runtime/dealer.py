@@ -59,8 +59,8 @@ def new_key():
 
 # --- layouts shared by the parties and the dealer -------------------------------
 
-def cmp_layout(n, k, mode, inject):
-    lay = _ops().cmp_layout(n, k, mode, inject)
+def cmp_layout(n, k, mode, payloads):
+    lay = _ops().cmp_layout(n, k, mode, payloads)
     return {"stream": lay[0], "total": lay[1], "levels": lay[2], "W": lay[3],
             "open1": lay[4], "state": lay[5], "open": lay[6:]}
 
@@ -178,11 +178,11 @@ class DealerCore:
         """Party 0's corrected words for request number ``self.seq + 1``."""
         self.seq += 1
         if kind == CMP:
-            n, k, mode, inject = params
-            lay = cmp_layout(n, k, mode, bool(inject))
+            n, k, mode, payloads = params
+            lay = cmp_layout(n, k, mode, payloads)
             mats = self._streams(self.seq, lay["stream"], lay["total"])
             corr = self.pool.get("corr", lay["total"] - lay["stream"])
-            _ops().cmp_dealer_(corr, mats, n, k, mode, bool(inject))
+            _ops().cmp_dealer_(corr, mats, n, k, mode, payloads)
             return corr
         if kind == CRYPTEN:
             stream_words, total = crypten_layout(params)
@@ -271,9 +271,9 @@ class DealerClient:
         _comm.record_dealer_bytes(corr.numel() * 8)
         return Material(words, stream_words, work)
 
-    def cmp(self, n, k, mode, inject):
-        lay = cmp_layout(n, k, mode, inject)
-        params = (n, k, mode, int(inject))
+    def cmp(self, n, k, mode, payloads):
+        lay = cmp_layout(n, k, mode, payloads)
+        params = (n, k, mode, int(payloads))
         return self._request(CMP, params, lay["stream"], lay["total"], header_extra=params), lay
 
     def crypten(self, req):

@@ -40,17 +40,23 @@ static std::vector<u64> run(const pgk::CmpSpec& s, int parties, const std::vecto
   pgk::cmp_dealer(s, L, parties, ptrs.data(), corr.data());
   std::copy(corr.begin(), corr.end(), mat[0].begin() + L.stream_words);
 
-  // secret-share x and v additively
-  std::vector<std::vector<u64>> xs(parties, std::vector<u64>(n)), vs = xs;
+  // secret-share x and v (payload-major, P x n) additively
+  const int64_t nv = int64_t(v.size());
+  std::vector<std::vector<u64>> xs(parties, std::vector<u64>(n)), vs(parties, std::vector<u64>(nv));
   for (int64_t i = 0; i < n; ++i) {
-    u64 ax = x[i], av = v.empty() ? 0 : v[i];
+    u64 ax = x[i];
     for (int p = 1; p < parties; ++p) {
       xs[p][i] = rng();
-      vs[p][i] = rng();
       ax -= xs[p][i];
-      av -= vs[p][i];
     }
     xs[0][i] = ax;
+  }
+  for (int64_t i = 0; i < nv; ++i) {
+    u64 av = v[i];
+    for (int p = 1; p < parties; ++p) {
+      vs[p][i] = rng();
+      av -= vs[p][i];
+    }
     vs[0][i] = av;
   }
   if (s.mode == pgk::kCmpMUX) {  // x holds an arithmetic 0/1 bit
@@ -75,9 +81,9 @@ static std::vector<u64> run(const pgk::CmpSpec& s, int parties, const std::vecto
   std::vector<u64> e;
   if (s.mode == pgk::kCmpMUX) {
     zfinal = zsum;
-    e.assign(open1.begin(), open1.begin() + n);
+    e.assign(open1.begin(), open1.end());
   } else {
-    if (s.inject) e.assign(open1.begin() + n, open1.end());
+    if (s.payloads) e.assign(open1.begin() + n, open1.end());
     std::vector<std::vector<u64>> state(parties, std::vector<u64>(L.state_words()));
     std::vector<u64> opened(L.open_words(0), 0);
     for (int p = 0; p < parties; ++p) {
@@ -96,11 +102,12 @@ static std::vector<u64> run(const pgk::CmpSpec& s, int parties, const std::vecto
     }
     zfinal = opened;
   }
-  std::vector<u64> out(n, 0);
+  const int64_t nout = s.payloads ? int64_t(s.payloads) * n : n;
+  std::vector<u64> out(nout, 0);
   for (int p = 0; p < parties; ++p) {
-    std::vector<u64> o(n);
+    std::vector<u64> o(nout);
     pgk::cmp_finish(s, L, zfinal.data(), mat[p].data(), p == 0, vs[p].data(), e.data(), o.data());
-    for (int64_t i = 0; i < n; ++i) out[i] += o[i];
+    for (int64_t i = 0; i < nout; ++i) out[i] += o[i];
   }
   return out;
 }
@@ -139,7 +146,7 @@ int main() {
         std::vector<u64> x = sample(n, k);
         // LT: ltz (negate) and x >= 0
         for (bool negate : {true, false}) {
-          pgk::CmpSpec s{n, k, pgk::kCmpLT, false};
+          pgk::CmpSpec s{n, k, pgk::kCmpLT, 0};
           auto out = run(s, parties, x, {}, negate);
           for (int64_t i = 0; i < n; ++i) {
             if (!in_range(x[i], k)) continue;
@@ -152,7 +159,7 @@ int main() {
         {
           std::vector<u64> xe = x;
           for (int64_t i = 0; i < n; i += 3) xe[i] = 0;
-          pgk::CmpSpec s{n, k, pgk::kCmpEQ, false};
+          pgk::CmpSpec s{n, k, pgk::kCmpEQ, 0};
           auto out = run(s, parties, xe, {}, false);
           for (int64_t i = 0; i < n; ++i) {
             if (!in_range(xe[i], k)) continue;
@@ -162,13 +169,36 @@ int main() {
         }
         // relu-style inject: (x >= 0) * x
         {
-          pgk::CmpSpec s{n, k, pgk::kCmpLT, true};
+          pgk::CmpSpec s{n, k, pgk::kCmpLT, 1};
           auto out = run(s, parties, x, x, false);
           for (int64_t i = 0; i < n; ++i) {
             if (!in_range(x[i], k)) continue;
             const u64 want = int64_t(x[i]) >= 0 ? x[i] : 0;
             CHECK(out[i] == want, "relu p=%d n=%ld k=%d i=%ld", parties, long(n), k, long(i));
           }
+        }
+      }
+      // several payloads: [x == 0] * (v0, v1, v2) and [x >= 0] * (x, -x)
+      {
+        std::vector<u64> x = sample(n, 64), v(3 * n);
+        for (int64_t i = 0; i < n; i += 2) x[i] = 0;
+        for (auto& w : v) w = rng();
+        pgk::CmpSpec s{n, 64, pgk::kCmpEQ, 3};
+        auto out = run(s, parties, x, v, false);
+        for (int p = 0; p < 3; ++p)
+          for (int64_t i = 0; i < n; ++i)
+            CHECK(out[p * n + i] == (x[i] == 0 ? v[p * n + i] : 0), "eq-payload p=%d n=%ld", parties,
+                  long(n));
+        std::vector<u64> v2(2 * n);
+        for (int64_t i = 0; i < n; ++i) {
+          v2[i] = x[i];
+          v2[n + i] = u64(0) - x[i];
+        }
+        pgk::CmpSpec s2{n, 64, pgk::kCmpLT, 2};
+        auto out2 = run(s2, parties, x, v2, false);
+        for (int64_t i = 0; i < n; ++i) {
+          const bool b = int64_t(x[i]) >= 0;
+          CHECK(out2[i] == (b ? x[i] : 0) && out2[n + i] == (b ? u64(0) - x[i] : 0), "lt-payload");
         }
       }
       // MUX: bit * v
@@ -178,7 +208,7 @@ int main() {
           b[i] = rng() & 1;
           v[i] = rng();
         }
-        pgk::CmpSpec s{n, 64, pgk::kCmpMUX, true};
+        pgk::CmpSpec s{n, 64, pgk::kCmpMUX, 1};
         auto out = run(s, parties, b, v, false);
         for (int64_t i = 0; i < n; ++i)
           CHECK(out[i] == (b[i] ? v[i] : 0), "mux p=%d n=%ld i=%ld", parties, long(n), long(i));
