@@ -1,9 +1,11 @@
 // Every pgkernels op schema, declared once. Backends register implementations
 // in csrc/cpu/*.cpp and csrc/cuda/*.cu with TORCH_LIBRARY_IMPL, so a CPU-only
 // build simply leaves the CUDA files out.
+#include <ATen/ATen.h>
 #include <torch/library.h>
 
 #include "core/compare.h"
+#include "core/network.h"
 #include "core/prg.h"
 
 namespace {
@@ -26,11 +28,36 @@ std::vector<int64_t> cmp_layout_op(int64_t n, int64_t k, int64_t mode, int64_t p
 
 bool aesni_available_op() { return pgk::aesni_available(); }
 
+// Rows (layer, i, j) of Batcher's odd-even merge sort on n wires, pruned to the
+// comparators that reach `outputs` (all wires when empty).
+at::Tensor sorting_network_op(int64_t n, std::vector<int64_t> outputs) {
+  TORCH_CHECK(n >= 0 && n <= (1 << 24), "sorting_network: n must be in [0, 2^24], got ", n);
+  pgk::Network net = pgk::oddeven_merge_sort(int(n));
+  if (!outputs.empty()) {
+    std::vector<int> outs;
+    for (int64_t o : outputs) {
+      TORCH_CHECK(o >= 0 && o < n, "sorting_network: output wire ", o, " out of range [0, ", n, ")");
+      outs.push_back(int(o));
+    }
+    net = pgk::prune_network(net, int(n), outs);
+  }
+  at::Tensor rows = at::empty({pgk::network_size(net), 3}, at::TensorOptions().dtype(at::kLong));
+  int64_t* r = rows.data_ptr<int64_t>();
+  for (size_t l = 0; l < net.size(); ++l)
+    for (const auto& c : net[l]) {
+      *r++ = int64_t(l);
+      *r++ = c.i;
+      *r++ = c.j;
+    }
+  return rows;
+}
+
 }  // namespace
 
 TORCH_LIBRARY(pgkernels, m) {
   m.def("aesni_available() -> bool", &aesni_available_op);
   m.def("cmp_layout(int n, int k, int mode, int payloads) -> int[]", &cmp_layout_op);
+  m.def("sorting_network(int n, int[] outputs) -> Tensor", &sorting_network_op);
   // AES-128-CTR stream (key: 16 uint8) written over an int64 tensor.
   m.def("prg_fill_(Tensor(a!) out, Tensor key, int nonce, int first_block) -> ()");
   m.def("bitslice(Tensor values, int k) -> Tensor");

@@ -11,6 +11,9 @@ patch_torch_for_crypten()
 
 from .protocols._shares import decode  # noqa: E402
 from .protocols.compare import eq, ge, gt, le, lt, ltz, ne, relu, sign, where  # noqa: E402
+from .protocols.order import (  # noqa: E402
+    argmax, argmin, kthvalue, max, median, min, sort, topk, trimmed_mean)
+from .protocols import cost as cost_model  # noqa: E402
 from .runtime.comm import CommStats, reset_stats  # noqa: E402
 from .runtime.launch import PartyError, launch  # noqa: E402
 from .runtime.session import ConfigError  # noqa: E402
@@ -28,4 +31,5 @@ def comm_stats():
 __all__ = [
     "ConfigError", "CommStats", "PartyError", "comm_stats", "decode", "eq", "ge", "gt", "import_crypten",
     "launch", "le", "lt", "ltz", "ne", "relu", "reset_stats", "sign", "where",
+    "argmax", "argmin", "cost_model", "kthvalue", "max", "median", "min", "sort", "topk", "trimmed_mean",
 ]

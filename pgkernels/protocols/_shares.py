@@ -86,6 +86,13 @@ def like(ref, flat, scale):
     return mpc.MPCTensor.from_shares(flat.view(tuple(ref.size())), precision=precision)
 
 
+def like_shape(share, scale):
+    """An MPCTensor holding this party's share tensor, with the given scale."""
+    mpc = mpc_module()
+    precision = int(round(math.log2(scale)))
+    return mpc.MPCTensor.from_shares(share, precision=precision)
+
+
 def to_mpc(value, ref):
     """A public value as a (trivially) shared MPCTensor with ref's encoding."""
     mpc = mpc_module()

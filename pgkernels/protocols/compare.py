@@ -33,8 +33,9 @@ padded by dealer randomness (c by r, AND inputs by triple masks, z by s).
 
 ``bits=k`` (2 <= k <= 64) is for inputs the caller guarantees to lie in
 ``[-2^(k-1), 2^(k-1))`` as ring integers (fixed-point encoded values, i.e.
-``|value| < 2^(k-1-16)`` at CrypTen's 16 fractional bits). It opens only k bits
-in step 1 and has a smaller tree. Outside the bound the result is the sign of
+``|value| < 2^(k-1-16)`` at CrypTen's 16 fractional bits). Step 1 then sends c
+in the narrowest of 8/16/32/64-bit words that holds k bits, and the tree has
+``ceil((k-1)/4)`` leaves. Outside the bound the result is the sign of
 ``x`` reduced mod 2^k, i.e. meaningless; nothing reveals more than with k = 64.
 """
 
@@ -60,6 +61,13 @@ def _check_bits(bits):
         raise ValueError(f"bits must be in [2, 64], got {bits}")
 
 
+def _narrow_dtype(bits):
+    for dtype, width in ((torch.int8, 8), (torch.int16, 16), (torch.int32, 32)):
+        if bits <= width:
+            return dtype
+    return None
+
+
 def compare_shares(share, mode, bits=64, negate=False, payloads=None):
     """Run the comparison on this party's flat int64 share (n elements).
 
@@ -79,9 +87,16 @@ def compare_shares(share, mode, bits=64, negate=False, payloads=None):
     ops = _ops()
     v = payloads.reshape(-1).contiguous() if P else share.new_empty(0)
     open1, _ = ops.cmp_open1(share, v, words, bits, mode, P, rank0)
-    _comm.exchange(sum_tensor=open1)
+    # Only the low `bits` bits of c matter: send them in the narrowest dtype.
     c = open1[:n]
     e = open1[n:] if P else share.new_empty(0)
+    narrow = _narrow_dtype(bits)
+    if narrow is not None:
+        c = c.to(narrow)
+        _comm.exchange(sum_tensor=[c, e])
+        c = c.long()
+    else:
+        _comm.exchange(sum_tensor=open1)
     mat.wait()
     state, buf = ops.cmp_start(c, words, bits, mode, P, rank0, negate)
     for level in range(lay["levels"]):

@@ -1,0 +1,82 @@
+"""Cost model that picks a protocol per call: rounds, bytes and local work.
+
+    time = rounds * latency + bytes_sent_per_party / bandwidth + elements * compute
+
+The defaults were measured on this project's reference machine (2 cores,
+parties over loopback TCP): a round trip of about 0.3 ms, about 1 GB/s per
+direction, and about 60 ns of local work per compared element (8 ns per
+payload value). For a WAN, set for example ``latency=0.05`` (50 ms) and
+``bandwidth=1.25e8`` (1 Gbit/s), through :func:`configure` or the environment
+variables ``PGKERNELS_LATENCY_S`` and ``PGKERNELS_BANDWIDTH_BPS``; every
+``method=None`` call then re-plans with them.
+"""
+
+import dataclasses
+import functools
+import math
+import os
+
+import torch
+
+
+@dataclasses.dataclass
+class CostModel:
+    latency: float = float(os.environ.get("PGKERNELS_LATENCY_S", 3e-4))
+    bandwidth: float = float(os.environ.get("PGKERNELS_BANDWIDTH_BPS", 1e9))
+    compare_s: float = 6e-8
+    payload_s: float = 8e-9
+
+    def time(self, rounds, nbytes, compares, payloads):
+        return (rounds * self.latency + nbytes / self.bandwidth
+                + compares * self.compare_s + payloads * self.payload_s)
+
+
+MODEL = CostModel()
+
+
+def configure(latency=None, bandwidth=None, compare_s=None, payload_s=None):
+    """Set the cost model's constants (seconds, bytes per second)."""
+    for name, val in (("latency", latency), ("bandwidth", bandwidth), ("compare_s", compare_s),
+                      ("payload_s", payload_s)):
+        if val is not None:
+            if not (isinstance(val, (int, float)) and val > 0 and math.isfinite(val)):
+                raise ValueError(f"{name} must be a positive number, got {val!r}")
+            setattr(MODEL, name, float(val))
+    return MODEL
+
+
+@functools.lru_cache(maxsize=None)
+def compare_cost(bits, mode, payloads):
+    """(rounds, bytes sent per element per peer) of one comparison."""
+    import pgkernels._C  # noqa: F401
+
+    lay = torch.ops.pgkernels.cmp_layout(64, bits, mode, payloads)  # W = 1 word per plane
+    levels = lay[2]
+    open_planes = lay[6:6 + levels]  # bits per element opened at each tree level
+    c_bytes = next(w for w in (1, 2, 4, 8) if bits <= 8 * w)
+    nbytes = c_bytes + 8 * payloads + (sum(open_planes) + 1) / 8
+    return 2 + levels, nbytes
+
+
+@dataclasses.dataclass
+class Plan:
+    method: str
+    rounds: int
+    bytes_per_column: float
+    compares_per_column: int
+    payloads_per_column: int
+
+    def seconds(self, columns, parties=2, model=None):
+        m = model or MODEL
+        return m.time(self.rounds, self.bytes_per_column * columns * (parties - 1),
+                      self.compares_per_column * columns, self.payloads_per_column * columns)
+
+
+def choose(plans, columns, parties=2, method=None):
+    """The plan named ``method``, or the cheapest one under the cost model."""
+    if method is not None:
+        for p in plans:
+            if p.method == method:
+                return p
+        raise ValueError(f"method must be one of {[p.method for p in plans]}, got {method!r}")
+    return min(plans, key=lambda p: p.seconds(columns, parties))

@@ -1,0 +1,478 @@
+"""Order statistics on secret shares: sort, top-k, k-th value, median, trimmed
+mean, max/min and argmax/argmin.
+
+Every function works along one dimension ``dim`` of an arithmetic-shared
+``MPCTensor`` and treats every other position as an independent problem, all
+done as one batch per round: a coordinate-wise median over n clients x d
+parameters is d problems of size n, each round touching all of them.
+
+Methods (``method=None`` asks :mod:`pgkernels.protocols.cost` to pick):
+
+``"network"`` -- Batcher's odd-even merge sort, pruned to the outputs the call
+    needs (a selection network for the median or top-k). Each layer is one
+    batched compare-exchange: the swap bit ``s = [a > b]`` from one comparison
+    is multiplied, in the comparison's own last round, into ``a - b`` and into
+    the index payloads, so a layer costs the 6 rounds of one comparison.
+    Rounds: 6 per layer (depth ``t (t + 1) / 2``, ``t = ceil(log2 n)``); bytes:
+    per comparator 13.25 + 8 per payload (value, and index when returned).
+``"rank"`` -- all ``n (n - 1) / 2`` pairwise comparisons in one batch (6
+    rounds) give every element its stable rank; an equality test of each rank
+    with each wanted position, on ``bits = bit_length(n) + 1`` (3 rounds for
+    ``n < 16``, 4 below 128), multiplies the value (and a 1, for the index)
+    into the one-hot match, and a local sum selects. Constant rounds, more
+    bytes: good for small n or high latency.
+``"tournament"`` -- max/min only: a knockout tree, ``ceil(log2 n)`` levels of
+    6 rounds; each match's bit is multiplied into the value difference and
+    into the one-hot vectors of both subtrees, so argmax comes with the max.
+``"pairwise"`` -- argmax/max only: the pairwise comparisons count, per
+    element, the others it beats (lowest index wins ties); an equality test
+    with ``n - 1`` picks the winner. 6 + 3 rounds.
+
+Reveals nothing: every output is a sharing, and the protocols open only
+dealer-masked values (see :mod:`pgkernels.protocols.compare`).
+
+Ties: ``argmax``/``argmin`` return the lowest index among equal extremes, and
+``kthvalue`` and the rank method's indices follow a stable order (equal values
+keep their input order, as ``torch.sort(stable=True)``). The network method's
+index outputs for tied values may come in another order (values are always
+exact); pass ``method="rank"`` when the tie order of indices matters.
+
+Arithmetic: comparisons take differences in the ring, as CrypTen's ``x < y``:
+exact whenever the differences of the inputs do not overflow 2^63 (values of
+magnitude below 2^46 at 16 fractional bits). ``median`` of an even count and
+``trimmed_mean`` divide by a public integer with CrypTen's truncation (error of
+about one unit in the last fractional bit).
+"""
+
+import builtins
+import math
+
+import torch
+
+from ..runtime import comm as _comm
+from . import _shares
+from .compare import EQ, LT, compare_shares
+from .cost import Plan, choose, compare_cost
+
+
+def _ops():
+    import pgkernels._C  # noqa: F401
+
+    return torch.ops.pgkernels
+
+
+# --- plumbing -------------------------------------------------------------------
+
+def _public(t):
+    """A public integer tensor as a trivial sharing (party 0 holds it)."""
+    return t if _comm.rank() == 0 else torch.zeros_like(t)
+
+
+class _Columns:
+    """x moved to (n, d): dim first, every other position a column."""
+
+    def __init__(self, x, dim, name="x"):
+        x = _shares.check_mpc(x, name)
+        if x.dim() == 0:
+            x = x.unsqueeze(0)
+            self.scalar = True
+        else:
+            self.scalar = False
+        nd = x.dim()
+        if dim is None:
+            raise TypeError("dim must be an int")
+        if isinstance(dim, bool) or not isinstance(dim, int):
+            raise TypeError(f"dim must be an int, got {type(dim).__name__}")
+        if not -nd <= dim < nd:
+            raise IndexError(f"dim {dim} out of range for a {nd}-d tensor")
+        self.dim = dim % nd
+        self.x = x
+        self.shape = tuple(x.size())
+        self.n = self.shape[self.dim]
+        self.rest = self.shape[:self.dim] + self.shape[self.dim + 1:]
+        share = x.share.reshape(self.shape).movedim(self.dim, 0)
+        self.X = share.reshape(self.n, -1).contiguous() if self.n else share.reshape(0, builtins.max(1, math.prod(self.rest)))
+        self.d = self.X.shape[1] if self.n else math.prod(self.rest)
+        self.scale = x.encoder.scale
+
+    def out(self, rows, scale=None, keepdim=False, squeeze=False):
+        """(m, d) shares back to an MPCTensor with dim of size m."""
+        m = rows.shape[0]
+        t = rows.reshape((m,) + self.rest).movedim(0, self.dim)
+        if squeeze and not keepdim:
+            t = t.squeeze(self.dim)
+        if self.scalar and not keepdim:
+            t = t.reshape(()) if t.numel() == 1 else t.squeeze(0)
+        return _shares.like_shape(t.contiguous(), scale if scale is not None else self.scale)
+
+
+def _parties():
+    return _comm.world_size()
+
+
+def _rank_bits(n):
+    return builtins.max(2, int(n).bit_length() + 1)
+
+
+# --- cost plans -------------------------------------------------------------------
+
+def _network_rows(n, outputs):
+    return _ops().sorting_network(n, list(outputs) if outputs is not None else [])
+
+
+def _plan_network(n, outputs, payloads):
+    rows = _network_rows(n, outputs)
+    depth = int(rows[:, 0].max()) + 1 if rows.numel() else 0
+    r, b = compare_cost(64, LT, payloads)
+    C = rows.shape[0]
+    return Plan("network", r * depth, b * C, C, C * payloads)
+
+
+def _plan_rank(n, npos, payloads):
+    pairs = n * (n - 1) // 2
+    r1, b1 = compare_cost(64, LT, 0)
+    r2, b2 = compare_cost(_rank_bits(n), EQ, payloads)
+    return Plan("rank", r1 + r2, pairs * b1 + n * npos * b2, pairs + n * npos, n * npos * payloads)
+
+
+def _plan_tournament(n, onehot):
+    rounds, nbytes, comps, pays = 0, 0.0, 0, 0
+    m, s = n, 1
+    while m > 1:
+        P = m // 2
+        p = 1 + (2 * s if onehot else 0)
+        r, b = compare_cost(64, LT, p)
+        rounds += r
+        nbytes += P * b
+        comps += P
+        pays += P * p
+        m, s = (m + 1) // 2, 2 * s
+    return Plan("tournament", rounds, nbytes, comps, pays)
+
+
+def _plan_pairwise(n, payloads):
+    pairs = n * (n - 1) // 2
+    r1, b1 = compare_cost(64, LT, 0)
+    r2, b2 = compare_cost(_rank_bits(n), EQ, payloads)
+    return Plan("pairwise", r1 + r2, pairs * b1 + n * b2, pairs + n, n * payloads)
+
+
+# --- building blocks --------------------------------------------------------------
+
+def _compare_exchange(X, extra, rows, descending):
+    """Run a comparator network in place on X (n, d) and payload rows extra[k] (n, d)."""
+    if rows.numel() == 0:
+        return
+    d = X.shape[1]
+    layer_ids = rows[:, 0]
+    for layer in range(int(layer_ids.max()) + 1):
+        sel = rows[layer_ids == layer]
+        i, j = sel[:, 1], sel[:, 2]
+        A, B = X[i], X[j]
+        diff = (A - B) if descending else (B - A)  # swap iff it is negative
+        pay = [A - B] + [e[i] - e[j] for e in extra]
+        out = compare_shares(diff.reshape(-1), LT, 64, negate=True,
+                             payloads=torch.stack(pay).reshape(len(pay), -1))
+        out = out.view(len(pay), len(i), d)
+        X[i] = A - out[0]
+        X[j] = B + out[0]
+        for k, e in enumerate(extra):
+            ei, ej = e[i], e[j]
+            e[i] = ei - out[1 + k]
+            e[j] = ej + out[1 + k]
+
+
+def _ranks(X, descending=False):
+    """Stable ranks (n, d) of the columns of X; shares with scale 1."""
+    n, d = X.shape
+    rank = _public(torch.arange(n, dtype=torch.long).view(n, 1).expand(n, d).contiguous())
+    if n < 2:
+        return rank
+    iu, ju = torch.triu_indices(n, n, 1)
+    # ascending: c = [x_j < x_i] adds to rank_i; descending: c = [x_i < x_j]
+    diff = (X[iu] - X[ju]) if descending else (X[ju] - X[iu])
+    c = compare_shares(diff.reshape(-1), LT, 64, negate=True).view(-1, d)
+    rank.index_add_(0, iu, c)
+    rank.index_add_(0, ju, -c)
+    return rank
+
+
+def _select(X, rank, positions, want_index):
+    """Values (and indices) at the given rank positions: (len(positions), d)."""
+    n, d = X.shape
+    S = len(positions)
+    pos = torch.tensor(positions, dtype=torch.long).view(S, 1, 1)
+    t = rank.unsqueeze(0) - _public(pos.expand(S, n, d).contiguous())
+    pay = [X.unsqueeze(0).expand(S, n, d)]
+    if want_index:
+        pay.append(_public(torch.ones(S, n, d, dtype=torch.long)))
+    out = compare_shares(t.reshape(-1), EQ, _rank_bits(n), negate=False,
+                         payloads=torch.stack(pay).reshape(len(pay), -1))
+    out = out.view(len(pay), S, n, d)
+    vals = out[0].sum(1)
+    idx = None
+    if want_index:
+        idx = (out[1] * torch.arange(n, dtype=torch.long).view(1, n, 1)).sum(1)
+    return vals, idx
+
+
+def _positions(cols, positions, descending, want_index, method, ascending_only_rank=False):
+    """Values/indices (S, d) at sorted positions, by the chosen method."""
+    n, d = cols.n, cols.d
+    payloads = 1 + int(want_index)
+    plans = [_plan_network(n, positions, payloads), _plan_rank(n, len(positions), payloads)]
+    plan = choose(plans, d, _parties(), method)
+    if plan.method == "network":
+        X = cols.X.clone()
+        extra = [_public(torch.arange(n, dtype=torch.long).view(n, 1).expand(n, d).contiguous())] \
+            if want_index else []
+        _compare_exchange(X, extra, _network_rows(n, positions), descending)
+        p = torch.tensor(positions, dtype=torch.long)
+        return X[p], (extra[0][p] if want_index else None)
+    rank = _ranks(cols.X, descending)
+    return _select(cols.X, rank, positions, want_index)
+
+
+def _check_k(k, n, name="k", low=1):
+    if isinstance(k, bool) or not isinstance(k, int):
+        raise TypeError(f"{name} must be an int, got {type(k).__name__}")
+    if not low <= k <= n:
+        raise ValueError(f"{name}={k} out of range [{low}, {n}] for a dimension of size {n}")
+
+
+# --- public API ---------------------------------------------------------------------
+
+def sort(x, dim=-1, descending=False, method=None):
+    """Sorted values and indices along ``dim`` (like ``torch.sort``).
+
+    Returns ``(values, indices)``: values with x's encoding, indices as shared
+    integers (scale 1). Methods "network" (depth-t(t+1)/2 Batcher network,
+    about n t^2 / 4 comparators) and "rank" (6 + 3..4 rounds, n(n-1)/2
+    comparisons plus n^2 small equality tests); see the module docstring for
+    costs and tie order. Reveals nothing.
+    """
+    cols = _Columns(x, dim)
+    n = cols.n
+    if n == 0 or cols.d == 0:
+        empty = cols.X.new_zeros(n, cols.d)
+        return cols.out(empty), cols.out(empty, scale=1)
+    vals, idx = _positions(cols, list(range(n)), descending, True, method)
+    return cols.out(vals), cols.out(idx, scale=1)
+
+
+def topk(x, k, dim=-1, largest=True, method=None):
+    """The k largest (or smallest) values along ``dim`` and their indices, sorted.
+
+    Like ``torch.topk(..., sorted=True)``; returns ``(values, indices)``. The
+    network method keeps only the comparators that reach the first k outputs.
+    Reveals nothing.
+    """
+    cols = _Columns(x, dim)
+    _check_k(k, cols.n, "k", low=0)
+    if k == 0 or cols.d == 0:
+        empty = cols.X.new_zeros(k, cols.d)
+        return cols.out(empty), cols.out(empty, scale=1)
+    vals, idx = _positions(cols, list(range(k)), largest, True, method)
+    return cols.out(vals), cols.out(idx, scale=1)
+
+
+def kthvalue(x, k, dim=-1, keepdim=False, method=None):
+    """The k-th smallest value (1-based) along ``dim`` and its index (stable).
+
+    Like ``torch.kthvalue``; returns ``(values, indices)``. Reveals nothing.
+    """
+    cols = _Columns(x, dim)
+    if cols.n == 0:
+        raise ValueError("kthvalue of an empty dimension")
+    _check_k(k, cols.n)
+    if cols.d == 0:
+        empty = cols.X.new_zeros(1, 0)
+        return cols.out(empty, keepdim=keepdim, squeeze=True), cols.out(empty, 1, keepdim, True)
+    vals, idx = _positions(cols, [k - 1], False, True, method)
+    return cols.out(vals, keepdim=keepdim, squeeze=True), cols.out(idx, scale=1, keepdim=keepdim, squeeze=True)
+
+
+def median(x, dim=-1, keepdim=False, lower=False, method=None):
+    """Median along ``dim``: numpy semantics by default, the lower median with ``lower=True``.
+
+    numpy: the mean of the two middle values for an even count (computed as
+    their sum times 1/2 with CrypTen's truncation). ``lower=True`` gives torch's
+    ``median`` (the lower of the two), exactly. The network method uses a
+    selection network pruned to the one or two middle outputs. Reveals nothing.
+    """
+    cols = _Columns(x, dim)
+    n = cols.n
+    if n == 0:
+        raise ValueError("median of an empty dimension")
+    if cols.d == 0:
+        return cols.out(cols.X.new_zeros(1, 0), keepdim=keepdim, squeeze=True)
+    if n % 2 == 1 or lower:
+        vals, _ = _positions(cols, [(n - 1) // 2], False, False, method)
+        return cols.out(vals, keepdim=keepdim, squeeze=True)
+    vals, _ = _positions(cols, [n // 2 - 1, n // 2], False, False, method)
+    two = cols.out(vals.sum(0, keepdim=True), keepdim=keepdim, squeeze=True)
+    return two.div(2)
+
+
+def trimmed_mean(x, dim=-1, proportiontocut=0.1, keepdim=False, method=None):
+    """Mean after cutting ``int(proportiontocut * n)`` values from each end (scipy's ``trim_mean``).
+
+    Rank method: the stable ranks, then ``[rank >= c] - [rank >= n - c]``
+    multiplied into x by two comparisons on small integers (one batch, bits =
+    bit_length(n) + 1), a local sum, and a division by the public ``n - 2c``
+    (CrypTen truncation). Network method: a full sort, then the middle sum.
+    Reveals nothing.
+    """
+    cols = _Columns(x, dim)
+    n = cols.n
+    if isinstance(proportiontocut, bool) or not isinstance(proportiontocut, (int, float)):
+        raise TypeError("proportiontocut must be a number")
+    if not 0 <= proportiontocut < 0.5 or not math.isfinite(proportiontocut):
+        raise ValueError(f"proportiontocut must be in [0, 0.5), got {proportiontocut}")
+    if n == 0:
+        raise ValueError("trimmed_mean of an empty dimension")
+    c = int(proportiontocut * n)
+    if 2 * c >= n:
+        raise ValueError(f"proportiontocut={proportiontocut} cuts every one of the {n} values")
+    keep = n - 2 * c
+    if cols.d == 0 or c == 0:
+        total = cols.X.sum(0, keepdim=True)
+        return cols.out(total, keepdim=keepdim, squeeze=True).div(keep)
+    plans = [_plan_network(n, None, 1)]
+    r1, b1 = compare_cost(64, LT, 0)
+    r2, b2 = compare_cost(_rank_bits(n), LT, 1)
+    pairs = n * (n - 1) // 2
+    plans.append(Plan("rank", r1 + r2, pairs * b1 + 2 * n * b2, pairs + 2 * n, 2 * n))
+    plan = choose(plans, cols.d, _parties(), method)
+    if plan.method == "network":
+        X = cols.X.clone()
+        _compare_exchange(X, [], _network_rows(n, None), False)
+        total = X[c:n - c].sum(0, keepdim=True)
+    else:
+        rank = _ranks(cols.X)
+        d = cols.d
+        thr = torch.tensor([c, n - c], dtype=torch.long).view(2, 1, 1).expand(2, n, d).contiguous()
+        t = rank.unsqueeze(0) - _public(thr)
+        pay = cols.X.unsqueeze(0).expand(2, n, d).reshape(1, -1)
+        out = compare_shares(t.reshape(-1), LT, _rank_bits(n), negate=False, payloads=pay).view(2, n, d)
+        total = (out[0] - out[1]).sum(0, keepdim=True)
+    return cols.out(total, keepdim=keepdim, squeeze=True).div(keep)
+
+
+def _flatten_for_none(x, dim):
+    if dim is None:
+        x = _shares.check_mpc(x, "x")
+        return x.flatten(), 0
+    return x, dim
+
+
+def _extreme(x, dim, largest, want_onehot, method):
+    cols = _Columns(x, dim)
+    n, d = cols.n, cols.d
+    if n == 0:
+        raise ValueError("max/min/argmax/argmin of an empty dimension")
+    payloads = 1 + int(want_onehot)
+    plans = [_plan_tournament(n, want_onehot), _plan_pairwise(n, payloads)]
+    plan = choose(plans, d, _parties(), method)
+    if d == 0:
+        return cols, cols.X.new_zeros(1, 0), cols.X.new_zeros(n, 0)
+    if plan.method == "pairwise":
+        return (cols,) + _extreme_pairwise(cols.X, largest, want_onehot)
+    return (cols,) + _extreme_tournament(cols.X, largest, want_onehot)
+
+
+def _extreme_tournament(X, largest, want_onehot):
+    n, d = X.shape
+    V = X
+    H = _public(torch.ones(n, 1, d, dtype=torch.long)) if want_onehot else None
+    s = 1
+    while V.shape[0] > 1:
+        m = V.shape[0]
+        P = m // 2
+        A, B = V[0:2 * P:2], V[1:2 * P:2]
+        diff = (A - B) if largest else (B - A)  # b = [B beats A], strictly: ties keep A
+        pay = [(B - A).unsqueeze(1)]
+        if want_onehot:
+            pay += [H[0:2 * P:2], H[1:2 * P:2]]
+        pay = torch.cat(pay, dim=1)  # (P, 1 + 2s, d)
+        out = compare_shares(diff.reshape(-1), LT, 64, negate=True,
+                             payloads=pay.permute(1, 0, 2).reshape(pay.shape[1], -1))
+        out = out.view(-1, P, d)
+        newV = A + out[0]
+        if want_onehot:
+            HA = H[0:2 * P:2]
+            newH = torch.cat([HA - out[1:1 + s].permute(1, 0, 2), out[1 + s:].permute(1, 0, 2)], dim=1)
+        if m % 2:
+            newV = torch.cat([newV, V[m - 1:]], dim=0)
+            if want_onehot:
+                last = torch.cat([H[m - 1:], torch.zeros_like(H[m - 1:])], dim=1)
+                newH = torch.cat([newH, last], dim=0)
+        V = newV
+        if want_onehot:
+            H = newH
+            s *= 2
+    onehot = H[0, :n] if want_onehot else None
+    return V, onehot
+
+
+def _extreme_pairwise(X, largest, want_onehot):
+    n, d = X.shape
+    # w_i = #{j > i: x_i >= x_j} + #{j < i: x_i > x_j} (largest); the winner has n - 1
+    w = _public(torch.zeros(n, d, dtype=torch.long))
+    if n > 1:
+        iu, ju = torch.triu_indices(n, n, 1)
+        diff = (X[iu] - X[ju]) if largest else (X[ju] - X[iu])
+        c = compare_shares(diff.reshape(-1), LT, 64, negate=True).view(-1, d)  # [x_j beats x_i]
+        w.index_add_(0, ju, c)
+        w.index_add_(0, iu, -c)
+        w += _public(((n - 1) - torch.arange(n, dtype=torch.long)).view(n, 1).expand(n, d).contiguous())
+    t = w - _public(torch.full((n, d), n - 1, dtype=torch.long))
+    pay = [X]
+    if want_onehot:
+        pay.append(_public(torch.ones(n, d, dtype=torch.long)))
+    out = compare_shares(t.reshape(-1), EQ, _rank_bits(n), negate=False,
+                         payloads=torch.stack(pay).reshape(len(pay), -1)).view(len(pay), n, d)
+    V = out[0].sum(0, keepdim=True)
+    return V, (out[1] if want_onehot else None)
+
+
+def max(x, dim=None, keepdim=False, method=None):  # noqa: A001 -- mirrors torch/CrypTen
+    """Maximum along ``dim`` (all elements when None). Methods "tournament"
+    (ceil(log2 n) x 6 rounds, n - 1 comparisons) and "pairwise" (9 rounds,
+    n(n-1)/2 comparisons). Reveals nothing."""
+    x, dim = _flatten_for_none(x, dim)
+    cols, V, _ = _extreme(x, dim, True, False, method)
+    return cols.out(V, keepdim=keepdim, squeeze=True)
+
+
+def min(x, dim=None, keepdim=False, method=None):  # noqa: A001
+    """Minimum along ``dim``; see :func:`max`. Reveals nothing."""
+    x, dim = _flatten_for_none(x, dim)
+    cols, V, _ = _extreme(x, dim, False, False, method)
+    return cols.out(V, keepdim=keepdim, squeeze=True)
+
+
+def _arg(x, dim, keepdim, one_hot, largest, method):
+    x, dim = _flatten_for_none(x, dim)
+    cols, _, H = _extreme(x, dim, largest, True, method)
+    if one_hot:
+        return cols.out(H, scale=1)
+    idx = (H * torch.arange(cols.n, dtype=torch.long).view(-1, 1)).sum(0, keepdim=True)
+    return cols.out(idx, scale=1, keepdim=keepdim, squeeze=True)
+
+
+def argmax(x, dim=None, keepdim=False, one_hot=True, method=None):
+    """Shared position of the maximum along ``dim``; ties go to the lowest index.
+
+    ``one_hot=True`` (default): a 0/1 tensor of x's shape with a single 1 per
+    column (scale 1), as CrypTen's ``argmax``; otherwise the shared index.
+    The tournament carries each subtree's one-hot vector as payload of its
+    matches (n values per level), so it costs no round beyond the max.
+    Reveals nothing.
+    """
+    return _arg(x, dim, keepdim, one_hot, True, method)
+
+
+def argmin(x, dim=None, keepdim=False, one_hot=True, method=None):
+    """Shared position of the minimum along ``dim``; ties go to the lowest index."""
+    return _arg(x, dim, keepdim, one_hot, False, method)
