@@ -5,7 +5,8 @@ import time
 
 
 def measure(fn, reps, warmup=1):
-    """Median wall time of fn() at party 0, with rounds/bytes of one call.
+    """Median wall time of fn() at party 0, with rounds/bytes of one call
+    (bytes sent by party 0; dealer bytes received by all parties together).
 
     Parties are aligned with a barrier before each call so the clock measures
     the protocol, not a late start.
@@ -29,8 +30,13 @@ def measure(fn, reps, warmup=1):
         times.append(time.perf_counter() - t)
         if stats is None:
             stats = comm.STATS.snapshot()
+    # The dealer's corrections rotate between parties: report their total.
+    import torch
+
+    total = torch.tensor([stats.dealer_bytes], dtype=torch.float64)
+    dist.all_reduce(total, group=group)
     return {"seconds": statistics.median(times), "rounds": stats.rounds,
-            "bytes_sent": stats.bytes_sent, "dealer_bytes": stats.dealer_bytes}
+            "bytes_sent": stats.bytes_sent, "dealer_bytes": float(total)}
 
 
 def fmt_table(rows, cols):

@@ -13,12 +13,14 @@ namespace {
 // Sizes the Python protocol layer needs, in words:
 // [stream_words, total_words, levels, plane_words, open1_words, state_words,
 //  open_words(0), ..., open_words(levels)]
-std::vector<int64_t> cmp_layout_op(int64_t n, int64_t k, int64_t mode, int64_t payloads) {
+std::vector<int64_t> cmp_layout_op(int64_t n, int64_t k, int64_t mode, int64_t payloads, int64_t self_sign) {
   TORCH_CHECK(n >= 0, "cmp_layout: n must be >= 0");
   TORCH_CHECK(mode >= 0 && mode <= 2, "cmp_layout: unknown mode ", mode);
   TORCH_CHECK(mode == pgk::kCmpMUX || (k >= 2 && k <= 64), "cmp_layout: bits must be in [2, 64], got ", k);
   TORCH_CHECK(payloads >= 0 && (mode != pgk::kCmpMUX || payloads > 0), "cmp_layout: bad payload count ", payloads);
-  pgk::CmpSpec s{n, int(k), int(mode), int(payloads)};
+  pgk::CmpSpec s{n, int(k), int(mode), int(payloads), int(self_sign)};
+  TORCH_CHECK(self_sign == 0 || ((self_sign == 1 || self_sign == -1) && k == 64 && mode != pgk::kCmpMUX && payloads >= 1),
+              "cmp_layout: a self payload needs self_sign in {-1, 1}, k = 64, LT/EQ and payloads >= 1");
   const pgk::CmpLayout L = pgk::cmp_layout(s);
   std::vector<int64_t> out = {L.stream_words, L.total_words, L.levels, L.W, pgk::cmp_open1_words(s),
                               L.state_words()};
@@ -56,17 +58,17 @@ at::Tensor sorting_network_op(int64_t n, std::vector<int64_t> outputs) {
 
 TORCH_LIBRARY(pgkernels, m) {
   m.def("aesni_available() -> bool", &aesni_available_op);
-  m.def("cmp_layout(int n, int k, int mode, int payloads) -> int[]", &cmp_layout_op);
+  m.def("cmp_layout(int n, int k, int mode, int payloads, int self_sign=0) -> int[]", &cmp_layout_op);
   m.def("sorting_network(int n, int[] outputs) -> Tensor", &sorting_network_op);
   // AES-128-CTR stream (key: 16 uint8) written over an int64 tensor.
   m.def("prg_fill_(Tensor(a!) out, Tensor key, int nonce, int first_block) -> ()");
   m.def("bitslice(Tensor values, int k) -> Tensor");
   m.def("unbitslice(Tensor planes, int n, int k) -> Tensor");
   // Comparison rounds; see csrc/core/compare.h for the protocol.
-  m.def("cmp_open1(Tensor x, Tensor v, Tensor mat, int k, int mode, int payloads, bool rank0) -> (Tensor, Tensor)");
-  m.def("cmp_start(Tensor c, Tensor mat, int k, int mode, int payloads, bool rank0, bool negate) -> (Tensor, Tensor)");
-  m.def("cmp_step(Tensor opened, Tensor mat, Tensor(a!) state, int n, int k, int mode, int payloads, bool rank0, int level) -> Tensor");
-  m.def("cmp_finish(Tensor z, Tensor mat, Tensor v, Tensor e, int n, int k, int mode, int payloads, bool rank0) -> Tensor");
+  m.def("cmp_open1(Tensor x, Tensor v, Tensor mat, int k, int mode, int payloads, bool rank0, int self_sign=0) -> (Tensor, Tensor)");
+  m.def("cmp_start(Tensor c, Tensor mat, int k, int mode, int payloads, bool rank0, bool negate, int self_sign=0) -> (Tensor, Tensor)");
+  m.def("cmp_step(Tensor opened, Tensor mat, Tensor(a!) state, int n, int k, int mode, int payloads, bool rank0, int level, int self_sign=0) -> Tensor");
+  m.def("cmp_finish(Tensor z, Tensor mat, Tensor v, Tensor e, int n, int k, int mode, int payloads, bool rank0, int self_sign=0) -> Tensor");
   // Dealer: writes party 0's corrected words into corr (reused between calls).
-  m.def("cmp_dealer_(Tensor(a!) corr, Tensor[] mats, int n, int k, int mode, int payloads) -> ()");
+  m.def("cmp_dealer_(Tensor(a!) corr, Tensor[] mats, int n, int k, int mode, int payloads, int self_sign=0) -> ()");
 }

@@ -195,7 +195,7 @@ def test_protocol_costs_are_metered():
 
     rows = pgkernels.launch(fn, world_size=2, timeout=120)[0]
     assert rows["ltz"] == (6, 13.25)
-    assert rows["relu"] == (6, 21.25)
+    assert rows["relu"] == (6, 13.25)  # the payload x is the compared value: its opening is free
     assert rows["crypten_lt"][0] == 8
     assert rows["ltz"][1] * 4 <= rows["crypten_lt"][1]
     assert rows["eq"][0] == 6

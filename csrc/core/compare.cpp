@@ -57,6 +57,10 @@ void check_spec(const CmpSpec& s) {
   if (s.payloads < 0) throw std::invalid_argument("pgk compare: payloads must be >= 0");
   if (s.mode == kCmpMUX && s.payloads == 0)
     throw std::invalid_argument("pgk compare: MUX mode needs payloads");
+  if (s.self_sign != 0 && (s.self_sign != 1 && s.self_sign != -1))
+    throw std::invalid_argument("pgk compare: self_sign must be -1, 0 or 1");
+  if (s.self_sign != 0 && (s.mode == kCmpMUX || s.k != 64 || s.payloads < 1))
+    throw std::invalid_argument("pgk compare: a self payload needs k = 64, LT/EQ and payloads >= 1");
 }
 
 }  // namespace
@@ -87,7 +91,7 @@ CmpLayout cmp_layout(const CmpSpec& s) {
   L.sB = off;
   off += W;
   L.mA = off;
-  off += int64_t(s.payloads) * n;
+  off += int64_t(s.masked_payloads()) * n;
   L.ab = off;
   int64_t planes = 0;
   for (int l = 0; l <= L.levels; ++l) {
@@ -123,7 +127,7 @@ CmpLayout cmp_layout(const CmpSpec& s) {
 
 int64_t cmp_open1_words(const CmpSpec& s) {
   if (s.mode == kCmpMUX) return int64_t(s.payloads) * s.n;
-  return int64_t(1 + s.payloads) * s.n;
+  return int64_t(1 + s.masked_payloads()) * s.n;
 }
 
 void cmp_open1(const CmpSpec& s, const CmpLayout& L, const uint64_t* x, const uint64_t* v,
@@ -147,7 +151,8 @@ void cmp_open1(const CmpSpec& s, const CmpLayout& L, const uint64_t* x, const ui
   const uint64_t* rA = mat + L.rA;
   for (int64_t i = 0; i < n; ++i) out[i] = (x[i] + rA[i] + offset) & mask;
   const uint64_t* mA = mat + L.mA;
-  for (int64_t i = 0; i < int64_t(s.payloads) * n; ++i) out[n + i] = v[i] + mA[i];
+  const uint64_t* vm = v + (s.self_sign != 0 ? n : 0);  // masked payload rows
+  for (int64_t i = 0; i < int64_t(s.masked_payloads()) * n; ++i) out[n + i] = vm[i] + mA[i];
 }
 
 namespace {
@@ -339,9 +344,11 @@ void cmp_dealer(const CmpSpec& s, const CmpLayout& L, int parties, const uint64_
   };
   auto all_xor = [&](int64_t off, int64_t w) { return others_xor(off, w) ^ mats[0][off + w]; };
 
+  const uint64_t* rsum = nullptr;  // plain r, for a self payload's mask
   if (s.mode != kCmpMUX) {
     const int k = s.k;
     uint64_t* r = scratch(1, size_t(n));
+    rsum = r;
     for (int64_t i = 0; i < n; ++i) r[i] = mats[0][L.rA + i];
     for (int p = 1; p < parties; ++p)
       for (int64_t i = 0; i < n; ++i) r[i] += mats[p][L.rA + i];
@@ -401,9 +408,11 @@ void cmp_dealer(const CmpSpec& s, const CmpLayout& L, int parties, const uint64_
   const int64_t pn = int64_t(s.payloads) * n;
   if (pn) {
     uint64_t* smc = C(L.smA);
-    for (int64_t j = 0; j < pn; ++j) {
+    const int64_t first = s.self_sign != 0 ? n : 0;
+    for (int64_t j = 0; j < first; ++j) smc[j] = sAc[j] * (uint64_t(int64_t(s.self_sign)) * rsum[j]);
+    for (int64_t j = first; j < pn; ++j) {
       uint64_t m = 0;
-      for (int p = 0; p < parties; ++p) m += mats[p][L.mA + j];
+      for (int p = 0; p < parties; ++p) m += mats[p][L.mA + j - first];
       smc[j] = sAc[j % n] * m;
     }
     for (int p = 1; p < parties; ++p)

@@ -30,6 +30,11 @@ struct CmpSpec {
   int k = 64;           // ring bits the comparison looks at (2..64)
   int mode = kCmpLT;
   int payloads = 0;  // arithmetic values (per element) the output bit is multiplied into
+  // +1 / -1: payload row 0 is (self_sign * x), the compared value itself (k = 64,
+  // LT/EQ). Its mask is then self_sign * r, so its opening e_0 = self_sign * (c -
+  // offset) follows from c: no extra words sent and no mask drawn. 0: none.
+  int self_sign = 0;
+  int masked_payloads() const { return payloads - (self_sign != 0 ? 1 : 0); }
 };
 
 // Offsets (in words) into one party's correlated-randomness buffer ("material").
@@ -58,7 +63,8 @@ struct CmpLayout {
 CmpLayout cmp_layout(const CmpSpec& s);
 
 // Round 1 (sum-open). out[0:n] = (x + rA + offset) mod 2^k (LT/EQ); with P
-// payloads also out[n + p n + i] = v[p n + i] + mA[p n + i]. For MUX:
+// payloads also out[n + q n + i] = v[p n + i] + mA[q n + i] for each masked
+// payload row p (q = p, or p - 1 with self_sign). For MUX:
 // out[p n + i] = v[p n + i] + mA[...] (sum-open) and zout[0:W] = (x & 1 bits)
 // ^ sB (xor-open), where x holds the 0/1 shares. v is payload-major (P x n).
 int64_t cmp_open1_words(const CmpSpec& s);
@@ -76,7 +82,8 @@ void cmp_step(const CmpSpec& s, const CmpLayout& L, int level, const uint64_t* o
               const uint64_t* mat, bool rank0, uint64_t* state, uint64_t* open_out);
 
 // After the final XOR-open z (W words): arithmetic shares of the output bit
-// (n words), or of bit * v for each payload (P x n words; e = the opened v + mA).
+// (n words), or of bit * v for each payload (P x n words; e = the opened v + m,
+// P x n, with row 0 = self_sign * (c - offset) under self_sign).
 void cmp_finish(const CmpSpec& s, const CmpLayout& L, const uint64_t* z, const uint64_t* mat,
                 bool rank0, const uint64_t* v, const uint64_t* e, uint64_t* out);
 

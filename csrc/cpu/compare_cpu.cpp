@@ -23,11 +23,13 @@ u64* wr(at::Tensor& t) { return reinterpret_cast<u64*>(t.data_ptr<int64_t>()); }
 
 at::Tensor words(int64_t n) { return at::empty({n}, at::TensorOptions().dtype(at::kLong)); }
 
-pgk::CmpSpec spec(int64_t n, int64_t k, int64_t mode, int64_t payloads) {
+pgk::CmpSpec spec(int64_t n, int64_t k, int64_t mode, int64_t payloads, int64_t self_sign) {
   TORCH_CHECK(mode >= 0 && mode <= 2, "unknown comparison mode ", mode);
   TORCH_CHECK(mode == pgk::kCmpMUX || (k >= 2 && k <= 64), "bits must be in [2, 64], got ", k);
   TORCH_CHECK(payloads >= 0 && (mode != pgk::kCmpMUX || payloads > 0), "bad payload count ", payloads);
-  return pgk::CmpSpec{n, int(k), int(mode), int(payloads)};
+  TORCH_CHECK(self_sign == 0 || ((self_sign == 1 || self_sign == -1) && k == 64 && mode != pgk::kCmpMUX && payloads >= 1),
+              "a self payload needs self_sign in {-1, 1}, bits = 64, LT/EQ and payloads >= 1");
+  return pgk::CmpSpec{n, int(k), int(mode), int(payloads), int(self_sign)};
 }
 
 void prg_fill_cpu(at::Tensor out, const at::Tensor& key, int64_t nonce, int64_t first_block) {
@@ -55,10 +57,10 @@ at::Tensor unbitslice_cpu(const at::Tensor& planes, int64_t n, int64_t k) {
 }
 
 std::tuple<at::Tensor, at::Tensor> cmp_open1_cpu(const at::Tensor& x, const at::Tensor& v, const at::Tensor& mat,
-                                                 int64_t k, int64_t mode, int64_t payloads, bool rank0) {
+                                                 int64_t k, int64_t mode, int64_t payloads, bool rank0, int64_t self_sign) {
   check_words(x, "x");
   const int64_t n = x.numel();
-  const pgk::CmpSpec s = spec(n, k, mode, payloads);
+  const pgk::CmpSpec s = spec(n, k, mode, payloads, self_sign);
   const pgk::CmpLayout L = pgk::cmp_layout(s);
   check_words(mat, "mat", L.total_words);
   if (payloads) check_words(v, "v", payloads * n);
@@ -69,9 +71,9 @@ std::tuple<at::Tensor, at::Tensor> cmp_open1_cpu(const at::Tensor& x, const at::
 }
 
 std::tuple<at::Tensor, at::Tensor> cmp_start_cpu(const at::Tensor& c, const at::Tensor& mat, int64_t k,
-                                                 int64_t mode, int64_t payloads, bool rank0, bool negate) {
+                                                 int64_t mode, int64_t payloads, bool rank0, bool negate, int64_t self_sign) {
   check_words(c, "c");
-  const pgk::CmpSpec s = spec(c.numel(), k, mode, payloads);
+  const pgk::CmpSpec s = spec(c.numel(), k, mode, payloads, self_sign);
   TORCH_CHECK(mode != pgk::kCmpMUX, "cmp_start: MUX has no comparison tree");
   const pgk::CmpLayout L = pgk::cmp_layout(s);
   check_words(mat, "mat", L.total_words);
@@ -82,8 +84,8 @@ std::tuple<at::Tensor, at::Tensor> cmp_start_cpu(const at::Tensor& c, const at::
 }
 
 at::Tensor cmp_step_cpu(const at::Tensor& opened, const at::Tensor& mat, at::Tensor state, int64_t n, int64_t k,
-                        int64_t mode, int64_t payloads, bool rank0, int64_t level) {
-  const pgk::CmpSpec s = spec(n, k, mode, payloads);
+                        int64_t mode, int64_t payloads, bool rank0, int64_t level, int64_t self_sign) {
+  const pgk::CmpSpec s = spec(n, k, mode, payloads, self_sign);
   const pgk::CmpLayout L = pgk::cmp_layout(s);
   TORCH_CHECK(level >= 0 && level < L.levels, "cmp_step: level ", level, " out of range [0, ", L.levels, ")");
   check_words(opened, "opened", L.open_words(int(level)));
@@ -95,8 +97,8 @@ at::Tensor cmp_step_cpu(const at::Tensor& opened, const at::Tensor& mat, at::Ten
 }
 
 at::Tensor cmp_finish_cpu(const at::Tensor& z, const at::Tensor& mat, const at::Tensor& v, const at::Tensor& e,
-                          int64_t n, int64_t k, int64_t mode, int64_t payloads, bool rank0) {
-  const pgk::CmpSpec s = spec(n, k, mode, payloads);
+                          int64_t n, int64_t k, int64_t mode, int64_t payloads, bool rank0, int64_t self_sign) {
+  const pgk::CmpSpec s = spec(n, k, mode, payloads, self_sign);
   const pgk::CmpLayout L = pgk::cmp_layout(s);
   check_words(z, "z", L.W);
   check_words(mat, "mat", L.total_words);
@@ -109,9 +111,10 @@ at::Tensor cmp_finish_cpu(const at::Tensor& z, const at::Tensor& mat, const at::
   return out;
 }
 
-void cmp_dealer_cpu(at::Tensor corr, at::TensorList mats, int64_t n, int64_t k, int64_t mode, int64_t payloads) {
+void cmp_dealer_cpu(at::Tensor corr, at::TensorList mats, int64_t n, int64_t k, int64_t mode, int64_t payloads,
+                    int64_t self_sign) {
   TORCH_CHECK(mats.size() >= 2, "cmp_dealer: need the material of at least 2 parties");
-  const pgk::CmpSpec s = spec(n, k, mode, payloads);
+  const pgk::CmpSpec s = spec(n, k, mode, payloads, self_sign);
   const pgk::CmpLayout L = pgk::cmp_layout(s);
   std::vector<const u64*> ptrs;
   for (size_t i = 0; i < mats.size(); ++i) {

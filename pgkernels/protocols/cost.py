@@ -46,16 +46,21 @@ def configure(latency=None, bandwidth=None, compare_s=None, payload_s=None):
 
 
 @functools.lru_cache(maxsize=None)
-def compare_cost(bits, mode, payloads):
+def compare_cost(bits, mode, payloads, self_sign=0):
     """(rounds, bytes sent per element per peer) of one comparison."""
     import pgkernels._C  # noqa: F401
 
-    lay = torch.ops.pgkernels.cmp_layout(64, bits, mode, payloads)  # W = 1 word per plane
+    lay = torch.ops.pgkernels.cmp_layout(64, bits, mode, payloads, self_sign)  # W = 1 word per plane
     levels = lay[2]
     open_planes = lay[6:6 + levels]  # bits per element opened at each tree level
     c_bytes = next(w for w in (1, 2, 4, 8) if bits <= 8 * w)
-    nbytes = c_bytes + 8 * payloads + (sum(open_planes) + 1) / 8
+    nbytes = c_bytes + 8 * (payloads - (1 if self_sign else 0)) + (sum(open_planes) + 1) / 8
     return 2 + levels, nbytes
+
+
+# Largest single batched comparison a plan may issue: its correlated randomness
+# takes about 55 bytes per element and payload, so 2^25 elements is ~2 GB.
+MAX_BATCH = 1 << 25
 
 
 @dataclasses.dataclass
@@ -65,6 +70,7 @@ class Plan:
     bytes_per_column: float
     compares_per_column: int
     payloads_per_column: int
+    widest_per_column: int = 0  # elements (comparisons + payloads) of its widest call
 
     def seconds(self, columns, parties=2, model=None):
         m = model or MODEL
@@ -79,4 +85,5 @@ def choose(plans, columns, parties=2, method=None):
             if p.method == method:
                 return p
         raise ValueError(f"method must be one of {[p.method for p in plans]}, got {method!r}")
-    return min(plans, key=lambda p: p.seconds(columns, parties))
+    fits = [p for p in plans if p.widest_per_column * columns <= MAX_BATCH] or plans
+    return min(fits, key=lambda p: p.seconds(columns, parties))

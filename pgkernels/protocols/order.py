@@ -123,38 +123,42 @@ def _network_rows(n, outputs):
 def _plan_network(n, outputs, payloads):
     rows = _network_rows(n, outputs)
     depth = int(rows[:, 0].max()) + 1 if rows.numel() else 0
-    r, b = compare_cost(64, LT, payloads)
+    r, b = compare_cost(64, LT, payloads, -1)
     C = rows.shape[0]
-    return Plan("network", r * depth, b * C, C, C * payloads)
+    widest = int(torch.bincount(rows[:, 0]).max()) * (1 + payloads) if C else 0
+    return Plan("network", r * depth, b * C, C, C * payloads, widest)
 
 
 def _plan_rank(n, npos, payloads):
     pairs = n * (n - 1) // 2
     r1, b1 = compare_cost(64, LT, 0)
     r2, b2 = compare_cost(_rank_bits(n), EQ, payloads)
-    return Plan("rank", r1 + r2, pairs * b1 + n * npos * b2, pairs + n * npos, n * npos * payloads)
+    return Plan("rank", r1 + r2, pairs * b1 + n * npos * b2, pairs + n * npos, n * npos * payloads,
+                builtins.max(pairs, n * npos * (1 + payloads)))
 
 
 def _plan_tournament(n, onehot):
-    rounds, nbytes, comps, pays = 0, 0.0, 0, 0
+    rounds, nbytes, comps, pays, widest = 0, 0.0, 0, 0, 0
     m, s = n, 1
     while m > 1:
         P = m // 2
         p = 1 + (2 * s if onehot else 0)
-        r, b = compare_cost(64, LT, p)
+        r, b = compare_cost(64, LT, p, -1)
         rounds += r
         nbytes += P * b
         comps += P
         pays += P * p
+        widest = builtins.max(widest, P * (1 + p))
         m, s = (m + 1) // 2, 2 * s
-    return Plan("tournament", rounds, nbytes, comps, pays)
+    return Plan("tournament", rounds, nbytes, comps, pays, widest)
 
 
 def _plan_pairwise(n, payloads):
     pairs = n * (n - 1) // 2
     r1, b1 = compare_cost(64, LT, 0)
     r2, b2 = compare_cost(_rank_bits(n), EQ, payloads)
-    return Plan("pairwise", r1 + r2, pairs * b1 + n * b2, pairs + n, n * payloads)
+    return Plan("pairwise", r1 + r2, pairs * b1 + n * b2, pairs + n, n * payloads,
+                builtins.max(pairs, n * (1 + payloads)))
 
 
 # --- building blocks --------------------------------------------------------------
@@ -165,14 +169,20 @@ def _compare_exchange(X, extra, rows, descending):
         return
     d = X.shape[1]
     layer_ids = rows[:, 0]
-    for layer in range(int(layer_ids.max()) + 1):
+    width = torch.bincount(layer_ids).tolist()
+    P = 1 + len(extra)
+    for layer in range(len(width)):
         sel = rows[layer_ids == layer]
         i, j = sel[:, 1], sel[:, 2]
         A, B = X[i], X[j]
         diff = (A - B) if descending else (B - A)  # swap iff it is negative
         pay = [A - B] + [e[i] - e[j] for e in extra]
+        # payload row 0, a - b, is -diff (ascending) or diff: its opening is free
+        sign = 1 if descending else -1
+        nxt = (width[layer + 1] * d, 64, LT, P, sign) if layer + 1 < len(width) else None
         out = compare_shares(diff.reshape(-1), LT, 64, negate=True,
-                             payloads=torch.stack(pay).reshape(len(pay), -1))
+                             payloads=torch.stack(pay).reshape(len(pay), -1), prefetch=nxt,
+                             self_sign=sign)
         out = out.view(len(pay), len(i), d)
         X[i] = A - out[0]
         X[j] = B + out[0]
@@ -182,7 +192,7 @@ def _compare_exchange(X, extra, rows, descending):
             e[j] = ej + out[1 + k]
 
 
-def _ranks(X, descending=False):
+def _ranks(X, descending=False, prefetch=None):
     """Stable ranks (n, d) of the columns of X; shares with scale 1."""
     n, d = X.shape
     rank = _public(torch.arange(n, dtype=torch.long).view(n, 1).expand(n, d).contiguous())
@@ -191,7 +201,7 @@ def _ranks(X, descending=False):
     iu, ju = torch.triu_indices(n, n, 1)
     # ascending: c = [x_j < x_i] adds to rank_i; descending: c = [x_i < x_j]
     diff = (X[iu] - X[ju]) if descending else (X[ju] - X[iu])
-    c = compare_shares(diff.reshape(-1), LT, 64, negate=True).view(-1, d)
+    c = compare_shares(diff.reshape(-1), LT, 64, negate=True, prefetch=prefetch).view(-1, d)
     rank.index_add_(0, iu, c)
     rank.index_add_(0, ju, -c)
     return rank
@@ -229,8 +239,30 @@ def _positions(cols, positions, descending, want_index, method, ascending_only_r
         _compare_exchange(X, extra, _network_rows(n, positions), descending)
         p = torch.tensor(positions, dtype=torch.long)
         return X[p], (extra[0][p] if want_index else None)
-    rank = _ranks(cols.X, descending)
+    P = 1 + int(want_index)
+    rank = _ranks(cols.X, descending, prefetch=(len(positions) * n * d, _rank_bits(n), EQ, P))
     return _select(cols.X, rank, positions, want_index)
+
+
+def plan(op, n, columns, parties=2, method=None, k=1):
+    """The method the cost model picks for ``op`` on n elements x ``columns``.
+
+    ``op``: "sort", "topk", "median", "max", "argmax". For benchmarks and
+    curious users; returns the :class:`~pgkernels.protocols.cost.Plan`.
+    """
+    if op == "sort":
+        plans = [_plan_network(n, list(range(n)), 2), _plan_rank(n, n, 2)]
+    elif op == "topk":
+        plans = [_plan_network(n, list(range(k)), 2), _plan_rank(n, k, 2)]
+    elif op == "median":
+        pos = [(n - 1) // 2] if n % 2 else [n // 2 - 1, n // 2]
+        plans = [_plan_network(n, pos, 1), _plan_rank(n, len(pos), 1)]
+    elif op in ("max", "argmax"):
+        onehot = op == "argmax"
+        plans = [_plan_tournament(n, onehot), _plan_pairwise(n, 1 + int(onehot))]
+    else:
+        raise ValueError(f"unknown op {op!r}")
+    return choose(plans, columns, parties, method)
 
 
 def _check_k(k, n, name="k", low=1):
@@ -342,15 +374,16 @@ def trimmed_mean(x, dim=-1, proportiontocut=0.1, keepdim=False, method=None):
     r1, b1 = compare_cost(64, LT, 0)
     r2, b2 = compare_cost(_rank_bits(n), LT, 1)
     pairs = n * (n - 1) // 2
-    plans.append(Plan("rank", r1 + r2, pairs * b1 + 2 * n * b2, pairs + 2 * n, 2 * n))
+    plans.append(Plan("rank", r1 + r2, pairs * b1 + 2 * n * b2, pairs + 2 * n, 2 * n,
+                      builtins.max(pairs, 4 * n)))
     plan = choose(plans, cols.d, _parties(), method)
     if plan.method == "network":
         X = cols.X.clone()
         _compare_exchange(X, [], _network_rows(n, None), False)
         total = X[c:n - c].sum(0, keepdim=True)
     else:
-        rank = _ranks(cols.X)
         d = cols.d
+        rank = _ranks(cols.X, prefetch=(2 * n * d, _rank_bits(n), LT, 1))
         thr = torch.tensor([c, n - c], dtype=torch.long).view(2, 1, 1).expand(2, n, d).contiguous()
         t = rank.unsqueeze(0) - _public(thr)
         pay = cols.X.unsqueeze(0).expand(2, n, d).reshape(1, -1)
@@ -395,8 +428,12 @@ def _extreme_tournament(X, largest, want_onehot):
         if want_onehot:
             pay += [H[0:2 * P:2], H[1:2 * P:2]]
         pay = torch.cat(pay, dim=1)  # (P, 1 + 2s, d)
+        m2 = (m + 1) // 2
+        sign = -1 if largest else 1  # payload row 0, B - A, is -diff or diff
+        nxt = ((m2 // 2) * d, 64, LT, 1 + (4 * s if want_onehot else 0), sign) if m2 > 1 else None
         out = compare_shares(diff.reshape(-1), LT, 64, negate=True,
-                             payloads=pay.permute(1, 0, 2).reshape(pay.shape[1], -1))
+                             payloads=pay.permute(1, 0, 2).reshape(pay.shape[1], -1), prefetch=nxt,
+                             self_sign=sign)
         out = out.view(-1, P, d)
         newV = A + out[0]
         if want_onehot:
@@ -422,7 +459,8 @@ def _extreme_pairwise(X, largest, want_onehot):
     if n > 1:
         iu, ju = torch.triu_indices(n, n, 1)
         diff = (X[iu] - X[ju]) if largest else (X[ju] - X[iu])
-        c = compare_shares(diff.reshape(-1), LT, 64, negate=True).view(-1, d)  # [x_j beats x_i]
+        c = compare_shares(diff.reshape(-1), LT, 64, negate=True,  # [x_j beats x_i]
+                           prefetch=(n * d, _rank_bits(n), EQ, 1 + int(want_onehot))).view(-1, d)
         w.index_add_(0, ju, c)
         w.index_add_(0, iu, -c)
         w += _public(((n - 1) - torch.arange(n, dtype=torch.long)).view(n, 1).expand(n, d).contiguous())

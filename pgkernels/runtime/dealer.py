@@ -6,18 +6,19 @@ session expands, for party ``i``, to the AES-128-CTR stream
 ``AES_{key_i}(seq || block)``; both the party and the dealer can compute it.
 
 Every request has a layout ``[stream segment | corrected segment]`` of uint64
-words. Parties 1..n-1 take both segments from their stream; party 0 takes the
-stream segment from its stream and receives the corrected segment from the
-dealer, which regenerates every party's stream, computes the true correlated
-values (Beaver products, bit decompositions, ...) and sends party 0 the words
-that make the shares add up. Party 0 thus sees only values one-time-padded by
-the other parties' streams, and no other party hears from the dealer after
-set-up. The dealer learns nothing about inputs: it never receives shares.
+words. Request ``seq`` has one *corrected party*, ``p = seq mod n`` (rotating,
+so that no party carries all the dealer traffic). The other parties take both
+segments from their streams; party p takes the stream segment from its stream
+and receives the corrected segment from the dealer, which regenerates every
+party's stream, computes the true correlated values (Beaver products, bit
+decompositions, ...) and sends party p the words that make the shares add up.
+Party p thus sees only values one-time-padded by the other parties' streams.
+The dealer learns nothing about inputs: it never receives shares.
 
-Only party 0 talks to the dealer during a session (one request header out, one
-correction tensor back), so the dealer adds no round between compute parties;
-the request is sent before the protocol's first round and its answer is
-awaited only when the corrected words are first needed.
+During a session party 0 sends the dealer one request header per request and
+the corrected party receives one correction tensor, so the dealer adds no round
+between compute parties; the request goes out before the protocol's first
+round and its answer is awaited only when the corrected words are first needed.
 
 ``DealerClient(mode="local")`` is the insecure test mode (CrypTen's TFP
 trust model): party 0 generates every key and computes the corrections itself,
@@ -59,8 +60,8 @@ def new_key():
 
 # --- layouts shared by the parties and the dealer -------------------------------
 
-def cmp_layout(n, k, mode, payloads):
-    lay = _ops().cmp_layout(n, k, mode, payloads)
+def cmp_layout(n, k, mode, payloads, self_sign=0):
+    lay = _ops().cmp_layout(n, k, mode, payloads, self_sign)
     return {"stream": lay[0], "total": lay[1], "levels": lay[2], "W": lay[3],
             "open1": lay[4], "state": lay[5], "open": lay[6:]}
 
@@ -101,7 +102,7 @@ def crypten_layout(req):
 
 
 def _crypten_corrections(req, mats):
-    """Party 0's corrected words for a CrypTen provider request."""
+    """The corrected party's words for a CrypTen provider request (its material first)."""
     fn = req["fn"]
     others = mats[1:]
     if fn == "additive":
@@ -155,8 +156,13 @@ class _Pool:
         return buf[:nwords]
 
 
+def corrected_party(seq, world_size):
+    """The party that receives request ``seq``'s corrections."""
+    return seq % world_size
+
+
 class DealerCore:
-    """Computes party 0's corrections from every party's key (dealer side)."""
+    """Computes the corrected party's words from every party's key (dealer side)."""
 
     def __init__(self, keys):
         self.keys = keys
@@ -164,10 +170,14 @@ class DealerCore:
         self.pool = _Pool()
 
     def _streams(self, seq, stream_words, total_words):
+        """Every party's material, the corrected party's first."""
         mats = []
-        for i, key in enumerate(self.keys):
-            # party 0's corrected segment is what we compute: skip drawing it
-            nwords = stream_words if i == 0 else total_words
+        p = corrected_party(seq, len(self.keys))
+        order = [p] + [i for i in range(len(self.keys)) if i != p]
+        for i in order:
+            key = self.keys[i]
+            # the corrected party's corrected segment is what we compute: skip drawing it
+            nwords = stream_words if i == p else total_words
             buf = self.pool.get(("mat", i), nwords)
             if nwords:
                 _ops().prg_fill_(buf, key, seq, 0)
@@ -175,18 +185,20 @@ class DealerCore:
         return mats
 
     def answer(self, kind, params):
-        """Party 0's corrected words for request number ``self.seq + 1``."""
+        """The corrected party's words for request number ``self.seq + 1``."""
         self.seq += 1
         if kind == CMP:
-            n, k, mode, payloads = params
-            lay = cmp_layout(n, k, mode, payloads)
+            n, k, mode, payloads, self_sign = params
+            lay = cmp_layout(n, k, mode, payloads, self_sign)
             mats = self._streams(self.seq, lay["stream"], lay["total"])
             corr = self.pool.get("corr", lay["total"] - lay["stream"])
-            _ops().cmp_dealer_(corr, mats, n, k, mode, payloads)
+            _ops().cmp_dealer_(corr, mats, n, k, mode, payloads, self_sign)
             return corr
         if kind == CRYPTEN:
             stream_words, total = crypten_layout(params)
-            mats = [stream(key, self.seq, total) for key in self.keys]
+            p = corrected_party(self.seq, len(self.keys))
+            order = [p] + [i for i in range(len(self.keys)) if i != p]
+            mats = [stream(self.keys[i], self.seq, total) for i in order]
             return _crypten_corrections(params, mats).contiguous()
         raise ValueError(f"unknown dealer request kind {kind}")
 
@@ -223,6 +235,7 @@ class DealerClient:
         self.group = c.ttp_group if mode == "process" else c.main_group
         self.seq = 0
         self._pool = _Pool()
+        self._ahead = None  # (params, material, layout) requested ahead of use
         if mode == "process":
             key = torch.empty(16, dtype=torch.uint8)
             dist.recv(key, src=self.dealer_rank, group=self.group)
@@ -245,38 +258,76 @@ class DealerClient:
 
     def _request(self, kind, params, stream_words, total_words, header_extra=(), payload=None):
         self.seq += 1
-        # One reused buffer: requests are strictly sequential within a party and
-        # every caller is done with its material before the next request.
-        words = self._pool.get("mat", total_words)
-        if self.rank != 0:
+        # Reused buffers, two of them: a request in use and at most one asked
+        # for ahead (prefetch); every caller is done with its material before
+        # the request after next.
+        words = self._pool.get(("mat", self.seq % 2), total_words)
+        corrected = corrected_party(self.seq, self.world_size)
+        if self.mode == "local":
+            # insecure test mode: party 0 computes everything, including the
+            # corrected party's words, and sends them over the parties' group
+            if self.rank == 0:
+                corr = self.core.answer(kind, params)
+                if corrected != 0 and corr.numel():
+                    dist.send(corr, dst=corrected, group=self.group)
+            if self.rank != corrected:
+                if total_words:
+                    _ops().prg_fill_(words, self.key, self.seq, 0)
+                return Material(words, stream_words)
+            if stream_words:
+                _ops().prg_fill_(words[:stream_words], self.key, self.seq, 0)
+            if self.rank == 0:
+                words[stream_words:].copy_(corr)
+            elif total_words > stream_words:
+                dist.recv(words[stream_words:], src=0, group=self.group)
+            return Material(words, stream_words)
+        if self.rank == 0:
+            header = torch.zeros(HEADER_WORDS, dtype=torch.long)
+            header[0] = kind
+            for i, v in enumerate(header_extra):
+                header[1 + i] = int(v)
+            dist.send(header, dst=self.dealer_rank, group=self.group)
+            if payload is not None:
+                dist.send(payload, dst=self.dealer_rank, group=self.group)
+        if self.rank != corrected:
             if total_words:
                 _ops().prg_fill_(words, self.key, self.seq, 0)
             return Material(words, stream_words)
         if stream_words:
             _ops().prg_fill_(words[:stream_words], self.key, self.seq, 0)
         corr = words[stream_words:]
-        if self.mode == "local":
-            corr.copy_(self.core.answer(kind, params))
-            return Material(words, stream_words)
-        header = torch.zeros(HEADER_WORDS, dtype=torch.long)
-        header[0] = kind
-        for i, v in enumerate(header_extra):
-            header[1 + i] = int(v)
-        dist.send(header, dst=self.dealer_rank, group=self.group)
-        if payload is not None:
-            dist.send(payload, dst=self.dealer_rank, group=self.group)
         work = None
         if corr.numel():
             work = dist.irecv(corr, src=self.dealer_rank, group=self.group)
         _comm.record_dealer_bytes(corr.numel() * 8)
         return Material(words, stream_words, work)
 
-    def cmp(self, n, k, mode, payloads):
-        lay = cmp_layout(n, k, mode, payloads)
-        params = (n, k, mode, int(payloads))
+    def cmp(self, n, k, mode, payloads, self_sign=0):
+        """Material for one comparison of n elements (taken from a prefetch if one is waiting)."""
+        params = (n, k, mode, int(payloads), int(self_sign))
+        if self._ahead is not None:
+            ahead, self._ahead = self._ahead, None
+            if ahead[0] != params:
+                raise RuntimeError(f"pgkernels: dealer material asked ahead for {ahead[0]} but the "
+                                   f"next comparison is {params}")
+            return ahead[1], ahead[2]
+        lay = cmp_layout(n, k, mode, payloads, self_sign)
         return self._request(CMP, params, lay["stream"], lay["total"], header_extra=params), lay
 
+    def prefetch_cmp(self, n, k, mode, payloads, self_sign=0):
+        """Ask now for the material of the next comparison, so that the dealer
+        computes it while the parties run the current one's rounds. The next
+        call must be ``cmp`` with the same arguments (checked)."""
+        if self._ahead is not None:
+            raise RuntimeError("pgkernels: only one comparison can be asked for ahead")
+        params = (n, k, mode, int(payloads), int(self_sign))
+        lay = cmp_layout(n, k, mode, payloads, self_sign)
+        mat = self._request(CMP, params, lay["stream"], lay["total"], header_extra=params)
+        self._ahead = (params, mat, lay)
+
     def crypten(self, req):
+        if self._ahead is not None:
+            raise RuntimeError("pgkernels: a CrypTen op ran while a comparison was asked for ahead")
         stream_words, total_words = crypten_layout(req)
         payload = None
         if self.rank == 0 and self.mode == "process":
@@ -311,7 +362,7 @@ def serve(world_size):
         if kind == STOP:
             return
         if kind == CMP:
-            params = tuple(int(v) for v in header[1:5])
+            params = tuple(int(v) for v in header[1:6])
         elif kind == CRYPTEN:
             raw = torch.empty(int(header[1]), dtype=torch.uint8)
             dist.recv(raw, src=0, group=group)
@@ -320,4 +371,4 @@ def serve(world_size):
             raise RuntimeError(f"dealer: unknown request kind {kind}")
         corr = core.answer(kind, params)
         if corr.numel():
-            dist.send(corr, dst=0, group=group)
+            dist.send(corr, dst=corrected_party(core.seq, world_size), group=group)

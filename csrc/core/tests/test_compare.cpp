@@ -83,7 +83,13 @@ static std::vector<u64> run(const pgk::CmpSpec& s, int parties, const std::vecto
     zfinal = zsum;
     e.assign(open1.begin(), open1.end());
   } else {
-    if (s.payloads) e.assign(open1.begin() + n, open1.end());
+    if (s.payloads) {
+      if (s.self_sign != 0) {  // row 0 follows from c: self_sign * (c - offset)
+        const u64 off = s.mode == pgk::kCmpLT ? (1ull << 63) : 0;
+        for (int64_t i = 0; i < n; ++i) e.push_back(u64(int64_t(s.self_sign)) * (open1[i] - off));
+      }
+      e.insert(e.end(), open1.begin() + n, open1.end());
+    }
     std::vector<std::vector<u64>> state(parties, std::vector<u64>(L.state_words()));
     std::vector<u64> opened(L.open_words(0), 0);
     for (int p = 0; p < parties; ++p) {
@@ -200,6 +206,32 @@ int main() {
           const bool b = int64_t(x[i]) >= 0;
           CHECK(out2[i] == (b ? x[i] : 0) && out2[n + i] == (b ? u64(0) - x[i] : 0), "lt-payload");
         }
+      }
+      // self payloads: relu as [x >= 0] * x with no extra opening, and a
+      // compare-exchange [b - a < 0] * (a - b) with a second payload
+      {
+        std::vector<u64> x = sample(n, 64), v(2 * n);
+        for (int64_t i = 0; i < n; ++i) {
+          v[i] = x[i];
+          v[n + i] = rng();
+        }
+        pgk::CmpSpec s{n, 64, pgk::kCmpLT, 2, 1};
+        auto out = run(s, parties, x, v, false);
+        for (int64_t i = 0; i < n; ++i) {
+          const bool b = int64_t(x[i]) >= 0;
+          CHECK(out[i] == (b ? x[i] : 0) && out[n + i] == (b ? v[n + i] : 0), "self+1 p=%d", parties);
+        }
+        std::vector<u64> neg(n);
+        for (int64_t i = 0; i < n; ++i) neg[i] = u64(0) - x[i];
+        pgk::CmpSpec s2{n, 64, pgk::kCmpLT, 1, -1};
+        auto out2 = run(s2, parties, x, neg, true);
+        for (int64_t i = 0; i < n; ++i)
+          CHECK(out2[i] == (int64_t(x[i]) < 0 ? neg[i] : 0), "self-1 p=%d", parties);
+        pgk::CmpSpec s3{n, 64, pgk::kCmpEQ, 1, 1};
+        std::vector<u64> xe = x;
+        for (int64_t i = 0; i < n; i += 2) xe[i] = 0;
+        auto out3 = run(s3, parties, xe, xe, true);  // [x != 0] * x == x
+        for (int64_t i = 0; i < n; ++i) CHECK(out3[i] == xe[i], "self eq p=%d", parties);
       }
       // MUX: bit * v
       {
