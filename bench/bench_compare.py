@@ -15,14 +15,11 @@ party per element, and bytes per element the dealer sent to a party (party 0).
 """
 
 import argparse
-import json
-import os
-import platform
 import sys
 
 import pgkernels
 
-from .common import fmt_table, measure
+from .common import measure, write_results
 
 OPS = ("ltz", "relu", "where")
 
@@ -110,16 +107,9 @@ def main(argv=None):
                 "dealer B/elem pgk": pg["dealer_bytes_per_elem"],
                 "dealer B/elem CrypTen TTP": ttp["dealer_bytes_per_elem"],
             })
-    cols = list(table[0].keys())
-    text = fmt_table(table, cols)
-    print(text)
-    os.makedirs(os.path.dirname(a.out) or ".", exist_ok=True)
-    meta = {"machine": platform.platform(), "cpus": os.cpu_count(), "parties": 2,
-            "note": "seconds: median at party 0; bytes: sent per compute party; dealer bytes: dealer -> party 0"}
-    with open(a.out, "w") as f:
-        json.dump({"meta": meta, "rows": rows, "table": table}, f, indent=1)
-    with open(os.path.splitext(a.out)[0] + ".md", "w") as f:
-        f.write(text + "\n")
+    meta = {"parties": 2, "note": "seconds: median at party 0; bytes: sent per compute party; "
+            "dealer bytes: received from the dealer by all parties together"}
+    print(write_results(a.out, meta, rows, table))
     print(f"[bench] wrote {a.out}", file=sys.stderr)
 
 

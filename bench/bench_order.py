@@ -16,16 +16,13 @@ Each row: median seconds at party 0, rounds, bytes sent per compute party.
 """
 
 import argparse
-import json
-import os
-import platform
 import sys
 import time
 import warnings
 
 import pgkernels
 
-from .common import fmt_table, measure
+from .common import measure, write_results
 
 
 def _data(n, d, seed=0):
@@ -169,18 +166,9 @@ def main(argv=None):
                                 "speedup": f"{best_base['seconds'] / auto['seconds']:.1f}x"})
                 row["MPC/plain"] = f"{auto['seconds'] / auto['plain_s']:.0f}x"
                 table.append(row)
-    cols = []
-    for r in table:
-        cols += [c for c in r if c not in cols]
-    text = fmt_table(table, cols)
-    print(text)
-    os.makedirs(os.path.dirname(a.out) or ".", exist_ok=True)
-    meta = {"machine": platform.platform(), "cpus": os.cpu_count(), "parties": 2,
-            "baseline_provider": "TFP", "note": "seconds: median at party 0; MB: sent per compute party"}
-    with open(a.out, "w") as f:
-        json.dump({"meta": meta, "rows": rows, "table": table}, f, indent=1)
-    with open(os.path.splitext(a.out)[0] + ".md", "w") as f:
-        f.write(text + "\n")
+    meta = {"parties": 2, "baseline_provider": "TFP",
+            "note": "seconds: median at party 0; MB: sent per compute party"}
+    print(write_results(a.out, meta, rows, table))
     print(f"[bench] wrote {a.out}", file=sys.stderr)
 
 

@@ -45,3 +45,22 @@ def fmt_table(rows, cols):
     out = [line(cols), "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
     out += [line([r.get(c, "") for c in cols]) for r in rows]
     return "\n".join(out)
+
+
+def write_results(path, meta, rows, table):
+    """JSON with every row, and the table as Markdown next to it."""
+    import json
+    import os
+    import platform
+
+    meta = dict({"machine": platform.platform(), "cpus": os.cpu_count()}, **meta)
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    with open(path, "w") as f:
+        json.dump({"meta": meta, "rows": rows, "table": table}, f, indent=1)
+    cols = []
+    for r in table:
+        cols += [c for c in r if c not in cols]
+    text = fmt_table(table, cols)
+    with open(os.path.splitext(path)[0] + ".md", "w") as f:
+        f.write(text + "\n")
+    return text

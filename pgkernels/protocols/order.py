@@ -272,6 +272,15 @@ def _check_k(k, n, name="k", low=1):
         raise ValueError(f"{name}={k} out of range [{low}, {n}] for a dimension of size {n}")
 
 
+def _leading(cols, k, descending, method):
+    """The first k sorted positions: (values, indices) MPCTensors."""
+    if k == 0 or cols.d == 0:
+        empty = cols.X.new_zeros(k, cols.d)
+        return cols.out(empty), cols.out(empty, scale=1)
+    vals, idx = _positions(cols, list(range(k)), descending, True, method)
+    return cols.out(vals), cols.out(idx, scale=1)
+
+
 # --- public API ---------------------------------------------------------------------
 
 def sort(x, dim=-1, descending=False, method=None):
@@ -284,12 +293,7 @@ def sort(x, dim=-1, descending=False, method=None):
     costs and tie order. Reveals nothing.
     """
     cols = _Columns(x, dim)
-    n = cols.n
-    if n == 0 or cols.d == 0:
-        empty = cols.X.new_zeros(n, cols.d)
-        return cols.out(empty), cols.out(empty, scale=1)
-    vals, idx = _positions(cols, list(range(n)), descending, True, method)
-    return cols.out(vals), cols.out(idx, scale=1)
+    return _leading(cols, cols.n, descending, method)
 
 
 def topk(x, k, dim=-1, largest=True, method=None):
@@ -301,11 +305,7 @@ def topk(x, k, dim=-1, largest=True, method=None):
     """
     cols = _Columns(x, dim)
     _check_k(k, cols.n, "k", low=0)
-    if k == 0 or cols.d == 0:
-        empty = cols.X.new_zeros(k, cols.d)
-        return cols.out(empty), cols.out(empty, scale=1)
-    vals, idx = _positions(cols, list(range(k)), largest, True, method)
-    return cols.out(vals), cols.out(idx, scale=1)
+    return _leading(cols, k, largest, method)
 
 
 def kthvalue(x, k, dim=-1, keepdim=False, method=None):

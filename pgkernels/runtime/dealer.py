@@ -263,25 +263,14 @@ class DealerClient:
         # the request after next.
         words = self._pool.get(("mat", self.seq % 2), total_words)
         corrected = corrected_party(self.seq, self.world_size)
+        local_corr = None
         if self.mode == "local":
-            # insecure test mode: party 0 computes everything, including the
-            # corrected party's words, and sends them over the parties' group
+            # insecure test mode: party 0 computes the corrected party's words
             if self.rank == 0:
-                corr = self.core.answer(kind, params)
-                if corrected != 0 and corr.numel():
-                    dist.send(corr, dst=corrected, group=self.group)
-            if self.rank != corrected:
-                if total_words:
-                    _ops().prg_fill_(words, self.key, self.seq, 0)
-                return Material(words, stream_words)
-            if stream_words:
-                _ops().prg_fill_(words[:stream_words], self.key, self.seq, 0)
-            if self.rank == 0:
-                words[stream_words:].copy_(corr)
-            elif total_words > stream_words:
-                dist.recv(words[stream_words:], src=0, group=self.group)
-            return Material(words, stream_words)
-        if self.rank == 0:
+                local_corr = self.core.answer(kind, params)
+                if corrected != 0 and local_corr.numel():
+                    dist.send(local_corr, dst=corrected, group=self.group)
+        elif self.rank == 0:
             header = torch.zeros(HEADER_WORDS, dtype=torch.long)
             header[0] = kind
             for i, v in enumerate(header_extra):
@@ -289,13 +278,19 @@ class DealerClient:
             dist.send(header, dst=self.dealer_rank, group=self.group)
             if payload is not None:
                 dist.send(payload, dst=self.dealer_rank, group=self.group)
+        # everything but the corrected party's corrected segment comes from the stream
+        drawn = total_words if self.rank != corrected else stream_words
+        if drawn:
+            _ops().prg_fill_(words[:drawn], self.key, self.seq, 0)
         if self.rank != corrected:
-            if total_words:
-                _ops().prg_fill_(words, self.key, self.seq, 0)
             return Material(words, stream_words)
-        if stream_words:
-            _ops().prg_fill_(words[:stream_words], self.key, self.seq, 0)
         corr = words[stream_words:]
+        if self.mode == "local":
+            if local_corr is not None:
+                corr.copy_(local_corr)
+            elif corr.numel():
+                dist.recv(corr, src=0, group=self.group)
+            return Material(words, stream_words)
         work = None
         if corr.numel():
             work = dist.irecv(corr, src=self.dealer_rank, group=self.group)

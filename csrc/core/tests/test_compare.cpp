@@ -8,18 +8,7 @@
 #include "core/bits.h"
 #include "core/compare.h"
 
-static int g_pass = 0, g_fail = 0;
-#define CHECK(cond, ...)                         \
-  do {                                           \
-    if (cond) {                                  \
-      ++g_pass;                                  \
-    } else {                                     \
-      ++g_fail;                                  \
-      std::printf("FAIL %s:%d: ", __FILE__, __LINE__); \
-      std::printf(__VA_ARGS__);                  \
-      std::printf("\n");                         \
-    }                                            \
-  } while (0)
+#include "check.h"
 
 using u64 = uint64_t;
 
@@ -256,6 +245,5 @@ int main() {
     CHECK(back == x, "bitslice round trip");
     CHECK(((planes[5 * 3 + 1] >> 2) & 1) == ((x[66] >> 5) & 1), "bitslice orientation");
   }
-  std::printf("compare tests: %d passed, %d failed\n", g_pass, g_fail);
-  return g_fail == 0 ? 0 : 1;
+  return report("compare");
 }

@@ -8,18 +8,7 @@
 
 #include "core/network.h"
 
-static int g_pass = 0, g_fail = 0;
-#define CHECK(cond, ...)                                \
-  do {                                                  \
-    if (cond) {                                         \
-      ++g_pass;                                         \
-    } else {                                            \
-      ++g_fail;                                         \
-      std::printf("FAIL %s:%d: ", __FILE__, __LINE__);  \
-      std::printf(__VA_ARGS__);                         \
-      std::printf("\n");                                \
-    }                                                   \
-  } while (0)
+#include "check.h"
 
 static void apply(const pgk::Network& net, std::vector<long>& v) {
   for (const auto& layer : net) {
@@ -73,6 +62,5 @@ int main() {
   }
   CHECK(pgk::network_size(pgk::oddeven_merge_sort(16)) == 63, "Batcher 16 has 63 comparators");
   CHECK(pgk::oddeven_merge_sort(16).size() == 10, "Batcher 16 has depth 10");
-  std::printf("network tests: %d passed, %d failed\n", g_pass, g_fail);
-  return g_fail == 0 ? 0 : 1;
+  return report("network");
 }
