@@ -84,8 +84,13 @@ def main(argv=None):
         outcome = ("error", traceback.format_exc())
     if a.result:
         tmp = a.result + ".tmp"
+        try:
+            data = cloudpickle.dumps(outcome)
+        except Exception:  # an unpicklable return value still reports cleanly
+            outcome = ("error", "the party's return value cannot be pickled:\n" + traceback.format_exc())
+            data = cloudpickle.dumps(outcome)
         with open(tmp, "wb") as f:
-            cloudpickle.dump(outcome, f)
+            f.write(data)
         os.replace(tmp, a.result)
     else:
         print(f"[party {a.rank}] {outcome[0]}: {outcome[1]}", flush=True)
