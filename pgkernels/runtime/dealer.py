@@ -98,6 +98,9 @@ def crypten_layout(req):
     if fn in ("square", "wraps", "B2A"):
         n = _numel(req["size"])
         return n, 2 * n
+    if fn == "gram":  # A (m x k) and A A^T (m x m)
+        m, k = req["size"]
+        return m * k, m * k + m * m
     raise ValueError(f"unknown dealer request {fn!r}")
 
 
@@ -119,7 +122,7 @@ def _crypten_corrections(req, mats):
         b = _xor_all([m[n0:n0 + n1] for m in mats]).view(s1)
         c = (a & b).reshape(-1)
         return c ^ _xor_all([m[n0 + n1:] for m in others])
-    n = _numel(req["size"])
+    n = _numel(req["size"]) if fn != "gram" else 0
     if fn == "square":
         r = sum(m[:n] for m in mats)
         return r * r - sum(m[n:] for m in others)
@@ -131,6 +134,11 @@ def _crypten_corrections(req, mats):
     if fn == "B2A":
         bit = _xor_all([m[:n] & 1 for m in mats])
         return bit - sum(m[n:] for m in others)
+    if fn == "gram":
+        rows, k = req["size"]
+        nk = rows * k
+        a = sum(m[:nk] for m in mats).view(rows, k)
+        return (a @ a.T).reshape(-1) - sum(m[nk:] for m in others)
     raise ValueError(f"unknown dealer request {fn!r}")
 
 

@@ -1,0 +1,50 @@
+"""Plaintext references of the robust aggregators (numpy, float64).
+
+Each function takes an (n, d) array of client updates and returns the
+aggregate (d,), with exactly the semantics of its MPC counterpart in
+:mod:`pgkernels.defenses`; selection rules also return the selected clients.
+"""
+
+import numpy as np
+
+
+def fedavg(U):
+    return np.asarray(U, dtype=np.float64).mean(axis=0)
+
+
+def median(U):
+    return np.median(np.asarray(U, dtype=np.float64), axis=0)
+
+
+def trimmed_mean(U, proportiontocut):
+    from scipy.stats import trim_mean
+
+    return trim_mean(np.asarray(U, dtype=np.float64), proportiontocut, axis=0)
+
+
+def krum_scores(U, num_malicious):
+    """Krum score of each client: sum of squared distances to its n - f - 2 nearest others."""
+    U = np.asarray(U, dtype=np.float64)
+    n = U.shape[0]
+    m = n - num_malicious - 2
+    D = ((U[:, None, :] - U[None, :, :]) ** 2).sum(-1)
+    scores = np.empty(n)
+    for i in range(n):
+        others = np.sort(np.delete(D[i], i))
+        scores[i] = others[:m].sum()
+    return scores
+
+
+def krum(U, num_malicious):
+    """(update of the client with the lowest score -- lowest index on ties, selected index)."""
+    s = krum_scores(U, num_malicious)
+    i = int(np.flatnonzero(s == s.min())[0])
+    return np.asarray(U, dtype=np.float64)[i], i
+
+
+def multi_krum(U, num_malicious, to_keep):
+    """(mean of the to_keep lowest-score updates, their indices); ties by lower index."""
+    s = krum_scores(U, num_malicious)
+    order = np.lexsort((np.arange(len(s)), s))
+    keep = np.sort(order[:to_keep])
+    return np.asarray(U, dtype=np.float64)[keep].mean(axis=0), keep

@@ -1,0 +1,117 @@
+"""Byzantine-robust aggregation of secret-shared client updates.
+
+Input: a shared (n, d) MPCTensor ``U`` of client updates (n clients, d
+parameters). Output: the shared aggregate (d,). Nothing is revealed unless a
+function says so; the plaintext references with identical semantics are in
+:mod:`pgkernels.defenses.reference`.
+"""
+
+import torch
+
+from ..protocols import _shares, order
+from ..protocols.compare import LT, compare_shares, mux_shares
+from ..protocols.linalg import pairwise_sq_dist
+
+
+def _check_updates(U):
+    U = _shares.check_mpc(U, "updates")
+    if U.dim() != 2:
+        raise ValueError(f"updates must be 2-D (clients x parameters), got shape {tuple(U.size())}")
+    if U.size(0) == 0:
+        raise ValueError("updates has no clients")
+    return U
+
+
+def _check_f(num_malicious, n, need, rule):
+    if isinstance(num_malicious, bool) or not isinstance(num_malicious, int) or num_malicious < 0:
+        raise ValueError(f"num_malicious must be an int >= 0, got {num_malicious!r}")
+    if n < need(num_malicious):
+        raise ValueError(f"{rule} with num_malicious={num_malicious} needs at least "
+                         f"{need(num_malicious)} clients, got {n}")
+
+
+def fedavg(U):
+    """Plain mean of the updates (FedAvg with equal weights). Cost: local sum and
+    one truncation. Reveals nothing."""
+    U = _check_updates(U)
+    return U.sum(0).div(U.size(0))
+
+
+def median(U, method=None):
+    """Coordinate-wise median (Yin et al. 2018; numpy's median: the mean of the two
+    middle values for even n). Cost: see :func:`pgkernels.median`. Reveals nothing."""
+    U = _check_updates(U)
+    return order.median(U, dim=0, method=method)
+
+
+def trimmed_mean(U, proportiontocut=0.1, method=None):
+    """Coordinate-wise trimmed mean (Yin et al. 2018; scipy's ``trim_mean``: cut
+    ``int(p n)`` values from each end). Reveals nothing."""
+    U = _check_updates(U)
+    return order.trimmed_mean(U, dim=0, proportiontocut=proportiontocut, method=method)
+
+
+def _select_rows(bits_share, U):
+    """sum_i bit_i * U_i for shared 0/1 bits (n,) (scale 1): one round of bit injection."""
+    n, d = U.size()
+    flat_bits = bits_share.reshape(n, 1).expand(n, d).reshape(-1)
+    prod = mux_shares(flat_bits, _shares.flat_share(U).view(1, -1)).view(n, d)
+    return _shares.like_shape(prod.sum(0), U.encoder.scale)
+
+
+def krum_scores(U, num_malicious):
+    """Shared Krum scores (n,): each client's sum of squared distances to its
+    ``n - f - 2`` nearest other clients (Blanchard et al. 2017).
+
+    Protocol: the Gram-matrix distances (1 round), then the ``n - f - 2``
+    smallest of each row's n - 1 off-diagonal distances by a selection network
+    or ranks (see :func:`pgkernels.topk`), summed locally. Reveals nothing.
+    """
+    U = _check_updates(U)
+    n = U.size(0)
+    _check_f(num_malicious, n, lambda f: 2 * f + 3, "Krum")
+    m = n - num_malicious - 2
+    D = pairwise_sq_dist(U)
+    idx = torch.tensor([[j for j in range(n) if j != i] for i in range(n)], dtype=torch.long)
+    off = _shares.like_shape(D.share.gather(1, idx), D.encoder.scale)
+    if m == n - 1:
+        return off.sum(1)
+    vals, _ = order.topk(off, m, dim=1, largest=False)
+    return vals.sum(1)
+
+
+def krum(U, num_malicious, return_selection=False):
+    """Krum: the update of the client with the lowest Krum score (ties: lowest index).
+
+    Needs ``n >= 2 f + 3``. Cost: :func:`krum_scores`, a tournament argmin over
+    n scores, and one round selecting the row (n d bit injections). Reveals
+    nothing; with ``return_selection=True`` also returns the shared one-hot of
+    the selected client (revealing it is the caller's choice).
+    """
+    scores = krum_scores(U, num_malicious)
+    onehot = order.argmin(scores, dim=0)
+    out = _select_rows(onehot.share, U)
+    return (out, onehot) if return_selection else out
+
+
+def multi_krum(U, num_malicious, to_keep, return_selection=False):
+    """Multi-Krum: the mean of the ``to_keep`` updates with the lowest Krum scores
+    (ties: lower index first). Needs ``n >= 2 f + 3`` and ``1 <= to_keep <= n``.
+
+    Cost: :func:`krum_scores`, stable ranks of the n scores (n(n-1)/2
+    comparisons, 6 rounds), one small comparison ``rank < to_keep``, one
+    round of bit injection, a truncation. Reveals nothing; the shared 0/1
+    selection vector with ``return_selection=True``.
+    """
+    U = _check_updates(U)
+    n = U.size(0)
+    if isinstance(to_keep, bool) or not isinstance(to_keep, int) or not 1 <= to_keep <= n:
+        raise ValueError(f"to_keep must be an int in [1, {n}], got {to_keep!r}")
+    scores = krum_scores(U, num_malicious)
+    rank = order._ranks(_shares.flat_share(scores).view(n, 1)).view(n)
+    t = rank - order._public(torch.full((n,), to_keep, dtype=torch.long))
+    keep = compare_shares(t, LT, order._rank_bits(n), negate=True)  # [rank < to_keep]
+    out = _select_rows(keep, U).div(to_keep)
+    if return_selection:
+        return out, _shares.like_shape(keep, 1)
+    return out

@@ -1,0 +1,88 @@
+"""Gram/distances and robust aggregators in MPC against their plaintext references."""
+
+import numpy as np
+import pytest
+import torch
+
+import pgkernels
+from pgkernels.defenses import reference as R
+
+
+def _grid(t):
+    """Values on the fixed-point grid, so MPC and float64 see the same inputs."""
+    return torch.round(t * 2**16) / 2**16
+
+
+def _session():
+    import crypten
+
+    g = torch.Generator().manual_seed(0)
+    out = {}
+    for n, d, f in ((7, 33, 1), (9, 40, 2), (12, 17, 3)):
+        U = _grid(torch.randn(n, d, generator=g, dtype=torch.float64) * 0.5)
+        U[n - f:] += 4.0  # the attackers sit far away
+        eu = crypten.cryptensor(U)
+        Un = U.numpy()
+        tag = f"n={n},d={d},f={f}"
+        out[f"gram/{tag}"] = (pgkernels.decode(pgkernels.gram(eu)), U @ U.T)
+        out[f"dist/{tag}"] = (pgkernels.decode(pgkernels.pairwise_sq_dist(eu)), torch.cdist(U, U) ** 2)
+        out[f"scores/{tag}"] = (pgkernels.decode(pgkernels.defenses.krum_scores(eu, f)),
+                                torch.tensor(R.krum_scores(Un, f)))
+        k, oh = pgkernels.defenses.krum(eu, f, return_selection=True)
+        rk, ri = R.krum(Un, f)
+        out[f"krum/{tag}"] = (pgkernels.decode(k), torch.tensor(rk))
+        out[f"krum-selected/{tag}"] = (pgkernels.decode(oh), torch.nn.functional.one_hot(torch.tensor(ri), n).double())
+        keep = n - f - 1
+        mk, sel = pgkernels.defenses.multi_krum(eu, f, keep, return_selection=True)
+        rmk, rsel = R.multi_krum(Un, f, keep)
+        out[f"multi-krum/{tag}"] = (pgkernels.decode(mk), torch.tensor(rmk))
+        want_sel = torch.zeros(n, dtype=torch.float64)
+        want_sel[torch.tensor(rsel)] = 1
+        out[f"multi-krum-selected/{tag}"] = (pgkernels.decode(sel), want_sel)
+        out[f"fedavg/{tag}"] = (pgkernels.decode(pgkernels.defenses.fedavg(eu)), torch.tensor(R.fedavg(Un)))
+        out[f"median/{tag}"] = (pgkernels.decode(pgkernels.defenses.median(eu)), torch.tensor(R.median(Un)))
+        out[f"trimmed/{tag}"] = (pgkernels.decode(pgkernels.defenses.trimmed_mean(eu, 0.2)),
+                                 torch.tensor(R.trimmed_mean(Un, 0.2)))
+    eu = crypten.cryptensor(torch.zeros(4, 3))
+    errs = {}
+    for name, fn in {
+        "krum-too-many-malicious": lambda: pgkernels.defenses.krum(eu, 1),
+        "not-2d": lambda: pgkernels.defenses.krum(crypten.cryptensor(torch.zeros(5)), 1),
+        "to-keep": lambda: pgkernels.defenses.multi_krum(crypten.cryptensor(torch.zeros(5, 2)), 1, 0),
+        "gram-1d": lambda: pgkernels.gram(crypten.cryptensor(torch.zeros(3))),
+    }.items():
+        try:
+            fn()
+            errs[name] = "no error"
+        except Exception as e:  # noqa: BLE001
+            errs[name] = f"{type(e).__name__}: {e}"
+    out["errors"] = errs
+    return out
+
+
+@pytest.fixture(scope="module", params=[2, 3], ids=lambda n: f"{n}pc")
+def results(request):
+    return pgkernels.launch(_session, world_size=request.param, timeout=600)[0]
+
+
+def test_against_references(results):
+    bad = []
+    for name, val in results.items():
+        if name == "errors":
+            continue
+        got, want = val
+        # fixed-point: truncations leave a few units of 2^-16 (relative for big distances)
+        tol = 1e-3 + 1e-6 * float(want.abs().max())
+        if got.shape != want.shape or float((got - want.double()).abs().max()) > tol:
+            bad.append(f"{name}: {float((got - want.double()).abs().max()) if got.shape == want.shape else 'shape'}")
+    assert not bad, "\n".join(bad)
+
+
+@pytest.mark.parametrize("case,expected", [
+    ("krum-too-many-malicious", "ValueError: Krum with num_malicious=1 needs at least 5 clients"),
+    ("not-2d", "ValueError: updates must be 2-D"),
+    ("to-keep", "ValueError: to_keep must be an int in [1, 5]"),
+    ("gram-1d", "ValueError: X must be 2-D"),
+])
+def test_errors(results, case, expected):
+    assert results["errors"][case].startswith(expected), results["errors"][case]
