@@ -3,7 +3,8 @@
 ``gram(X)`` -- the Gram matrix ``X X^T`` of a shared (m, k) matrix with one
     dealer-masked opening: the dealer gives shares of a random A and of
     ``A A^T``; the parties open ``E = X - A`` (m k words, one round) and compute
-    ``E E^T + E A^T + A E^T + [A A^T]`` locally. CrypTen's ``X.matmul(X.t())``
+    ``E E^T + M + M^T + [A A^T]`` with ``M = E A^T`` locally (two int64
+    matrix products at party 0, one elsewhere). CrypTen's ``X.matmul(X.t())``
     opens both operands (2 m k words): this sends half. The product (scale
     2^32) is brought back to 16 fractional bits with CrypTen's truncation
     (local with 2 parties, its wraps protocol with more). Reveals nothing.
@@ -40,14 +41,17 @@ def gram(X):
     frac = _frac_bits(X)
     if m == 0 or k == 0:
         return _shares.like_shape(torch.zeros(m, m, dtype=torch.long), X.encoder.scale)
-    words = dealer_client().crypten({"fn": "gram", "size": [m, k]}).wait()
-    A = words[: m * k].view(m, k)
-    C = words[m * k:].view(m, m)
+    mat = dealer_client().crypten({"fn": "gram", "size": [m, k]})
+    words = mat.words
+    A = words[: m * k].view(m, k)  # stream part: ready now
     E = (X.share - A).contiguous()
     _comm.exchange(sum_tensor=E)  # E = X - A, public
-    G = C + E @ A.T + A @ E.T
+    M = E @ A.T  # E A^T + A E^T = M + M^T: one product instead of two
+    G = M + M.T
     if _comm.rank() == 0:
         G += E @ E.T
+    mat.wait()  # [A A^T] is needed only now: the dealer computed it meanwhile
+    G += words[m * k:].view(m, m)
     return _truncate(G, frac)
 
 
