@@ -48,3 +48,22 @@ def multi_krum(U, num_malicious, to_keep):
     order = np.lexsort((np.arange(len(s)), s))
     keep = np.sort(order[:to_keep])
     return np.asarray(U, dtype=np.float64)[keep].mean(axis=0), keep
+
+
+def norm_clip(U, max_norm):
+    U = np.asarray(U, dtype=np.float64)
+    norms = np.linalg.norm(U, axis=1)
+    factor = np.minimum(1.0, max_norm / np.where(norms > 0, norms, np.inf))
+    return (U * factor[:, None]).mean(axis=0)
+
+
+def fltrust(U, server_update):
+    U = np.asarray(U, dtype=np.float64)
+    g = np.asarray(server_update, dtype=np.float64)
+    norms = np.linalg.norm(U, axis=1)
+    gn = np.linalg.norm(g)
+    cos = U @ g / (norms * gn)
+    trust = np.maximum(cos, 0.0)
+    if trust.sum() == 0:
+        return np.zeros_like(g)
+    return (trust[:, None] * U * (gn / norms)[:, None]).sum(0) / trust.sum()

@@ -1,0 +1,115 @@
+"""Square roots and inverse square roots over the whole fixed-point range.
+
+CrypTen's ``inv_sqrt`` is accurate only for inputs of roughly [0.05, 200]
+(CrypTen issues #284, #367, #400), while squared norms of model updates span
+many orders of magnitude. Here the input is first normalised by a secret
+power of four:
+
+1. One batched comparison of x against the 24 public thresholds ``4^j``,
+   j = -8..15 (2^-16 is the smallest encodable value), gives bits
+   ``b_j = [x >= 4^j]`` and the one-hot bucket ``h_j = b_j - b_{j+1}`` (the
+   top bucket is open-ended): x lies in ``[4^j, 4^(j+1))`` (6 rounds, 24
+   comparisons per element).
+2. ``m = sum_j h_j * (x / 4^j)``, in [1, 4) (up to 200 in the top bucket):
+   the scaled copies are local (multiplication by 4^-j, or CrypTen's
+   truncation for j > 0), the selection one round of bit injection.
+3. ``y = 1 / sqrt(m)`` with CrypTen's ``inv_sqrt`` inside its accurate range,
+   refined by one Newton step ``y (3 - m y^2) / 2``.
+4. ``1/sqrt(x) = sum_j h_j * (y / 2^j)`` and ``sqrt(x) = sum_j h_j * (m y 2^j)``:
+   one more round of bit injection.
+
+Range and accuracy: x in [2^-16, 2^37). Relative error about 1e-5 from the
+Newton steps, plus the fixed-point resolution 2^-16 of input and output (so
+x near 2^-16 is only known to a few percent, and ``inv_sqrt`` of x >= 2^32 is
+below the output resolution and returns 0). With 2 parties CrypTen's local
+truncation of the scaled copies fails with probability about ``x * 2^-48``
+per element (e.g. 2^-18 at x = 2^30), as for any CrypTen division. Inputs
+below 2^-16 (0 included, and negative values) fall in no bucket: both
+functions return 0 there. Reveals nothing.
+"""
+
+import torch
+
+from ..runtime import comm as _comm
+from . import _shares
+from .compare import LT, compare_shares, mux_shares
+
+J = list(range(-8, 16))  # thresholds 4^j; the top bucket is open-ended
+
+
+def _bucket_bits(x_flat, frac):
+    """Shared one-hot h (len(J), N) of x's power-of-four bucket (scale 1)."""
+    N = x_flat.numel()
+    K = len(J)
+    thr = torch.tensor([2 ** (2 * j + frac) for j in J], dtype=torch.long).view(K, 1)
+    diff = x_flat.view(1, N).expand(K, N) - (thr if _comm.rank() == 0 else torch.zeros_like(thr))
+    b = compare_shares(diff.reshape(-1), LT, 64, negate=False).view(K, N)  # [x >= 4^j]
+    h = b.clone()
+    h[:-1] -= b[1:]
+    return h
+
+
+def _scaled_copies(x, powers, frac):
+    """Stack of x * 2^p for the public integer exponents p (MPCTensor, x's scale)."""
+    mpc = _shares.mpc_module()
+    share = x.share.reshape(1, -1)
+    up = torch.tensor([2 ** p if p >= 0 else 1 for p in powers], dtype=torch.long).view(-1, 1)
+    down = torch.tensor([2 ** -p if p < 0 else 1 for p in powers], dtype=torch.long).view(-1, 1)
+    t = mpc.MPCTensor.from_shares((share * up).contiguous(), precision=frac)
+    if any(p < 0 for p in powers):
+        t._tensor.div_(down.expand(t.share.shape).contiguous())  # CrypTen truncation
+    return t
+
+
+def _select(h, values):
+    """sum_j h_j * values_j for one-hot bit shares h (K, N) and an MPCTensor (K, N)."""
+    K, N = h.shape
+    prod = mux_shares(h.reshape(-1), values.share.reshape(1, -1)).view(K, N)
+    return _shares.like_shape(prod.sum(0), values.encoder.scale)
+
+
+def _inv_sqrt_near_one(m):
+    """1/sqrt(m) for m in [1, 200]: CrypTen's approximation plus one Newton step."""
+    y = m.inv_sqrt()
+    return y * (3 - m * y.square()) * 0.5
+
+
+def _normalized(x):
+    x = _shares.check_mpc(x, "x")
+    frac = int(round(torch.log2(torch.tensor(float(x.encoder.scale))).item()))
+    flat = x.flatten()
+    h = _bucket_bits(_shares.flat_share(flat), frac)
+    m = _select(h, _scaled_copies(flat, [-2 * j for j in J], frac))  # in [1, 4)
+    return x, flat, h, m, frac
+
+
+def inv_sqrt(x, shift=0):
+    """``2^shift / sqrt(x)`` for shared x in [2^-16, 2^37); 0 below. See the module docstring.
+
+    ``shift`` (an int in [0, 16]) keeps more significant bits of small results
+    (1/sqrt of large x) in the 16-bit fixed point; divide by 2^shift later.
+    """
+    if isinstance(shift, bool) or not isinstance(shift, int) or not 0 <= shift <= 16:
+        raise ValueError(f"shift must be an int in [0, 16], got {shift!r}")
+    x, flat, h, m, frac = _normalized(x)
+    if flat.numel() == 0:
+        return x.clone()
+    y = _inv_sqrt_near_one(m)
+    out = _select(h, _scaled_copies(y, [shift - j for j in J], frac))
+    return out.reshape(x.size())
+
+
+def sqrt(x):
+    """``sqrt(x)`` for shared x in [2^-16, 2^37); 0 below. See the module docstring."""
+    x, flat, h, m, frac = _normalized(x)
+    if flat.numel() == 0:
+        return x.clone()
+    r = m * _inv_sqrt_near_one(m)  # sqrt(m) in [1, 2)
+    out = _select(h, _scaled_copies(r, list(J), frac))
+    return out.reshape(x.size())
+
+
+def norm(X, dim=-1, keepdim=False):
+    """Euclidean norm of a shared tensor along ``dim`` (sum of squares, then :func:`sqrt`)."""
+    X = _shares.check_mpc(X, "X")
+    return sqrt((X * X).sum(dim, keepdim=keepdim))
