@@ -43,6 +43,14 @@ def _session():
         out[f"median/{tag}"] = (pgkernels.decode(pgkernels.defenses.median(eu)), torch.tensor(R.median(Un)))
         out[f"trimmed/{tag}"] = (pgkernels.decode(pgkernels.defenses.trimmed_mean(eu, 0.2)),
                                  torch.tensor(R.trimmed_mean(Un, 0.2)))
+    # Bulyan: n = 4f + 3
+    Ub = _grid(torch.randn(11, 20, generator=g, dtype=torch.float64))
+    Ub[-2:] += 3.0
+    b, picks = pgkernels.defenses.bulyan(crypten.cryptensor(Ub), 2, return_selection=True)
+    rb, chosen = R.bulyan(Ub.numpy(), 2)
+    out["bulyan"] = (pgkernels.decode(b), torch.tensor(rb))
+    out["bulyan-selected"] = (pgkernels.decode(picks).argmax(1).double(), torch.tensor(chosen, dtype=torch.float64))
+
     # norm clipping and FLTrust (rows with very different norms, one opposed to g)
     U = _grid(torch.randn(8, 30, generator=g, dtype=torch.float64))
     U[0] *= 20
@@ -69,6 +77,7 @@ def _session():
     errs = {}
     for name, fn in {
         "krum-too-many-malicious": lambda: pgkernels.defenses.krum(eu, 1),
+        "bulyan-too-few": lambda: pgkernels.defenses.bulyan(crypten.cryptensor(torch.zeros(10, 2)), 2),
         "not-2d": lambda: pgkernels.defenses.krum(crypten.cryptensor(torch.zeros(5)), 1),
         "to-keep": lambda: pgkernels.defenses.multi_krum(crypten.cryptensor(torch.zeros(5, 2)), 1, 0),
         "gram-1d": lambda: pgkernels.gram(crypten.cryptensor(torch.zeros(3))),
@@ -110,6 +119,7 @@ def test_against_references(results):
 @pytest.mark.parametrize("case,expected", [
     ("krum-too-many-malicious", "ValueError: Krum with num_malicious=1 needs at least 5 clients"),
     ("not-2d", "ValueError: updates must be 2-D"),
+    ("bulyan-too-few", "ValueError: Bulyan with num_malicious=2 needs at least 11 clients, got 10"),
     ("to-keep", "ValueError: to_keep must be an int in [1, 5]"),
     ("gram-1d", "ValueError: X must be 2-D"),
 ])

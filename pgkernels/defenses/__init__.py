@@ -1,5 +1,5 @@
 """Robust aggregation inside MPC (see :mod:`pgkernels.defenses.robust`)."""
 
-from .robust import fedavg, fltrust, krum, krum_scores, median, multi_krum, norm_clip, trimmed_mean
+from .robust import bulyan, fedavg, fltrust, krum, krum_scores, median, multi_krum, norm_clip, trimmed_mean
 
-__all__ = ["fedavg", "fltrust", "krum", "krum_scores", "median", "multi_krum", "norm_clip", "trimmed_mean"]
+__all__ = ["bulyan", "fedavg", "fltrust", "krum", "krum_scores", "median", "multi_krum", "norm_clip", "trimmed_mean"]

@@ -67,3 +67,26 @@ def fltrust(U, server_update):
     if trust.sum() == 0:
         return np.zeros_like(g)
     return (trust[:, None] * U * (gn / norms)[:, None]).sum(0) / trust.sum()
+
+
+def bulyan(U, num_malicious):
+    """(aggregate, selected indices in selection order) as in El Mhamdi et al. 2018:
+    theta = n - 2f Krum selections on the shrinking set, then per coordinate the
+    mean of the beta = theta - 2f selected values closest to their median
+    (ties in distance: the earlier selection first)."""
+    U = np.asarray(U, dtype=np.float64)
+    n = U.shape[0]
+    f = num_malicious
+    theta, beta = n - 2 * f, n - 4 * f
+    alive = list(range(n))
+    chosen = []
+    for _ in range(theta):
+        sub = U[alive]
+        scores = krum_scores(sub, f) if len(alive) - f - 2 >= 1 else np.zeros(len(alive))
+        k = int(np.flatnonzero(scores == scores.min())[0])
+        chosen.append(alive.pop(k))
+    S = U[chosen]
+    med = np.median(S, axis=0)
+    dist = np.abs(S - med)
+    order = np.argsort(dist, axis=0, kind="stable")[:beta]
+    return np.take_along_axis(S, order, axis=0).mean(axis=0), chosen

@@ -175,3 +175,63 @@ def fltrust(U, server_update):
     t = trust.sum()
     inv_t = inv_sqrt(t, shift=4)                     # 16 / sqrt(sum trust)
     return (total * inv_t.square()).div(256)
+
+
+_BIG = 2 ** 40  # added (encoded) to the distances of removed clients: never among the nearest
+
+
+def bulyan(U, num_malicious, return_selection=False):
+    """Bulyan (El Mhamdi et al., ICML 2018); needs ``n >= 4 f + 3``.
+
+    1. theta = n - 2f rounds of Krum on the clients not yet selected (the
+       removed ones get a large public offset on their distances and scores,
+       so they are never near and never chosen); each round's shared one-hot
+       selects a row into S (theta x d) by bit injection.
+    2. Per coordinate, the beta = theta - 2f values of S closest to S's
+       coordinate-wise median are averaged: |S - median| by one comparison,
+       then a selection network on those distances that carries the values as
+       payload, pruned to its beta smallest outputs.
+
+    Reveals nothing; ``return_selection=True`` also returns the shared (theta,
+    n) one-hot rows of the Krum selections. Distances must stay below 2^40.
+    """
+    U = _check_updates(U)
+    n, d = U.size()
+    _check_f(num_malicious, n, lambda f: 4 * f + 3, "Bulyan")
+    f = num_malicious
+    theta, beta = n - 2 * f, n - 4 * f
+    D = pairwise_sq_dist(U)
+    scale = D.encoder.scale
+    idx = torch.tensor([[j for j in range(n) if j != i] for i in range(n)], dtype=torch.long)
+    alive = order._public(torch.ones(n, dtype=torch.long))  # shared 0/1, scale 1
+    rows, picks = [], []
+    for t in range(theta):
+        m = (n - t) - f - 2
+        dead = order._public(torch.ones(n, dtype=torch.long)) - alive
+        off = D.share.gather(1, idx) + (dead[idx] * (_BIG * scale))
+        off_t = _shares.like_shape(off, scale)
+        if m >= 1:
+            vals, _ = order.topk(off_t, m, dim=1, largest=False)
+            score = vals.sum(1)
+        else:
+            score = _shares.like_shape(torch.zeros(n, dtype=torch.long), scale)
+        score = score + _shares.like_shape(dead * (_BIG * scale * n), scale)
+        onehot = order.argmin(score, dim=0)
+        picks.append(onehot)
+        rows.append(_select_rows(onehot.share, U))
+        alive = alive - onehot.share
+    mpc = _shares.mpc_module()
+    S = mpc.MPCTensor.stack(rows)  # (theta, d)
+    med = order.median(S, dim=0)
+    dist = S - med.unsqueeze(0)
+    from ..protocols.compare import relu
+
+    absd = relu(dist) * 2 - dist
+    X = _shares.flat_share(absd).view(theta, d).clone()
+    vals = [_shares.flat_share(S).view(theta, d).clone()]
+    rows_net = order._network_rows(theta, list(range(beta)))
+    order._compare_exchange(X, vals, rows_net, descending=False)
+    out = _shares.like_shape(vals[0][:beta].sum(0), S.encoder.scale).div(beta)
+    if return_selection:
+        return out, mpc.MPCTensor.stack(picks)
+    return out
