@@ -44,7 +44,10 @@ def _session():
         out[f"trimmed/{tag}"] = (pgkernels.decode(pgkernels.defenses.trimmed_mean(eu, 0.2)),
                                  torch.tensor(R.trimmed_mean(Un, 0.2)))
     # Bulyan: n = 4f + 3
-    Ub = _grid(torch.randn(11, 20, generator=g, dtype=torch.float64))
+    # honest clients at increasing spread, so Krum scores are far apart compared
+    # with fixed-point rounding (near-ties may be broken either way in MPC)
+    spread = (0.2 + 0.15 * torch.arange(11, dtype=torch.float64)).view(11, 1)
+    Ub = _grid(torch.randn(11, 20, generator=g, dtype=torch.float64) * spread)
     Ub[-2:] += 3.0
     b, picks = pgkernels.defenses.bulyan(crypten.cryptensor(Ub), 2, return_selection=True)
     rb, chosen = R.bulyan(Ub.numpy(), 2)
