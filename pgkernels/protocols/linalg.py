@@ -7,7 +7,8 @@
     matrix products at party 0, one elsewhere). CrypTen's ``X.matmul(X.t())``
     opens both operands (2 m k words): this sends half. The product (scale
     2^32) is brought back to 16 fractional bits with CrypTen's truncation
-    (local with 2 parties, its wraps protocol with more). Reveals nothing.
+    (local with 2 parties, its wraps protocol with more) and mirrored from its
+    upper triangle, so the shared result is exactly symmetric. Reveals nothing.
 ``pairwise_sq_dist(X)`` -- ``||x_i - x_j||^2 = G_ii + G_jj - 2 G_ij`` from the
     Gram matrix (n, n); same cost. Reveals nothing.
 """
@@ -52,7 +53,12 @@ def gram(X):
         G += E @ E.T
     mat.wait()  # [A A^T] is needed only now: the dealer computed it meanwhile
     G += words[m * k:].view(m, m)
-    return _truncate(G, frac)
+    out = _truncate(G, frac)
+    # Truncation rounds G_ij and G_ji independently; mirror the upper triangle so
+    # the result is exactly symmetric (equal distances stay exact ties).
+    share = out.share
+    sym = torch.triu(share) + torch.triu(share, 1).T
+    return _shares.like_shape(sym.contiguous(), out.encoder.scale)
 
 
 def pairwise_sq_dist(X):
