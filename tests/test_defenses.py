@@ -112,7 +112,7 @@ def test_against_references(results):
             tol = 2e-2 * float(want.abs().max()) + 1e-3
         if name in ("sqrt", "inv_sqrt*2^8"):
             bad.extend(f"{name}[{i}]: {float(a)} vs {float(b)}" for i, (a, b) in enumerate(zip(got, want))
-                       if abs(float(a) - float(b)) > 2e-4 * abs(float(b)) + 2 * 2**-16)
+                       if abs(float(a) - float(b)) > 5e-4 * abs(float(b)) + 2 * 2**-16)
             continue
         if got.shape != want.shape or float((got - want.double()).abs().max()) > tol:
             bad.append(f"{name}: {float((got - want.double()).abs().max()) if got.shape == want.shape else 'shape'}")

@@ -10,20 +10,23 @@ power of four:
    ``b_j = [x >= 4^j]`` and the one-hot bucket ``h_j = b_j - b_{j+1}`` (the
    top bucket is open-ended): x lies in ``[4^j, 4^(j+1))`` (6 rounds, 24
    comparisons per element).
-2. ``m = sum_j h_j * (x / 4^j)``, in [1, 4) (up to 200 in the top bucket):
-   the scaled copies are local (multiplication by 4^-j, or CrypTen's
-   truncation for j > 0), the selection one round of bit injection.
+2. ``m = sum_j (h_j * x) / 4^j``, in [1, 4) (up to 200 in the top bucket):
+   one round of bit injection selects x into its bucket's row, then each row
+   is scaled locally (multiplication by 4^-j, or CrypTen's truncation for
+   j > 0, which thus touches x itself only once).
 3. ``y = 1 / sqrt(m)`` with CrypTen's ``inv_sqrt`` inside its accurate range,
    refined by one Newton step ``y (3 - m y^2) / 2``.
 4. ``1/sqrt(x) = sum_j h_j * (y / 2^j)`` and ``sqrt(x) = sum_j h_j * (m y 2^j)``:
    one more round of bit injection.
 
 Range and accuracy: x in [2^-16, 2^37). Relative error about 1e-5 from the
-Newton steps, plus the fixed-point resolution 2^-16 of input and output (so
+Newton steps (up to about 3e-4 with 3 parties for x >= 2^32, where m reaches
+up to 200), plus the fixed-point resolution 2^-16 of input and output (so
 x near 2^-16 is only known to a few percent, and ``inv_sqrt`` of x >= 2^32 is
-below the output resolution and returns 0). With 2 parties CrypTen's local
-truncation of the scaled copies fails with probability about ``x * 2^-48``
-per element (e.g. 2^-18 at x = 2^30), as for any CrypTen division. Inputs
+below the output resolution and returns 0). CrypTen's truncation (local with
+2 parties, its wraps protocol with 3 or more) fails with probability about
+``x * 2^-47`` per division of x (e.g. 2^-17 at x = 2^30), as for any CrypTen
+division of a value that large; x is divided once. Inputs
 below 2^-16 (0 included, and negative values) fall in no bucket: both
 functions return 0 there. Reveals nothing.
 """
@@ -51,14 +54,20 @@ def _bucket_bits(x_flat, frac):
 
 def _scaled_copies(x, powers, frac):
     """Stack of x * 2^p for the public integer exponents p (MPCTensor, x's scale)."""
+    K = len(powers)
+    rows = _shares.like_shape(x.share.reshape(1, -1).expand(K, -1).contiguous(), x.encoder.scale)
+    return _scaled_rows(rows, powers, frac)
+
+
+def _scaled_rows(t, powers, frac):
+    """Row k of the (K, N) MPCTensor t times 2^powers[k] (truncation for negative powers)."""
     mpc = _shares.mpc_module()
-    share = x.share.reshape(1, -1)
     up = torch.tensor([2 ** p if p >= 0 else 1 for p in powers], dtype=torch.long).view(-1, 1)
     down = torch.tensor([2 ** -p if p < 0 else 1 for p in powers], dtype=torch.long).view(-1, 1)
-    t = mpc.MPCTensor.from_shares((share * up).contiguous(), precision=frac)
+    out = mpc.MPCTensor.from_shares((t.share * up).contiguous(), precision=frac)
     if any(p < 0 for p in powers):
-        t._tensor.div_(down.expand(t.share.shape).contiguous())  # CrypTen truncation
-    return t
+        out._tensor.div_(down.expand(out.share.shape).contiguous())
+    return out
 
 
 def _select(h, values):
@@ -78,8 +87,15 @@ def _normalized(x):
     x = _shares.check_mpc(x, "x")
     frac = int(round(torch.log2(torch.tensor(float(x.encoder.scale))).item()))
     flat = x.flatten()
-    h = _bucket_bits(_shares.flat_share(flat), frac)
-    m = _select(h, _scaled_copies(flat, [-2 * j for j in J], frac))  # in [1, 4)
+    fs = _shares.flat_share(flat)
+    h = _bucket_bits(fs, frac)
+    K, N = h.shape
+    # Select first (h_j * x: x in its own bucket, 0 elsewhere), then scale each
+    # row by 4^-j: only the selected copy of x is ever truncated, so CrypTen's
+    # truncation (which fails with probability ~|x| 2^-63) runs once per element.
+    picked = mux_shares(h.reshape(-1), fs.view(1, N).expand(K, N).reshape(1, -1)).view(K, N)
+    rows = _shares.like_shape(picked.contiguous(), x.encoder.scale)
+    m = _scaled_rows(rows, [-2 * j for j in J], frac).sum(0)  # in [1, 4)
     return x, flat, h, m, frac
 
 
