@@ -79,17 +79,15 @@ def flat_share(x):
 
 def like(ref, flat, scale):
     """An MPCTensor of ref's shape holding the flat share, with the given scale."""
+    return like_shape(flat.view(tuple(ref.size())), scale)
+
+
+def like_shape(share, scale):
+    """An MPCTensor holding this party's share tensor, with the given (power of two) scale."""
     mpc = mpc_module()
     precision = int(round(math.log2(scale)))
     if 2 ** precision != scale:
         raise ValueError(f"scale {scale} is not a power of two")
-    return mpc.MPCTensor.from_shares(flat.view(tuple(ref.size())), precision=precision)
-
-
-def like_shape(share, scale):
-    """An MPCTensor holding this party's share tensor, with the given scale."""
-    mpc = mpc_module()
-    precision = int(round(math.log2(scale)))
     return mpc.MPCTensor.from_shares(share, precision=precision)
 
 
