@@ -4,6 +4,7 @@
 #include <ATen/ATen.h>
 #include <torch/library.h>
 
+#include "cmp_spec.h"
 #include "core/compare.h"
 #include "core/network.h"
 #include "core/prg.h"
@@ -14,13 +15,7 @@ namespace {
 // [stream_words, total_words, levels, plane_words, open1_words, state_words,
 //  open_words(0), ..., open_words(levels)]
 std::vector<int64_t> cmp_layout_op(int64_t n, int64_t k, int64_t mode, int64_t payloads, int64_t self_sign) {
-  TORCH_CHECK(n >= 0, "cmp_layout: n must be >= 0");
-  TORCH_CHECK(mode >= 0 && mode <= 2, "cmp_layout: unknown mode ", mode);
-  TORCH_CHECK(mode == pgk::kCmpMUX || (k >= 2 && k <= 64), "cmp_layout: bits must be in [2, 64], got ", k);
-  TORCH_CHECK(payloads >= 0 && (mode != pgk::kCmpMUX || payloads > 0), "cmp_layout: bad payload count ", payloads);
-  pgk::CmpSpec s{n, int(k), int(mode), int(payloads), int(self_sign)};
-  TORCH_CHECK(self_sign == 0 || ((self_sign == 1 || self_sign == -1) && k == 64 && mode != pgk::kCmpMUX && payloads >= 1),
-              "cmp_layout: a self payload needs self_sign in {-1, 1}, k = 64, LT/EQ and payloads >= 1");
+  const pgk::CmpSpec s = pgk_aten::checked_spec(n, k, mode, payloads, self_sign);
   const pgk::CmpLayout L = pgk::cmp_layout(s);
   std::vector<int64_t> out = {L.stream_words, L.total_words, L.levels, L.W, pgk::cmp_open1_words(s),
                               L.state_words()};
@@ -69,6 +64,6 @@ TORCH_LIBRARY(pgkernels, m) {
   m.def("cmp_start(Tensor c, Tensor mat, int k, int mode, int payloads, bool rank0, bool negate, int self_sign=0) -> (Tensor, Tensor)");
   m.def("cmp_step(Tensor opened, Tensor mat, Tensor(a!) state, int n, int k, int mode, int payloads, bool rank0, int level, int self_sign=0) -> Tensor");
   m.def("cmp_finish(Tensor z, Tensor mat, Tensor v, Tensor e, int n, int k, int mode, int payloads, bool rank0, int self_sign=0) -> Tensor");
-  // Dealer: writes party 0's corrected words into corr (reused between calls).
+  // Dealer: writes the corrected party's words (its material is mats[0]) into corr.
   m.def("cmp_dealer_(Tensor(a!) corr, Tensor[] mats, int n, int k, int mode, int payloads, int self_sign=0) -> ()");
 }

@@ -109,6 +109,8 @@ def _session():
             x3.max(dim=dim, keepdim=True).values)
     put("3d/max-all", reveal(pgkernels.max(e3)).view(1), x3.max().view(1))
     put("3d/argmax-all", reveal(pgkernels.argmax(e3, one_hot=False)).view(1), torch.tensor([int(x3.flatten().argmax())]))
+    put("3d/argmax-all-onehot", reveal(pgkernels.argmax(e3)),
+        torch.nn.functional.one_hot(x3.flatten().argmax(), x3.numel()).view(4, 5, 6))
     put("scalar/sort", reveal(pgkernels.sort(share(torch.tensor(5)), dim=0)[0]).view(1), torch.tensor([5]))
 
     # large batch: coordinate-wise median of 10 clients x 1e5 parameters, and argmax of 50 x 2000

@@ -199,3 +199,24 @@ def test_protocol_costs_are_metered():
     assert rows["crypten_lt"][0] == 8
     assert rows["ltz"][1] * 4 <= rows["crypten_lt"][1]
     assert rows["eq"][0] == 6
+
+
+def test_dealer_rejects_malformed_crypten_requests():
+    """The dealer evaluates only CrypTen's triple ops, on well-formed sizes."""
+    from pgkernels.runtime.dealer import crypten_layout
+
+    ok = {"fn": "additive", "op": "matmul", "size0": [2, 3], "size1": [3, 4], "kwargs": {}}
+    assert crypten_layout(ok) == (6 + 12, 6 + 12 + 8)
+    bad = [
+        dict(ok, op="__import__"),
+        dict(ok, op="eval"),
+        dict(ok, size0=[2, -3]),
+        dict(ok, size0="2,3"),
+        dict(ok, kwargs={"padding": "x"}),
+        {"fn": "gram", "size": [2, 3, 4]},
+        {"fn": "square", "size": [2 ** 20, 2 ** 20]},
+        {"fn": "nope", "size": [1]},
+    ]
+    for req in bad:
+        with pytest.raises(ValueError):
+            crypten_layout(req)

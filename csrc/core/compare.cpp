@@ -16,11 +16,10 @@ inline int popcount(unsigned v) { return __builtin_popcount(v); }
 inline int mono_count(int m) { return (1 << m) - 1 - m; }
 
 // Index of the multi-bit monomial T (popcount >= 2) among those of its group.
-inline int mono_index(int m, unsigned T) {
+inline int mono_index(unsigned T) {
   int idx = 0;
   for (unsigned u = 1; u < T; ++u)
     if (popcount(u) >= 2) ++idx;
-  (void)m;
   return idx;
 }
 
@@ -48,7 +47,9 @@ inline uint64_t* scratch(int slot, size_t nwords) {
   return b.data();
 }
 
-void check_spec(const CmpSpec& s) {
+}  // namespace
+
+void cmp_check(const CmpSpec& s) {
   if (s.n < 0) throw std::invalid_argument("pgk compare: n must be >= 0");
   if (s.mode != kCmpLT && s.mode != kCmpEQ && s.mode != kCmpMUX)
     throw std::invalid_argument("pgk compare: unknown mode " + std::to_string(s.mode));
@@ -63,8 +64,6 @@ void check_spec(const CmpSpec& s) {
     throw std::invalid_argument("pgk compare: a self payload needs k = 64, LT/EQ and payloads >= 1");
 }
 
-}  // namespace
-
 int64_t CmpLayout::state_words() const { return (1 + 2 * (G > 0 ? G : 1)) * W; }
 
 int64_t CmpLayout::open_words(int step) const {
@@ -73,7 +72,7 @@ int64_t CmpLayout::open_words(int step) const {
 }
 
 CmpLayout cmp_layout(const CmpSpec& s) {
-  check_spec(s);
+  cmp_check(s);
   CmpLayout L;
   L.W = plane_words(s.n);
   const int64_t W = L.W, n = s.n;
@@ -221,7 +220,7 @@ void cmp_start(const CmpSpec& s, const CmpLayout& L, const uint64_t* c, const ui
     Mp[0] = nullptr;
     for (unsigned T = 1; T <= full; ++T) {
       Mp[T] = popcount(T) == 1 ? rB + int64_t(kGroup * g + __builtin_ctz(T)) * W
-                               : mono + int64_t(mono_index(m, T)) * W;
+                               : mono + int64_t(mono_index(T)) * W;
     }
     uint64_t* lt_out = state + (1 + 2 * g) * W;
     uint64_t* eq_out = state + (2 + 2 * g) * W;
@@ -336,7 +335,7 @@ void cmp_dealer(const CmpSpec& s, const CmpLayout& L, int parties, const uint64_
   if (parties < 2) throw std::invalid_argument("pgk cmp_dealer: need at least 2 parties");
   const int64_t W = L.W, n = s.n;
   auto C = [&](int64_t off) { return corr + (off - L.stream_words); };
-  // XOR of every party's plane at `off` except party 0's.
+  // XOR of every party's plane at `off` except the corrected party's (mats[0]).
   auto others_xor = [&](int64_t off, int64_t w) {
     uint64_t acc = 0;
     for (int p = 1; p < parties; ++p) acc ^= mats[p][off + w];
@@ -363,7 +362,7 @@ void cmp_dealer(const CmpSpec& s, const CmpLayout& L, int parties, const uint64_
       uint64_t* planes[16];
       for (unsigned T = 1; T <= full; ++T)
         planes[T] = popcount(T) < 2 ? nullptr
-                                    : C(L.mono + (L.mono_plane[g] + mono_index(m, T)) * W);
+                                    : C(L.mono + (L.mono_plane[g] + mono_index(T)) * W);
       const uint64_t* rg = rT + int64_t(kGroup * g) * W;
       for (int64_t w = 0; w < W; ++w) {
         uint64_t prod[16];

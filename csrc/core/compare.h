@@ -39,7 +39,8 @@ struct CmpSpec {
 
 // Offsets (in words) into one party's correlated-randomness buffer ("material").
 // The buffer is [stream segment | corrected segment]: every party draws the
-// stream segment from its PRG stream with the dealer; party 0 receives the
+// stream segment from its PRG stream with the dealer; the corrected party (the
+// request's seq mod n, passed first to cmp_dealer) receives the
 // corrected segment from the dealer, the others draw it from their stream too.
 struct CmpLayout {
   int64_t W = 0;  // words per bit plane
@@ -59,6 +60,9 @@ struct CmpLayout {
   int64_t state_words() const;        // scratch the party keeps between rounds
   int64_t open_words(int step) const; // words opened (XOR) at tree step 0..levels
 };
+
+// Throws std::invalid_argument naming the field when the spec is malformed.
+void cmp_check(const CmpSpec& s);
 
 CmpLayout cmp_layout(const CmpSpec& s);
 
@@ -88,7 +92,8 @@ void cmp_finish(const CmpSpec& s, const CmpLayout& L, const uint64_t* z, const u
                 bool rank0, const uint64_t* v, const uint64_t* e, uint64_t* out);
 
 // Dealer: mats[i] is party i's material with every word drawn from its stream.
-// Writes party 0's corrected segment (corr_words words).
+// mats[0] belongs to the request's corrected party. Writes that party's
+// corrected segment (corr_words words).
 void cmp_dealer(const CmpSpec& s, const CmpLayout& L, int parties, const uint64_t* const* mats,
                 uint64_t* corr);
 

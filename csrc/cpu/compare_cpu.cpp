@@ -3,6 +3,7 @@
 #include <torch/library.h>
 
 #include "core/bits.h"
+#include "cmp_spec.h"
 #include "core/compare.h"
 #include "core/prg.h"
 
@@ -24,12 +25,7 @@ u64* wr(at::Tensor& t) { return reinterpret_cast<u64*>(t.data_ptr<int64_t>()); }
 at::Tensor words(int64_t n) { return at::empty({n}, at::TensorOptions().dtype(at::kLong)); }
 
 pgk::CmpSpec spec(int64_t n, int64_t k, int64_t mode, int64_t payloads, int64_t self_sign) {
-  TORCH_CHECK(mode >= 0 && mode <= 2, "unknown comparison mode ", mode);
-  TORCH_CHECK(mode == pgk::kCmpMUX || (k >= 2 && k <= 64), "bits must be in [2, 64], got ", k);
-  TORCH_CHECK(payloads >= 0 && (mode != pgk::kCmpMUX || payloads > 0), "bad payload count ", payloads);
-  TORCH_CHECK(self_sign == 0 || ((self_sign == 1 || self_sign == -1) && k == 64 && mode != pgk::kCmpMUX && payloads >= 1),
-              "a self payload needs self_sign in {-1, 1}, bits = 64, LT/EQ and payloads >= 1");
-  return pgk::CmpSpec{n, int(k), int(mode), int(payloads), int(self_sign)};
+  return pgk_aten::checked_spec(n, k, mode, payloads, self_sign);
 }
 
 void prg_fill_cpu(at::Tensor out, const at::Tensor& key, int64_t nonce, int64_t first_block) {
@@ -118,7 +114,7 @@ void cmp_dealer_cpu(at::Tensor corr, at::TensorList mats, int64_t n, int64_t k, 
   const pgk::CmpLayout L = pgk::cmp_layout(s);
   std::vector<const u64*> ptrs;
   for (size_t i = 0; i < mats.size(); ++i) {
-    // party 0's corrected segment is never read: its stream segment is enough
+    // the corrected party's (mats[0]) corrected segment is never read: its stream segment is enough
     check_words(mats[i], "mats[i]", i == 0 ? L.stream_words : L.total_words);
     ptrs.push_back(rd(mats[i]));
   }

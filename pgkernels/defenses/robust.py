@@ -75,8 +75,6 @@ def krum_scores(U, num_malicious):
     D = pairwise_sq_dist(U)
     idx = torch.tensor([[j for j in range(n) if j != i] for i in range(n)], dtype=torch.long)
     off = _shares.like_shape(D.share.gather(1, idx), D.encoder.scale)
-    if m == n - 1:
-        return off.sum(1)
     vals, _ = order.topk(off, m, dim=1, largest=False)
     return vals.sum(1)
 
@@ -177,7 +175,11 @@ def fltrust(U, server_update):
     return (total * inv_t.square()).div(256)
 
 
-_BIG = 2 ** 40  # added (encoded) to the distances of removed clients: never among the nearest
+def _removed_offset(n):
+    """Ring offset added to the distances (and n times to the scores) of removed
+    clients. A live score sums at most n distances below the offset, a removed
+    one is at least n offsets, and every value stays below 3 n offsets < 2^63."""
+    return 2 ** 61 // n
 
 
 def bulyan(U, num_malicious, return_selection=False):
@@ -193,7 +195,8 @@ def bulyan(U, num_malicious, return_selection=False):
        payload, pruned to its beta smallest outputs.
 
     Reveals nothing; ``return_selection=True`` also returns the shared (theta,
-    n) one-hot rows of the Krum selections. Distances must stay below 2^40.
+    n) one-hot rows of the Krum selections. Squared distances must stay below
+    ``2^61 / n`` in the ring, i.e. ``2^45 / n`` at 16 fractional bits.
     """
     U = _check_updates(U)
     n, d = U.size()
@@ -202,20 +205,21 @@ def bulyan(U, num_malicious, return_selection=False):
     theta, beta = n - 2 * f, n - 4 * f
     D = pairwise_sq_dist(U)
     scale = D.encoder.scale
+    big = _removed_offset(n)
     idx = torch.tensor([[j for j in range(n) if j != i] for i in range(n)], dtype=torch.long)
     alive = order._public(torch.ones(n, dtype=torch.long))  # shared 0/1, scale 1
     rows, picks = [], []
     for t in range(theta):
         m = (n - t) - f - 2
         dead = order._public(torch.ones(n, dtype=torch.long)) - alive
-        off = D.share.gather(1, idx) + (dead[idx] * (_BIG * scale))
+        off = D.share.gather(1, idx) + dead[idx] * big
         off_t = _shares.like_shape(off, scale)
         if m >= 1:
             vals, _ = order.topk(off_t, m, dim=1, largest=False)
             score = vals.sum(1)
         else:
             score = _shares.like_shape(torch.zeros(n, dtype=torch.long), scale)
-        score = score + _shares.like_shape(dead * (_BIG * scale * n), scale)
+        score = score + _shares.like_shape(dead * (big * n), scale)
         onehot = order.argmin(score, dim=0)
         picks.append(onehot)
         rows.append(_select_rows(onehot.share, U))

@@ -82,13 +82,17 @@ def like(ref, flat, scale):
     return like_shape(flat.view(tuple(ref.size())), scale)
 
 
-def like_shape(share, scale):
-    """An MPCTensor holding this party's share tensor, with the given (power of two) scale."""
-    mpc = mpc_module()
+def frac_bits(scale):
+    """Fractional bits of a fixed-point scale (an MPCTensor's ``encoder.scale``)."""
     precision = int(round(math.log2(scale)))
     if 2 ** precision != scale:
         raise ValueError(f"scale {scale} is not a power of two")
-    return mpc.MPCTensor.from_shares(share, precision=precision)
+    return precision
+
+
+def like_shape(share, scale):
+    """An MPCTensor holding this party's share tensor, with the given (power of two) scale."""
+    return mpc_module().MPCTensor.from_shares(share, precision=frac_bits(scale))
 
 
 def to_mpc(value, ref):
@@ -99,7 +103,7 @@ def to_mpc(value, ref):
     t = torch.as_tensor(value)
     enc = ref.encoder.encode(t)
     share = enc if comm.rank() == 0 else torch.zeros_like(enc)
-    return mpc.MPCTensor.from_shares(share, precision=int(round(math.log2(ref.encoder.scale))))
+    return mpc.MPCTensor.from_shares(share, precision=frac_bits(ref.encoder.scale))
 
 
 def decode(x):

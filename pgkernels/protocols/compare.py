@@ -25,10 +25,11 @@ per group), Beaver AND triples, and a random bit s shared both ways.
    ``z + (1 - 2z) * [s]`` as arithmetic shares.
 
 Cost for k = 64: 6 rounds (CrypTen's ``x < 0``: 8), and per party per element
-``8 * 2(n-1)/n`` bytes for step 1 plus ``(41 + 1) / 8 * 2(n-1)/n`` bytes of
-packed bits: 13.25 bytes sent per element for 2 parties (CrypTen: 104).
-From the dealer, party 0 receives about 42 bytes per element; the other parties
-receive nothing after set-up. Reveals nothing: every opened value is one-time
+``8 (n-1)`` bytes for step 1 plus ``(41 + 1) / 8 * (n-1)`` bytes of packed
+bits (each party sends its share to every other party): 13.25 bytes sent per
+element for 2 parties (CrypTen: 104). From the dealer, the request's corrected
+party (``seq mod n``, rotating between requests) receives about 42 bytes per
+element; the other parties draw everything from their PRG streams. Reveals nothing: every opened value is one-time
 padded by dealer randomness (c by r, AND inputs by triple masks, z by s).
 
 ``bits=k`` (2 <= k <= 64) is for inputs the caller guarantees to lie in

@@ -20,10 +20,6 @@ from ..runtime.session import dealer_client
 from . import _shares
 
 
-def _frac_bits(x):
-    return int(round(torch.log2(torch.tensor(float(x.encoder.scale))).item()))
-
-
 def _truncate(share, frac):
     """Shares of a scale-2^(2 frac) value as an MPCTensor with scale 2^frac."""
     mpc = _shares.mpc_module()
@@ -39,7 +35,7 @@ def gram(X):
     if X.dim() != 2:
         raise ValueError(f"X must be 2-D (clients x parameters), got shape {tuple(X.size())}")
     m, k = X.size()
-    frac = _frac_bits(X)
+    frac = _shares.frac_bits(X.encoder.scale)
     if m == 0 or k == 0:
         return _shares.like_shape(torch.zeros(m, m, dtype=torch.long), X.encoder.scale)
     mat = dealer_client().crypten({"fn": "gram", "size": [m, k]})

@@ -17,8 +17,8 @@ Methods (``method=None`` asks :mod:`pgkernels.protocols.cost` to pick):
     per comparator 13.25 + 8 per payload (value, and index when returned).
 ``"rank"`` -- all ``n (n - 1) / 2`` pairwise comparisons in one batch (6
     rounds) give every element its stable rank; an equality test of each rank
-    with each wanted position, on ``bits = bit_length(n) + 1`` (3 rounds for
-    ``n < 16``, 4 below 128), multiplies the value (and a 1, for the index)
+    with each wanted position, on ``bits = bit_length(n) + 1`` (2 rounds for
+    ``n < 8``, 3 below 128, 4 from 128), multiplies the value (and a 1, for the index)
     into the one-hot match, and a local sum selects. Constant rounds, more
     bytes: good for small n or high latency.
 ``"tournament"`` -- max/min only: a knockout tree, ``ceil(log2 n)`` levels of
@@ -26,7 +26,7 @@ Methods (``method=None`` asks :mod:`pgkernels.protocols.cost` to pick):
     into the one-hot vectors of both subtrees, so argmax comes with the max.
 ``"pairwise"`` -- argmax/max only: the pairwise comparisons count, per
     element, the others it beats (lowest index wins ties); an equality test
-    with ``n - 1`` picks the winner. 6 + 3 rounds.
+    with ``n - 1`` picks the winner. 6 + 2..4 rounds (as for "rank").
 
 Reveals nothing: every output is a sharing, and the protocols open only
 dealer-masked values (see :mod:`pgkernels.protocols.compare`).
@@ -45,6 +45,7 @@ about one unit in the last fractional bit).
 """
 
 import builtins
+import dataclasses
 import math
 
 import torch
@@ -154,11 +155,8 @@ def _plan_tournament(n, onehot):
 
 
 def _plan_pairwise(n, payloads):
-    pairs = n * (n - 1) // 2
-    r1, b1 = compare_cost(64, LT, 0)
-    r2, b2 = compare_cost(_rank_bits(n), EQ, payloads)
-    return Plan("pairwise", r1 + r2, pairs * b1 + n * b2, pairs + n, n * payloads,
-                builtins.max(pairs, n * (1 + payloads)))
+    # the rank method's cost with a single wanted position (rank n - 1)
+    return dataclasses.replace(_plan_rank(n, 1, payloads), method="pairwise")
 
 
 # --- building blocks --------------------------------------------------------------
@@ -453,22 +451,14 @@ def _extreme_tournament(X, largest, want_onehot):
 
 
 def _extreme_pairwise(X, largest, want_onehot):
+    """The stable rank-0 element (lowest index among equal extremes), with the
+    rank method's comparisons and one equality test per element."""
     n, d = X.shape
-    # w_i = #{j > i: x_i >= x_j} + #{j < i: x_i > x_j} (largest); the winner has n - 1
-    w = _public(torch.zeros(n, d, dtype=torch.long))
-    if n > 1:
-        iu, ju = torch.triu_indices(n, n, 1)
-        diff = (X[iu] - X[ju]) if largest else (X[ju] - X[iu])
-        c = compare_shares(diff.reshape(-1), LT, 64, negate=True,  # [x_j beats x_i]
-                           prefetch=(n * d, _rank_bits(n), EQ, 1 + int(want_onehot))).view(-1, d)
-        w.index_add_(0, ju, c)
-        w.index_add_(0, iu, -c)
-        w += _public(((n - 1) - torch.arange(n, dtype=torch.long)).view(n, 1).expand(n, d).contiguous())
-    t = w - _public(torch.full((n, d), n - 1, dtype=torch.long))
+    rank = _ranks(X, descending=largest, prefetch=(n * d, _rank_bits(n), EQ, 1 + int(want_onehot)))
     pay = [X]
     if want_onehot:
         pay.append(_public(torch.ones(n, d, dtype=torch.long)))
-    out = compare_shares(t.reshape(-1), EQ, _rank_bits(n), negate=False,
+    out = compare_shares(rank.reshape(-1), EQ, _rank_bits(n), negate=False,
                          payloads=torch.stack(pay).reshape(len(pay), -1)).view(len(pay), n, d)
     V = out[0].sum(0, keepdim=True)
     return V, (out[1] if want_onehot else None)
@@ -476,7 +466,7 @@ def _extreme_pairwise(X, largest, want_onehot):
 
 def max(x, dim=None, keepdim=False, method=None):  # noqa: A001 -- mirrors torch/CrypTen
     """Maximum along ``dim`` (all elements when None). Methods "tournament"
-    (ceil(log2 n) x 6 rounds, n - 1 comparisons) and "pairwise" (9 rounds,
+    (ceil(log2 n) x 6 rounds, n - 1 comparisons) and "pairwise" (8-10 rounds,
     n(n-1)/2 comparisons). Reveals nothing."""
     x, dim = _flatten_for_none(x, dim)
     cols, V, _ = _extreme(x, dim, True, False, method)
@@ -491,10 +481,13 @@ def min(x, dim=None, keepdim=False, method=None):  # noqa: A001
 
 
 def _arg(x, dim, keepdim, one_hot, largest, method):
+    shape = tuple(_shares.check_mpc(x, "x").size())
+    flat = dim is None
     x, dim = _flatten_for_none(x, dim)
     cols, _, H = _extreme(x, dim, largest, True, method)
     if one_hot:
-        return cols.out(H, scale=1)
+        out = cols.out(H, scale=1)
+        return out.reshape(shape) if flat else out
     idx = (H * torch.arange(cols.n, dtype=torch.long).view(-1, 1)).sum(0, keepdim=True)
     return cols.out(idx, scale=1, keepdim=keepdim, squeeze=True)
 

@@ -85,7 +85,7 @@ def _inv_sqrt_near_one(m):
 
 def _normalized(x):
     x = _shares.check_mpc(x, "x")
-    frac = int(round(torch.log2(torch.tensor(float(x.encoder.scale))).item()))
+    frac = _shares.frac_bits(x.encoder.scale)
     flat = x.flatten()
     fs = _shares.flat_share(flat)
     h = _bucket_bits(fs, frac)

@@ -157,8 +157,11 @@ def _account(self, name, args, kwargs, result):
     n = self.get_world_size()
     me = self.get_rank()
     group = kwargs.get("group")
-    if group is None and name in ("broadcast", "send_obj", "recv_obj", "broadcast_obj") and len(args) > 2:
-        group = args[2]
+    if group is None:
+        # positional group: recv_obj(src, group); broadcast/send_obj/broadcast_obj(x, peer, group)
+        pos = 1 if name == "recv_obj" else 2 if name in ("broadcast", "send_obj", "broadcast_obj") else None
+        if pos is not None and len(args) > pos:
+            group = args[pos]
     dealer_group = group is not None and group is not self.main_group
     if dealer_group:
         # Dealer traffic: what a compute party receives from the dealer.

@@ -84,8 +84,44 @@ def _result_size(op, size0, size1, kwargs):
         return tuple(getattr(torch, op)(a, b, **kwargs).shape)
 
 
+# CrypTen's additive-triple ops (crypten.mpc.provider): the dealer evaluates only these.
+ADDITIVE_OPS = ("mul", "matmul", "conv1d", "conv2d", "conv_transpose1d", "conv_transpose2d")
+MAX_REQUEST_WORDS = 2 ** 34  # 128 GiB of words: a request past this is malformed
+
+
+def _check_size(size, name):
+    if not isinstance(size, (list, tuple)) or not all(
+            isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in size):
+        raise ValueError(f"dealer request: {name} must be a list of non-negative ints, got {size!r}")
+    if _numel(size) > MAX_REQUEST_WORDS:
+        raise ValueError(f"dealer request: {name} {size} is too large")
+
+
+def _check_request(req):
+    fn = req.get("fn")
+    if fn in ("additive", "binary"):
+        _check_size(req.get("size0"), "size0")
+        _check_size(req.get("size1"), "size1")
+    elif fn in ("square", "wraps", "B2A"):
+        _check_size(req.get("size"), "size")
+    elif fn == "gram":
+        _check_size(req.get("size"), "size")
+        if len(req["size"]) != 2:
+            raise ValueError(f"dealer request: gram size must be [m, k], got {req['size']!r}")
+    else:
+        raise ValueError(f"unknown dealer request {fn!r}")
+    if fn == "additive":
+        if req.get("op") not in ADDITIVE_OPS:
+            raise ValueError(f"dealer request: op {req.get('op')!r} is not one of {ADDITIVE_OPS}")
+        kw = req.get("kwargs", {})
+        if not isinstance(kw, dict) or not all(
+                isinstance(v, (int, list, tuple)) and not isinstance(v, bool) for v in kw.values()):
+            raise ValueError(f"dealer request: kwargs must map to ints or int lists, got {kw!r}")
+
+
 def crypten_layout(req):
-    """Stream/corrected word counts of a CrypTen provider request."""
+    """Stream/corrected word counts of a CrypTen provider request (validated)."""
+    _check_request(req)
     fn = req["fn"]
     if fn == "additive":
         n0, n1 = _numel(req["size0"]), _numel(req["size1"])
@@ -204,9 +240,7 @@ class DealerCore:
             return corr
         if kind == CRYPTEN:
             stream_words, total = crypten_layout(params)
-            p = corrected_party(self.seq, len(self.keys))
-            order = [p] + [i for i in range(len(self.keys)) if i != p]
-            mats = [stream(self.keys[i], self.seq, total) for i in order]
+            mats = self._streams(self.seq, stream_words, total)
             return _crypten_corrections(params, mats).contiguous()
         raise ValueError(f"unknown dealer request kind {kind}")
 
@@ -220,7 +254,7 @@ class Material:
         self._work = work
 
     def wait(self):
-        """Block until party 0's corrected words have arrived (no-op elsewhere)."""
+        """Block until this request's corrected words have arrived (no-op except at the corrected party)."""
         if self._work is not None:
             self._work.wait()
             self._work = None
