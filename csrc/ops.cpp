@@ -57,6 +57,9 @@ TORCH_LIBRARY(pgkernels, m) {
   m.def("sorting_network(int n, int[] outputs) -> Tensor", &sorting_network_op);
   // AES-128-CTR stream (key: 16 uint8) written over an int64 tensor.
   m.def("prg_fill_(Tensor(a!) out, Tensor key, int nonce, int first_block) -> ()");
+  // Ring (mod 2^64) matrix products on int64 tensors; see csrc/core/ring.h.
+  m.def("ring_matmul_nt(Tensor a, Tensor b) -> Tensor");  // a @ b.T
+  m.def("ring_syr2k(Tensor a, Tensor? b=None) -> Tensor");  // a @ b.T + b @ a.T, or a @ a.T
   m.def("bitslice(Tensor values, int k) -> Tensor");
   m.def("unbitslice(Tensor planes, int n, int k) -> Tensor");
   // Comparison rounds; see csrc/core/compare.h for the protocol.

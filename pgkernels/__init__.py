@@ -14,7 +14,8 @@ from .protocols.compare import eq, ge, gt, le, lt, ltz, ne, relu, sign, where  #
 from .protocols.order import (  # noqa: E402
     argmax, argmin, kthvalue, max, median, min, sort, topk, trimmed_mean)
 from .protocols import cost as cost_model  # noqa: E402
-from .protocols.linalg import gram, pairwise_sq_dist  # noqa: E402
+from .protocols.linalg import cosine_similarity, gram, pairwise_sq_dist  # noqa: E402
+from .protocols.roots import inv_sqrt, norm, sqrt  # noqa: E402
 from . import defenses  # noqa: E402,F401
 from .runtime.comm import CommStats, reset_stats  # noqa: E402
 from .runtime.launch import PartyError, launch  # noqa: E402
@@ -33,5 +34,5 @@ def comm_stats():
 __all__ = [
     "ConfigError", "CommStats", "PartyError", "comm_stats", "decode", "eq", "ge", "gt", "import_crypten",
     "launch", "le", "lt", "ltz", "ne", "relu", "reset_stats", "sign", "where",
-    "argmax", "argmin", "cost_model", "defenses", "gram", "pairwise_sq_dist", "kthvalue", "max", "median", "min", "sort", "topk", "trimmed_mean",
+    "argmax", "argmin", "cosine_similarity", "cost_model", "defenses", "gram", "inv_sqrt", "norm", "sqrt", "pairwise_sq_dist", "kthvalue", "max", "median", "min", "sort", "topk", "trimmed_mean",
 ]

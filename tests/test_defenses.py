@@ -76,6 +76,49 @@ def _session():
     out["inv_sqrt*2^8"] = (pgkernels.decode(roots.inv_sqrt(ex, shift=8)), 256 / xs.sqrt())
     out["sqrt-of-zero"] = (pgkernels.decode(roots.sqrt(crypten.cryptensor(torch.zeros(3)))), torch.zeros(3))
 
+    # cosine similarity and norms (zero row included)
+    X = _grid(torch.randn(6, 25, generator=g, dtype=torch.float64) * 3)
+    X[4] = 0
+    Y = _grid(torch.randn(3, 25, generator=g, dtype=torch.float64) * 0.1)
+    ex = crypten.cryptensor(X)
+    out["cosine"] = (pgkernels.decode(pgkernels.cosine_similarity(ex)), torch.tensor(R.cosine_similarity(X.numpy())))
+    out["cosine-xy"] = (pgkernels.decode(pgkernels.cosine_similarity(ex, crypten.cryptensor(Y))),
+                        torch.tensor(R.cosine_similarity(X.numpy(), Y.numpy())))
+    out["norm"] = (pgkernels.decode(pgkernels.norm(ex, dim=1)), X.norm(dim=1))
+
+    # FLAME and AUROR: a benign majority around one direction, colluding attackers apart
+    for n, d, f in ((10, 40, 3), (7, 24, 2)):
+        base = torch.randn(d, generator=g, dtype=torch.float64)
+        U = base + 0.4 * torch.randn(n, d, generator=g, dtype=torch.float64)
+        U[:, : d // 4] *= 0.3
+        U[n - f:] = -2.0 * base + 0.1 * torch.randn(f, d, generator=g, dtype=torch.float64)
+        U[n - f:, : d // 4] += 3.0  # AUROR's indicative features
+        U *= (0.5 + torch.rand(n, 1, generator=g, dtype=torch.float64))
+        U = _grid(U)
+        eu = crypten.cryptensor(U)
+        tag = f"n={n},d={d},f={f}"
+        for nm in (None, f):
+            agg, adm = pgkernels.defenses.flame(eu, num_malicious=nm, noise_lambda=0, return_selection=True)
+            ragg, radm = R.flame(U.numpy(), num_malicious=nm, noise_lambda=0)
+            want = torch.zeros(n, dtype=torch.float64)
+            want[torch.tensor(radm)] = 1
+            out[f"flame/{tag}/f={nm}"] = (pgkernels.decode(agg), torch.tensor(ragg))
+            out[f"flame-admitted/{tag}/f={nm}"] = (pgkernels.decode(adm), want)
+        agg, kept = pgkernels.defenses.auror(eu, return_selection=True)
+        ragg, rkept = R.auror(U.numpy())
+        want = torch.zeros(n, dtype=torch.float64)
+        want[torch.tensor(rkept)] = 1
+        out[f"auror/{tag}"] = (pgkernels.decode(agg), torch.tensor(ragg))
+        out[f"auror-kept/{tag}"] = (pgkernels.decode(kept), want)
+    # FLAME's noise: std lambda * S per coordinate
+    U = _grid(torch.randn(5, 4000, generator=g, dtype=torch.float64))
+    eu = crypten.cryptensor(U)
+    noisy = pgkernels.decode(pgkernels.defenses.flame(eu, noise_lambda=0.01))
+    clean = pgkernels.decode(pgkernels.defenses.flame(eu, noise_lambda=0))
+    S = float(U.norm(dim=1).median())
+    out["flame-noise-std/lambda*S"] = (torch.tensor([float((noisy - clean).std()) / (0.01 * S)]),
+                                       torch.tensor([1.0], dtype=torch.float64))
+
     eu = crypten.cryptensor(torch.zeros(4, 3))
     errs = {}
     for name, fn in {
@@ -84,6 +127,10 @@ def _session():
         "not-2d": lambda: pgkernels.defenses.krum(crypten.cryptensor(torch.zeros(5)), 1),
         "to-keep": lambda: pgkernels.defenses.multi_krum(crypten.cryptensor(torch.zeros(5, 2)), 1, 0),
         "gram-1d": lambda: pgkernels.gram(crypten.cryptensor(torch.zeros(3))),
+        "flame-f": lambda: pgkernels.defenses.flame(crypten.cryptensor(torch.ones(6, 2)), num_malicious=3),
+        "auror-iters": lambda: pgkernels.defenses.auror(crypten.cryptensor(torch.ones(6, 2)), iters=0),
+        "cosine-shape": lambda: pgkernels.cosine_similarity(crypten.cryptensor(torch.ones(6, 2)),
+                                                            crypten.cryptensor(torch.ones(6, 3))),
     }.items():
         try:
             fn()
@@ -108,6 +155,11 @@ def test_against_references(results):
         # fixed-point: truncations leave a few units of 2^-16 (relative for big distances);
         # rules built on inverse norms (FLTrust) keep about 2-3 significant digits
         tol = 1e-3 + 1e-6 * float(want.abs().max())
+        if name.startswith("flame-noise"):
+            tol = 0.1  # sample std of 4000 draws
+        if name.startswith(("cosine", "flame/", "norm")):
+            # inverse norms and roots: 16 fractional bits, and 3-party truncation errors
+            tol = 3e-3 * float(want.abs().max()) + 2e-3
         if name.startswith("fltrust"):
             tol = 2e-2 * float(want.abs().max()) + 1e-3
         if name in ("sqrt", "inv_sqrt*2^8"):
@@ -125,6 +177,9 @@ def test_against_references(results):
     ("bulyan-too-few", "ValueError: Bulyan with num_malicious=2 needs at least 11 clients, got 10"),
     ("to-keep", "ValueError: to_keep must be an int in [1, 5]"),
     ("gram-1d", "ValueError: X must be 2-D"),
+    ("flame-f", "ValueError: num_malicious must be an int in [0, n/2) for FLAME"),
+    ("auror-iters", "ValueError: iters must be an int >= 1"),
+    ("cosine-shape", "ValueError: Y must be 2-D with 2 columns"),
 ])
 def test_errors(results, case, expected):
     assert results["errors"][case].startswith(expected), results["errors"][case]

@@ -1,5 +1,9 @@
-"""Robust aggregation inside MPC (see :mod:`pgkernels.defenses.robust`)."""
+"""Robust aggregation inside MPC (see :mod:`pgkernels.defenses.robust` and
+:mod:`pgkernels.defenses.clustering`); plaintext references in
+:mod:`pgkernels.defenses.reference`."""
 
+from .clustering import auror, flame, flame_admitted
 from .robust import bulyan, fedavg, fltrust, krum, krum_scores, median, multi_krum, norm_clip, trimmed_mean
 
-__all__ = ["bulyan", "fedavg", "fltrust", "krum", "krum_scores", "median", "multi_krum", "norm_clip", "trimmed_mean"]
+__all__ = ["auror", "bulyan", "fedavg", "flame", "flame_admitted", "fltrust", "krum", "krum_scores", "median",
+           "multi_krum", "norm_clip", "trimmed_mean"]

@@ -90,3 +90,84 @@ def bulyan(U, num_malicious):
     dist = np.abs(S - med)
     order = np.argsort(dist, axis=0, kind="stable")[:beta]
     return np.take_along_axis(S, order, axis=0).mean(axis=0), chosen
+
+
+def cosine_similarity(X, Y=None):
+    X = np.asarray(X, dtype=np.float64)
+    Y = X if Y is None else np.asarray(Y, dtype=np.float64)
+    nx, ny = np.linalg.norm(X, axis=1), np.linalg.norm(Y, axis=1)
+    ix = np.where(nx > 0, 1.0 / np.where(nx > 0, nx, 1.0), 0.0)
+    iy = np.where(ny > 0, 1.0 / np.where(ny > 0, ny, 1.0), 0.0)
+    return (X @ Y.T) * ix[:, None] * iy[None, :]
+
+
+def flame_admitted(U, num_malicious=None):
+    """Indices admitted by FLAME's MPC-friendly clustering (see defenses.clustering)."""
+    U = np.asarray(U, dtype=np.float64)
+    n = U.shape[0]
+    keep = n // 2 + 1 if num_malicious is None else n - num_malicious
+    if n == 1:
+        return np.array([0]), keep
+    k = n // 2
+    dist = 1.0 - cosine_similarity(U)
+    core = np.array([np.sort(np.delete(dist[i], i))[k - 1] for i in range(n)])
+    order = np.lexsort((np.arange(n), core))
+    return np.sort(order[:keep]), keep
+
+
+def flame(U, num_malicious=None, noise_lambda=0.001, rng=None):
+    """(aggregate, admitted indices): FLAME with the MPC version's clustering rule,
+    median-norm clipping, and N(0, (noise_lambda S)^2) noise."""
+    U = np.asarray(U, dtype=np.float64)
+    admitted, keep = flame_admitted(U, num_malicious)
+    norms = np.linalg.norm(U, axis=1)
+    S = np.median(norms)
+    factor = np.minimum(1.0, S / np.where(norms > 0, norms, np.inf))
+    agg = (U[admitted] * factor[admitted, None]).sum(0) / keep
+    if noise_lambda > 0:
+        rng = np.random.default_rng() if rng is None else rng
+        agg = agg + rng.normal(0.0, noise_lambda * S, size=agg.shape)
+    return agg, admitted
+
+
+def _two_means_1d(X, iters):
+    c0, c1 = X.min(0), X.max(0)
+    n = X.shape[0]
+    for _ in range(iters):
+        b = 2 * X > (c0 + c1)[None, :]
+        cnt1 = b.sum(0)
+        cnt0 = n - cnt1
+        s1 = (X * b).sum(0)
+        s0 = X.sum(0) - s1
+        c0 = np.where(cnt0 > 0, s0 / np.maximum(cnt0, 1), c0)
+        c1 = np.where(cnt1 > 0, s1 / np.maximum(cnt1, 1), c1)
+    return c0, c1
+
+
+def auror(U, alpha=2.0, iters=3):
+    """(aggregate, kept indices): AUROR with the MPC version's schedule
+    (see defenses.clustering.auror)."""
+    U = np.asarray(U, dtype=np.float64)
+    n, d = U.shape
+    c0, c1 = _two_means_1d(U, iters)
+    gap = c1 - c0
+    ind = d * gap > alpha * gap.sum()
+    V = U * ind[None, :]
+    m0, m1 = c0 * ind, c1 * ind
+    b = np.zeros(n, dtype=bool)
+    for _ in range(iters):
+        b = 2 * V @ (m1 - m0) > (m1 @ m1 - m0 @ m0)
+        cnt1 = int(b.sum())
+        cnt0 = n - cnt1
+        if cnt0:
+            m0 = V[~b].mean(0)
+        if cnt1:
+            m1 = V[b].mean(0)
+    cnt1 = int(b.sum())
+    if 2 * cnt1 < n:
+        keep = np.flatnonzero(~b)
+    elif 2 * cnt1 > n:
+        keep = np.flatnonzero(b)
+    else:
+        keep = np.arange(n)
+    return U[keep].mean(0), keep

@@ -83,12 +83,15 @@ def _inv_sqrt_near_one(m):
     return y * (3 - m * y.square()) * 0.5
 
 
-def _normalized(x):
+def _normalized(x, floor=-8):
     x = _shares.check_mpc(x, "x")
+    if isinstance(floor, bool) or not isinstance(floor, int) or not J[0] <= floor <= J[-1]:
+        raise ValueError(f"floor must be an int in [{J[0]}, {J[-1]}], got {floor!r}")
     frac = _shares.frac_bits(x.encoder.scale)
     flat = x.flatten()
     fs = _shares.flat_share(flat)
     h = _bucket_bits(fs, frac)
+    h[: floor - J[0]] = 0  # inputs below 4^floor count as 0 (a local change of a one-hot)
     K, N = h.shape
     # Select first (h_j * x: x in its own bucket, 0 elsewhere), then scale each
     # row by 4^-j: only the selected copy of x is ever truncated, so CrypTen's
@@ -99,15 +102,17 @@ def _normalized(x):
     return x, flat, h, m, frac
 
 
-def inv_sqrt(x, shift=0):
+def inv_sqrt(x, shift=0, floor=-8):
     """``2^shift / sqrt(x)`` for shared x in [2^-16, 2^37); 0 below. See the module docstring.
 
     ``shift`` (an int in [0, 16]) keeps more significant bits of small results
     (1/sqrt of large x) in the 16-bit fixed point; divide by 2^shift later.
+    ``floor`` (int in [-8, 15]): inputs below ``4^floor`` return 0, e.g. to
+    treat squared norms that are only truncation noise as zero.
     """
     if isinstance(shift, bool) or not isinstance(shift, int) or not 0 <= shift <= 16:
         raise ValueError(f"shift must be an int in [0, 16], got {shift!r}")
-    x, flat, h, m, frac = _normalized(x)
+    x, flat, h, m, frac = _normalized(x, floor)
     if flat.numel() == 0:
         return x.clone()
     y = _inv_sqrt_near_one(m)

@@ -1,0 +1,232 @@
+"""Clustering defenses on secret-shared client updates: FLAME and AUROR.
+
+Both replace data-dependent control flow (HDBSCAN, Lloyd's stopping rule) by
+a fixed, public schedule of comparisons, so that nothing but the aggregate is
+revealed. The plaintext references in :mod:`pgkernels.defenses.reference`
+follow the same schedule step by step.
+"""
+
+import torch
+
+from ..protocols import _shares, order
+from ..protocols.compare import EQ, LT, compare_shares, mux_shares, relu
+from ..protocols.linalg import cosine_similarity
+from ..protocols.roots import inv_sqrt, sqrt
+from ..runtime import comm as _comm
+from .robust import _check_updates, _select_rows
+
+
+# compare_shares(t, LT, negate=True) is [t < 0]; negate=False gives [t >= 0].
+
+
+def _public_like(t):
+    return t if _comm.rank() == 0 else torch.zeros_like(t)
+
+
+def _inverse_count(cnt, n, scale):
+    """Shared ``1 / cnt`` (0 when cnt = 0) and ``[cnt == 0]`` for shared integer
+    counts cnt in [0, n] (int64 shares, scale 1), elementwise.
+
+    One batched equality test of cnt against every c in 0..n (on
+    ``bit_length(n) + 1`` bits, 2-4 rounds); the inverse is then a public
+    linear combination of the one-hot bits. Returns (inverse share at
+    ``scale``, zero-bit share at scale 1).
+    """
+    N = cnt.numel()
+    cs = torch.arange(n + 1, dtype=torch.long).view(n + 1, 1)
+    t = cnt.reshape(1, N) - _public_like(cs.expand(n + 1, N).contiguous())
+    bits = compare_shares(t.reshape(-1), EQ, order._rank_bits(n), negate=False).view(n + 1, N)
+    inv = torch.zeros(n + 1, dtype=torch.long)
+    inv[1:] = torch.round(scale / torch.arange(1, n + 1, dtype=torch.float64)).long()
+    return (bits * inv.view(n + 1, 1)).sum(0).view(cnt.shape), bits[0].view(cnt.shape)
+
+
+def _mpc(share, scale):
+    return _shares.like_shape(share, scale)
+
+
+# --- FLAME --------------------------------------------------------------------------
+
+def flame_admitted(U, num_malicious=None):
+    """Shared 0/1 admission vector (n,) of FLAME's clustering step, MPC-friendly.
+
+    FLAME (Nguyen et al., USENIX Security 2022) clusters the cosine distances
+    ``1 - cos(u_i, u_j)`` with HDBSCAN (min_cluster_size = n/2 + 1) and admits
+    the majority cluster. Here, with no data-dependent control flow: every
+    client's HDBSCAN *core distance* (its ``k = floor(n/2)``-th smallest cosine
+    distance to the others, min_samples = n/2) is computed, and the ``keep``
+    clients with the smallest core distances are admitted (``keep = n - f``
+    when ``num_malicious = f`` is given, else ``floor(n/2) + 1``, the smallest
+    majority; ties go to the lower index). Differences from HDBSCAN: the
+    admitted set has a public size instead of a density-determined one, and it
+    is the densest points rather than a connected component of the
+    mutual-reachability graph. While fewer than half the clients are malicious,
+    an attacker's core distance involves benign clients, so colluding
+    attackers that sit apart from the benign majority are the first excluded,
+    as with HDBSCAN.
+
+    Cost: :func:`pgkernels.cosine_similarity` (1 + 7 + 2 rounds), a k-th value
+    per row (selection network on n - 1 values), stable ranks of the n core
+    distances (6 rounds) and one small comparison. Reveals nothing.
+    """
+    U = _check_updates(U)
+    n = U.size(0)
+    keep = _flame_keep(n, num_malicious)
+    if n == 1:
+        return _public_like(torch.ones(1, dtype=torch.long)), keep
+    k = n // 2
+    C = cosine_similarity(U)
+    idx = torch.tensor([[j for j in range(n) if j != i] for i in range(n)], dtype=torch.long)
+    # distance 1 - cos: the public 1 only shifts every value; rank by -cos directly
+    negcos = _mpc(-C.share.gather(1, idx), C.encoder.scale)
+    core = order.kthvalue(negcos, k, dim=1)[0]  # k-th smallest distance, minus 1
+    rank = order._ranks(_shares.flat_share(core).view(n, 1)).view(n)
+    t = rank - _public_like(torch.full((n,), keep, dtype=torch.long))
+    return compare_shares(t, LT, order._rank_bits(n), negate=True), keep  # [rank < keep]
+
+
+def _flame_keep(n, num_malicious):
+    if num_malicious is None:
+        return n // 2 + 1
+    if isinstance(num_malicious, bool) or not isinstance(num_malicious, int) or not 0 <= num_malicious < (n + 1) // 2:
+        raise ValueError(f"num_malicious must be an int in [0, n/2) for FLAME (n = {n}), got {num_malicious!r}")
+    return n - num_malicious
+
+
+def flame(U, num_malicious=None, noise_lambda=0.001, return_selection=False):
+    """FLAME (Nguyen et al., USENIX Security 2022) on secret-shared updates.
+
+    1. Admission: :func:`flame_admitted` (cosine-distance core distances, see
+       there for how it differs from HDBSCAN).
+    2. Adaptive clipping: ``S = median_i ||u_i||`` over all clients; each
+       admitted update is scaled by ``min(1, S / ||u_i||)``.
+    3. Aggregate: the mean of the clipped admitted updates (their number is
+       public: ``keep``).
+    4. Noise: ``N(0, (noise_lambda * S)^2)`` per coordinate. Each server draws
+       its own ``N(0, 1 / p)`` part (p servers) and shares it, the sum is
+       scaled by the secret ``noise_lambda * S``; a single server thus knows
+       ``1/p`` of the noise variance (documented loss against one curious
+       server). ``noise_lambda=0`` adds none (tests).
+
+    Updates are the model deltas ``w_i - G``, so FLAME's distances to the
+    global model are the update norms. Norms in [2^-8, 2^18). Cost: step 1,
+    squared norms, a median of n, the range-robust inverse square root, a
+    ReLU, one bit injection round per row. Reveals nothing; with
+    ``return_selection=True`` also returns the shared admission vector.
+    """
+    U = _check_updates(U)
+    n, d = U.size()
+    if isinstance(noise_lambda, bool) or not isinstance(noise_lambda, (int, float)) or not noise_lambda >= 0:
+        raise ValueError(f"noise_lambda must be a number >= 0, got {noise_lambda!r}")
+    admit, keep = flame_admitted(U, num_malicious)
+    sq = (U * U).sum(1)
+    norms = sqrt(sq)
+    S = order.median(norms, dim=0)
+    a = (inv_sqrt(sq, shift=8) * S).div(256)         # S / ||u_i||
+    factor = a - relu(a - 1)                          # min(1, S / ||u_i||)
+    w = mux_shares(admit, _shares.flat_share(factor).view(1, n)).view(n)  # admitted * factor
+    agg = (U * _mpc(w, U.encoder.scale).unsqueeze(1)).sum(0).div(keep)
+    if noise_lambda > 0:
+        p = _comm.world_size()
+        z = torch.randn(d, dtype=torch.float64) / p ** 0.5  # this server's part of N(0, 1)
+        zs = _shares.like_shape(torch.round(z * agg.encoder.scale).long(), agg.encoder.scale)
+        agg = agg + zs * (S * float(noise_lambda))
+    return (agg, _mpc(admit, 1)) if return_selection else agg
+
+
+# --- AUROR --------------------------------------------------------------------------
+
+def _two_means_1d(X, iters, scale):
+    """Per column of X (n, d) shares (scale s): 1-D 2-means, centers initialised at
+    the column's min and max; ``iters`` Lloyd steps: ``b = [2 x > c0 + c1]``
+    (ties to the low center), each center the mean of its points (an empty
+    cluster keeps its center). Returns (c0, c1) shares (d,) and b (n, d)."""
+    n, d = X.shape
+    Xm = _mpc(X, scale)
+    c0 = _shares.flat_share(order.min(Xm, dim=0)).clone()
+    c1 = _shares.flat_share(order.max(Xm, dim=0)).clone()
+    b = None
+    for _ in range(iters):
+        diff = (c0 + c1).view(1, d) - 2 * X                        # < 0  <=>  2x > c0 + c1
+        b = compare_shares(diff.reshape(-1), LT, 64, negate=True).view(n, d)
+        bx = mux_shares(b.reshape(-1), X.reshape(1, -1)).view(n, d)
+        s1 = bx.sum(0)
+        s0 = X.sum(0) - s1
+        cnt1 = b.sum(0)
+        cnt0 = _public_like(torch.full((d,), n, dtype=torch.long)) - cnt1
+        inv, zero = _inverse_count(torch.stack([cnt0, cnt1]), n, scale)
+        sums = _mpc(torch.stack([s0, s1]), scale) * _mpc(inv, scale)   # mean when nonempty
+        kept = mux_shares(zero.reshape(-1), torch.stack([c0, c1]).reshape(1, -1)).view(2, d)
+        c = _shares.flat_share(sums).view(2, d) + kept
+        c0, c1 = c[0].clone(), c[1].clone()
+    return c0, c1, b
+
+
+def auror(U, alpha=2.0, iters=3, return_selection=False):
+    """AUROR (Shen et al., ACSAC 2016) on secret-shared updates.
+
+    1. Indicative features: per coordinate, 1-D 2-means over the n clients'
+       values (centers start at the min and the max, ``iters`` Lloyd steps);
+       coordinate j is indicative when its centers are far apart relative to
+       the others: ``d * gap_j > alpha * sum_l gap_l`` (AUROR's threshold on
+       the cluster distance, made scale-free so it needs no public statistic).
+    2. 2-means over clients on the indicative coordinates (the others masked
+       to 0), starting from the two per-coordinate center vectors, ``iters``
+       Lloyd steps (``b_i = [||v_i - c1||^2 < ||v_i - c0||^2]``, one comparison
+       of ``2 v_i (c1 - c0)`` with ``||c1||^2 - ||c0||^2``).
+    3. The strictly smaller cluster is dropped (none on a tie); the aggregate
+       is the mean of the remaining updates.
+
+    Cluster means divide by secret counts: an equality test of the count
+    against 0..n and a public table of inverses. Cost per Lloyd step of step
+    1: n d comparisons, one bit injection round, (n + 1) d small equality
+    tests, one multiplication; step 2 is the same over n clients.
+    Reveals nothing; ``return_selection=True`` also returns the shared 0/1
+    vector of kept clients.
+    """
+    U = _check_updates(U)
+    n, d = U.size()
+    if isinstance(iters, bool) or not isinstance(iters, int) or iters < 1:
+        raise ValueError(f"iters must be an int >= 1, got {iters!r}")
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not alpha > 0:
+        raise ValueError(f"alpha must be a positive number, got {alpha!r}")
+    scale = U.encoder.scale
+    X = _shares.flat_share(U).view(n, d)
+    c0, c1, _ = _two_means_1d(X, iters, scale)
+    gap = c1 - c0                                               # >= 0
+    # [d gap_j > alpha sum gap]: alpha is public, so scale it into the ring
+    a_num = int(round(alpha * 256))
+    diff = a_num * gap.sum() - (256 * d) * gap                  # < 0 <=> indicative
+    ind = compare_shares(diff, LT, 64, negate=True)             # (d,) shared 0/1
+    V = mux_shares(ind.repeat(n), X.reshape(1, -1)).view(n, d)  # masked updates
+    m0 = mux_shares(ind, c0.view(1, d)).view(d)
+    m1 = mux_shares(ind, c1.view(1, d)).view(d)
+    Vm = _mpc(V, scale)
+    b = None
+    for _ in range(iters):
+        C0, C1 = _mpc(m0, scale), _mpc(m1, scale)
+        lhs = (Vm @ (C1 - C0)) * 2                              # (n,)
+        rhs = (C1 * C1).sum() - (C0 * C0).sum()
+        b = compare_shares(_shares.flat_share(rhs - lhs).reshape(-1), LT, 64, negate=True)  # [2 v (c1 - c0) > |c1|^2 - |c0|^2]
+        cnt1 = b.sum()
+        cnt0 = _public_like(torch.tensor(n, dtype=torch.long)) - cnt1
+        s1 = mux_shares(b.repeat_interleave(d), V.reshape(1, -1)).view(n, d).sum(0)
+        s0 = V.sum(0) - s1
+        inv, zero = _inverse_count(torch.stack([cnt0, cnt1]), n, scale)
+        means = _mpc(torch.stack([s0, s1]), scale) * _mpc(inv, scale).view(2, 1)
+        kept = mux_shares(zero.repeat_interleave(d), torch.stack([m0, m1]).reshape(1, -1)).view(2, d)
+        c = _shares.flat_share(means).view(2, d) + kept
+        m0, m1 = c[0].clone(), c[1].clone()
+    cnt1 = b.sum()
+    # drop cluster 1 if 2 cnt1 < n, cluster 0 if 2 cnt1 > n
+    small1 = compare_shares((2 * cnt1 - _public_like(torch.tensor(n))).view(1), LT, order._rank_bits(2 * n),
+                            negate=True)
+    small0 = compare_shares((_public_like(torch.tensor(n)) - 2 * cnt1).view(1), LT, order._rank_bits(2 * n),
+                            negate=True)
+    # keep_i = 1 - b_i small1 - (1 - b_i) small0
+    drop = mux_shares(b, torch.stack([small1.expand(n) - small0.expand(n)]).contiguous()).view(n)
+    keep = _public_like(torch.ones(n, dtype=torch.long)) - drop - small0.expand(n)
+    total = _select_rows(keep, U)
+    inv, _ = _inverse_count(keep.sum().view(1), n, scale)
+    agg = total * _mpc(inv, scale)
+    return (agg, _mpc(keep, 1)) if return_selection else agg
