@@ -1,4 +1,5 @@
-"""``pgkernels`` command line: ``pgkernels demo``, ``pgkernels party ...``."""
+"""``pgkernels`` command line: ``pgkernels demo``, ``pgkernels party ...``,
+``pgkernels fl ...`` and ``pgkernels fl-sweep ...`` (the federated lab)."""
 
 import sys
 
@@ -6,8 +7,12 @@ import sys
 def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
     commands = {"demo": "pgkernels.demo", "party": "pgkernels.party"}
+    if argv and argv[0] in ("fl", "fl-sweep"):
+        from .fl import cli as fl_cli
+
+        return fl_cli.main(argv)
     if not argv or argv[0] not in commands:
-        print("usage: pgkernels {demo,party} [args...]", file=sys.stderr)
+        print("usage: pgkernels {demo,party,fl,fl-sweep} [args...]", file=sys.stderr)
         return 2
     import importlib
 
