@@ -56,6 +56,20 @@ def ring_syr2k(a, b=None):
     return _ops().ring_syr2k(a, b)
 
 
+_SCRATCH = {}
+
+
+def _scratch(name, shape):
+    """A reused int64 buffer: buffers past glibc's 32 MB mmap threshold are
+    otherwise fresh pages on every call, and faulting them in costs as much as
+    the products (about 20 ms per 40 MB here)."""
+    numel = shape[0] * shape[1]
+    buf = _SCRATCH.get(name)
+    if buf is None or buf.numel() < numel:
+        buf = _SCRATCH[name] = torch.empty(numel, dtype=torch.long)
+    return buf[:numel].view(shape)
+
+
 def gram(X):
     """``X @ X.T`` for a shared 2-D X (m, k): shared (m, m), X's encoding. 1 round, m k words opened."""
     X = _shares.check_mpc(X, "X")
@@ -68,11 +82,11 @@ def gram(X):
     mat = dealer_client().crypten({"fn": "gram", "size": [m, k]})
     words = mat.words
     A = words[: m * k].view(m, k)  # stream part: ready now
-    E = (X.share - A).contiguous()
+    E = torch.sub(X.share, A, out=_scratch("E", (m, k)))
     _comm.exchange(sum_tensor=E)  # E = X - A, public
     if _comm.rank() == 0:
         # E E^T + E A^T + A E^T = (E + A)(E + A)^T - A A^T: two half-work products
-        G = ring_syr2k(E + A) - ring_syr2k(A)
+        G = ring_syr2k(torch.add(E, A, out=_scratch("E+A", (m, k)))) - ring_syr2k(A)
     else:
         G = ring_syr2k(E, A)  # E A^T + A E^T
     mat.wait()  # [A A^T] is needed only now: the dealer computed it meanwhile
