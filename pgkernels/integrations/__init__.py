@@ -1,0 +1,1 @@
+"""Integrations with FL frameworks: :mod:`pgkernels.integrations.flower` (needs ``flwr``)."""
