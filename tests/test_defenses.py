@@ -110,6 +110,16 @@ def _session():
         want[torch.tensor(rkept)] = 1
         out[f"auror/{tag}"] = (pgkernels.decode(agg), torch.tensor(ragg))
         out[f"auror-kept/{tag}"] = (pgkernels.decode(kept), want)
+    # AUROR's exact ties: identical clients, and a uniform attack offset (no
+    # coordinate stands out, so no indicative feature): everyone is kept
+    for tag, U in {"identical": torch.full((7, 5), 0.375, dtype=torch.float64),
+                   "no-indicative": _grid(torch.cat([torch.randn(6, 20, generator=g, dtype=torch.float64),
+                                                     torch.full((2, 20), 3.0, dtype=torch.float64)]))}.items():
+        agg, kept = pgkernels.defenses.auror(crypten.cryptensor(U), return_selection=True)
+        ragg, rkept = R.auror(U.numpy())
+        assert len(rkept) == U.shape[0]
+        out[f"auror-tie/{tag}"] = (pgkernels.decode(agg), torch.tensor(ragg))
+        out[f"auror-tie-kept/{tag}"] = (pgkernels.decode(kept), torch.ones(U.shape[0], dtype=torch.float64))
     # FLAME's noise: std lambda * S per coordinate
     U = _grid(torch.randn(5, 4000, generator=g, dtype=torch.float64))
     eu = crypten.cryptensor(U)

@@ -13,10 +13,12 @@ from ..protocols.compare import EQ, LT, compare_shares, mux_shares, relu
 from ..protocols.linalg import cosine_similarity
 from ..protocols.roots import inv_sqrt, sqrt
 from ..runtime import comm as _comm
+from .reference import AUROR_TIE
 from .robust import _check_updates, _select_rows
 
 
 # compare_shares(t, LT, negate=True) is [t < 0]; negate=False gives [t >= 0].
+
 
 
 def _public_like(t):
@@ -172,8 +174,10 @@ def auror(U, alpha=2.0, iters=3, return_selection=False):
        the cluster distance, made scale-free so it needs no public statistic).
     2. 2-means over clients on the indicative coordinates (the others masked
        to 0), starting from the two per-coordinate center vectors, ``iters``
-       Lloyd steps (``b_i = [||v_i - c1||^2 < ||v_i - c0||^2]``, one comparison
-       of ``2 v_i (c1 - c0)`` with ``||c1||^2 - ||c0||^2``).
+       Lloyd steps (``b_i = [||v_i - c0||^2 - ||v_i - c1||^2 > 2^-11]``, one
+       comparison of ``2 v_i (c1 - c0)`` with ``||c1||^2 - ||c0||^2``; the
+       small margin keeps exact ties, such as no indicative feature at all, in
+       cluster 0 whatever the truncation noise).
     3. The strictly smaller cluster is dropped (none on a tie); the aggregate
        is the mean of the remaining updates.
 
@@ -206,8 +210,12 @@ def auror(U, alpha=2.0, iters=3, return_selection=False):
     for _ in range(iters):
         C0, C1 = _mpc(m0, scale), _mpc(m1, scale)
         lhs = (Vm @ (C1 - C0)) * 2                              # (n,)
-        rhs = (C1 * C1).sum() - (C0 * C0).sum()
-        b = compare_shares(_shares.flat_share(rhs - lhs).reshape(-1), LT, 64, negate=True)  # [2 v (c1 - c0) > |c1|^2 - |c0|^2]
+        # one truncation per norm (matmul), not d: keeps fixed-point noise a few LSBs
+        rhs = (C1.view(1, d) @ C1.view(d, 1)).view(1) - (C0.view(1, d) @ C0.view(d, 1)).view(1)
+        # [2 v (c1 - c0) - (|c1|^2 - |c0|^2) > TIE]: exact ties (e.g. no indicative
+        # feature, so v = c0 = c1 = 0) must not be decided by truncation noise
+        b = compare_shares(_shares.flat_share(rhs - lhs).reshape(-1) + _public_like(torch.tensor(max(1, int(AUROR_TIE * scale)))),
+                           LT, 64, negate=True)
         cnt1 = b.sum()
         cnt0 = _public_like(torch.tensor(n, dtype=torch.long)) - cnt1
         s1 = mux_shares(b.repeat_interleave(d), V.reshape(1, -1)).view(n, d).sum(0)

@@ -7,6 +7,11 @@ aggregate (d,), with exactly the semantics of its MPC counterpart in
 
 import numpy as np
 
+# AUROR's client clustering puts a client in cluster 1 only when its margin
+# exceeds this (squared-update units): MPC truncation noise is a few LSBs, so
+# an exact tie must not be decided by it. clustering.auror uses the same value.
+AUROR_TIE = 2.0 ** -11
+
 
 def fedavg(U):
     return np.asarray(U, dtype=np.float64).mean(axis=0)
@@ -156,7 +161,7 @@ def auror(U, alpha=2.0, iters=3):
     m0, m1 = c0 * ind, c1 * ind
     b = np.zeros(n, dtype=bool)
     for _ in range(iters):
-        b = 2 * V @ (m1 - m0) > (m1 @ m1 - m0 @ m0)
+        b = 2 * V @ (m1 - m0) - (m1 @ m1 - m0 @ m0) > AUROR_TIE
         cnt1 = int(b.sum())
         cnt0 = n - cnt1
         if cnt0:
