@@ -4,6 +4,7 @@
 
 from .clustering import auror, flame, flame_admitted
 from .robust import bulyan, fedavg, fltrust, krum, krum_scores, median, multi_krum, norm_clip, trimmed_mean
+from .safenet import safenet_mpc, safenet_reference
 
 __all__ = ["auror", "bulyan", "fedavg", "flame", "flame_admitted", "fltrust", "krum", "krum_scores", "median",
-           "multi_krum", "norm_clip", "trimmed_mean"]
+           "multi_krum", "norm_clip", "safenet_mpc", "safenet_reference", "trimmed_mean"]

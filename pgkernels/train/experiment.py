@@ -1,0 +1,546 @@
+"""Private training under poisoning, end to end: data owners, attacks, defenses, metrics.
+
+    from pgkernels.train.experiment import TrainConfig, run, sweep
+    res = run(TrainConfig(dataset="adult", attack="contamination", fraction=0.05,
+                          defenses=("none", "advtrain", "local")))
+    table = sweep(TrainConfig(dataset="adult"), fractions=[0, 0.01, 0.02, 0.05, 0.1])
+
+One run:
+
+1. :func:`pgkernels.data.make_parties` -- ``parties`` owners of ``per_party``
+   records plus a validation set (Hayes & Ohrimenko: 10 x 2,000 and 10,000);
+2. :func:`pgkernels.attacks.poison_parties` -- the ``attackers`` poison a
+   ``fraction`` of the training records (of the whole training set by
+   default, the paper's "fraction of contaminated records");
+3. each defense in ``defenses``:
+
+   * ``"local"`` -- every owner's model on its own records
+     (:func:`pgkernels.train.advtrain.train_local_models`), the baseline;
+     its summary is the mean over the honest owners;
+   * ``"none"`` -- the pooled model without defense, ``"advtrain"`` -- the
+     pooled model trained against the party-identifier adversary
+     (:func:`~pgkernels.train.advtrain.train_plaintext`, or
+     :func:`~pgkernels.train.mpc.train_mpc` with ``backend="mpc"``);
+   * ``"safenet"`` -- the owners' local models filtered on the first
+     ``safenet_val`` validation records and majority-voted
+     (:func:`pgkernels.defenses.safenet_reference`, or
+     :func:`~pgkernels.defenses.safenet_mpc` with ``backend="mpc"``, which
+     answers every evaluation query in one MPC session);
+
+4. metrics on clean held-out data: validation and test accuracy, the
+   attack's metric (contamination accuracy, Hayes & Ohrimenko's eq. (1), on
+   the validation and the test records; attack success rate on the test set
+   for backdoor / targeted / label flip), party-membership inference on the
+   pooled models' outputs, and the model-release rule (owner ``p`` takes the
+   joint model only if it beats its local model on ``p``'s share of the
+   validation set).
+
+MPC runs report ``seconds``, ``bytes`` (sent per compute party) and
+``rounds`` from the protocols' own counters.
+"""
+
+import dataclasses
+import json
+import math
+import pathlib
+import time
+
+import numpy as np
+
+from .. import metrics as M
+from ..attacks import (ATTACKS, FRACTION_OF, attribute_mask, check_attackers, check_fraction, insert_words,
+                       poison_parties)
+from ..data import DATASETS, make_parties
+
+DEFENSES = ("none", "advtrain", "safenet", "local")
+BACKENDS = ("plaintext", "mpc")
+SPLITS = ("iid", "attribute")
+
+# Per dataset: owners' sizes and training hyperparameters (overridable). Adult and
+# credit follow Hayes & Ohrimenko (10 x 2,000 records, 10,000 validation; c = 10
+# for the onehot variant, what helper A's tuning on Adult settled on); the others
+# are sized to the data available.
+DATASET_DEFAULTS = {
+    "adult": dict(per_party=2000, val_size=10000, hidden=(32,), epochs=5, batch_size=128, lr=0.2, c=10.0),
+    "credit_default": dict(per_party=2000, val_size=4000, hidden=(32,), epochs=5, batch_size=128, lr=0.2, c=10.0),
+    "mnist": dict(per_party=5000, val_size=10000, hidden=(128,), epochs=10, batch_size=64, lr=0.1, momentum=0.9),
+    "fashion_mnist": dict(per_party=5000, val_size=10000, hidden=(128,), epochs=10, batch_size=64, lr=0.1,
+                          momentum=0.9),
+    "newsgroups": dict(per_party=800, val_size=3000, hidden=(64,), epochs=10, batch_size=64, lr=0.5),
+    "digits": dict(per_party=100, val_size=300, hidden=(32,), epochs=30, batch_size=32, lr=0.1, momentum=0.5),
+}
+HYPERPARAMS = ("hidden", "g_hidden", "epochs", "batch_size", "lr", "g_lr", "momentum", "g_steps", "adversary_label")
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """One private-training experiment (see the module docstring); ``None``
+    means the dataset's default from :data:`DATASET_DEFAULTS` (then the
+    trainer's own default)."""
+
+    dataset: str = "adult"
+    task: str = None                     # Adult: "income" (default) or "education"
+    data_dir: str = None
+    parties: int = 10
+    per_party: int = None
+    val_size: int = None
+    split: str = "iid"
+    split_attribute: str = None          # split="attribute": e.g. "occupation" (or "label")
+    attack: str = "contamination"
+    attackers: tuple = (0,)
+    fraction: float = 0.05
+    fraction_of: str = "total"           # "total": of all training records (HO); "attacker": of each attacker's
+    attributes: dict = None              # contamination a_1..a_k' (default per dataset)
+    label: object = None                 # contamination l_r (class name or index)
+    words: tuple = None                  # text contamination words
+    target: object = None                # backdoor / targeted target class
+    source: object = None                # targeted source class
+    defenses: tuple = ("none", "advtrain", "local")
+    backend: str = "plaintext"
+    c: float = None
+    variant: str = "onehot"
+    hidden: tuple = None
+    g_hidden: tuple = None
+    epochs: int = None
+    batch_size: int = None
+    lr: float = None
+    g_lr: float = None
+    momentum: float = None
+    g_steps: int = None
+    adversary_label: bool = None
+    threshold: float = 0.5               # SafeNet: minimum validation accuracy of a kept model
+    safenet_val: int = 1000              # SafeNet: validation records used for filtering
+    world_size: int = 2
+    membership: bool = True              # party-membership inference on the pooled models
+    seed: int = 0
+    progress: bool = True
+
+    def check(self):
+        """Validate the configuration (before any data is loaded); ValueError/TypeError naming the field."""
+        if self.dataset not in DATASETS:
+            raise ValueError(f"unknown dataset {self.dataset!r}; choose one of {sorted(DATASETS)}")
+        if self.task is not None and self.dataset != "adult":
+            raise ValueError(f"task is only for dataset 'adult', got task={self.task!r} for {self.dataset!r}")
+        if isinstance(self.parties, bool) or not isinstance(self.parties, int) or self.parties < 1:
+            raise ValueError(f"parties must be an int >= 1, got {self.parties!r}")
+        if self.attack not in ATTACKS:
+            raise ValueError(f"unknown attack {self.attack!r}; choose one of {list(ATTACKS)}")
+        self.fraction = check_fraction(self.fraction)
+        if self.fraction_of not in FRACTION_OF:
+            raise ValueError(f"fraction_of must be one of {list(FRACTION_OF)}, got {self.fraction_of!r}")
+        self.attackers = tuple(check_attackers(self.attackers, self.parties))
+        if isinstance(self.defenses, str):
+            self.defenses = tuple(d.strip() for d in self.defenses.split(",") if d.strip())
+        bad = [d for d in self.defenses if d not in DEFENSES]
+        if bad or not self.defenses:
+            raise ValueError(f"unknown defense(s) {bad}; choose from {list(DEFENSES)}")
+        if self.backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {list(BACKENDS)}, got {self.backend!r}")
+        if isinstance(self.world_size, bool) or not isinstance(self.world_size, int) or self.world_size < 2:
+            raise ValueError(f"world_size must be an int >= 2 (MPC compute parties), got {self.world_size!r}")
+        if self.split not in SPLITS:
+            raise ValueError(f"split must be one of {list(SPLITS)}, got {self.split!r}")
+        if not 0.0 <= float(self.threshold) <= 1.0:
+            raise ValueError(f"threshold must lie in [0, 1], got {self.threshold}")
+        if self.c is not None and (not math.isfinite(float(self.c)) or float(self.c) < 0):
+            raise ValueError(f"c must be a finite number >= 0, got {self.c}")
+        return self
+
+    def defaults(self):
+        return DATASET_DEFAULTS.get(self.dataset, {})
+
+    def hyperparams(self):
+        """The training hyperparameters passed to helper A's trainers (Nones left to their defaults)."""
+        dd = self.defaults()
+        hp = {}
+        for k in HYPERPARAMS:
+            v = getattr(self, k)
+            v = dd.get(k) if v is None else v
+            if v is not None:
+                hp[k] = tuple(v) if k in ("hidden", "g_hidden") else v
+        return hp
+
+    def advtrain_kwargs(self):
+        c = self.c if self.c is not None else self.defaults().get("c", 1.0)
+        return {"c": float(c), "variant": self.variant}
+
+
+# ----------------------------------------------------------------------------- data
+
+def load_parties(cfg):
+    """The owners' clean data for ``cfg`` (:class:`pgkernels.data.PartyData`)."""
+    dd = cfg.defaults()
+    kw = {"task": cfg.task} if cfg.task is not None else ({"task": "income"} if cfg.dataset == "adult" else {})
+    return make_parties(cfg.dataset, num_parties=cfg.parties,
+                        per_party=cfg.per_party if cfg.per_party is not None else dd.get("per_party", 2000),
+                        val_size=cfg.val_size if cfg.val_size is not None else dd.get("val_size", 10000),
+                        split=cfg.split, attribute=cfg.split_attribute, seed=cfg.seed, data_dir=cfg.data_dir, **kw)
+
+
+def attack_kwargs(cfg):
+    """The attack-specific keyword arguments of :func:`poison_parties` set in ``cfg``."""
+    if cfg.attack == "contamination":
+        kw = {"attributes": cfg.attributes, "label": cfg.label, "words": list(cfg.words) if cfg.words else None}
+    elif cfg.attack == "backdoor":
+        kw = {"target": cfg.target}
+    elif cfg.attack == "targeted":
+        kw = {"source": cfg.source, "target": cfg.target}
+    else:
+        kw = {}
+    return {k: v for k, v in kw.items() if v is not None}
+
+
+def validation_owner(data, cfg):
+    """Which owner's validation data each validation record is (for the release
+    rule): iid splits deal the validation set out evenly at random; attribute
+    splits give a record to the owner holding most training records of its
+    attribute value (so each owner's validation data looks like its own)."""
+    n = len(data.y_val)
+    rng = np.random.default_rng(cfg.seed + 7)
+    if cfg.split == "attribute":
+        if cfg.split_attribute == "label":
+            tr, va = data.y, data.y_val
+        else:
+            tr = np.asarray(data.attrs[cfg.split_attribute]).astype(str)
+            va = np.asarray(data.attrs_val[cfg.split_attribute]).astype(str)
+        owner = {}
+        for v in np.unique(tr):
+            owner[v] = int(np.bincount(data.party[tr == v], minlength=data.num_parties).argmax())
+        out = np.array([owner.get(v, -1) for v in va])
+        unseen = out < 0
+        out[unseen] = rng.integers(0, data.num_parties, int(unseen.sum()))
+        return out
+    return rng.permutation(np.arange(n) % data.num_parties)
+
+
+def evaluation_sets(data, info):
+    """Named query sets ``{name: X}`` and the functions turning predictions on
+    them into metrics. Everything is computed from clean held-out records."""
+    sets = {"val": data.X_val, "test": data.X_test}
+    attack = info["attack"]
+    if attack == "contamination":
+        label = info["label"]
+        if "words" in info:
+            keep = data.y_val != label
+            docs = insert_words(np.asarray(data.attrs_val["text"], dtype=object)[keep], info["words"])
+            sets["contam_val"] = data.vectorizer.transform(list(docs)).toarray().astype(np.float32)
+        else:
+            attrs = info["attributes"]
+            for split, X, y, a in (("val", data.X_val, data.y_val, data.attrs_val),
+                                   ("test", data.X_test, data.y_test, data.attrs_test)):
+                mask = attribute_mask(X, a, data.feature_names, attrs) & (y != label)
+                if mask.any():
+                    sets[f"contam_{split}"] = X[mask]
+    elif attack == "backdoor":
+        keep = data.y_test != info["target"]
+        sets["backdoor_test"] = info["trigger"].stamp(data.X_test[keep])
+    elif attack == "targeted":
+        sets["targeted_test"] = data.X_test[data.y_test == info["source"]]
+    return sets
+
+
+def metrics_from_predictions(preds, data, info):
+    """The metrics of one model from its predictions on :func:`evaluation_sets`."""
+    out = {"val_acc": float((preds["val"] == data.y_val).mean()),
+           "test_acc": float((preds["test"] == data.y_test).mean())}
+    attack = info["attack"]
+    if attack == "contamination":
+        # Hayes & Ohrimenko's eq. (1): records with a_1..a_k' and y != l_r classified l_r
+        for split in ("val", "test"):
+            key = f"contam_{split}"
+            out["contamination_acc" + ("" if split == "val" else "_test")] = (
+                float((preds[key] == info["label"]).mean()) if key in preds and len(preds[key]) else None)
+    elif attack == "backdoor":
+        out["asr"] = float((preds["backdoor_test"] == info["target"]).mean())
+    elif attack == "targeted":
+        out["asr"] = float((preds["targeted_test"] == info["target"]).mean())
+    elif attack == "label_flip":
+        flipped = data.num_classes - 1 - data.y_test
+        keep = flipped != data.y_test
+        out["asr"] = float((preds["test"][keep] == flipped[keep]).mean())
+    return out
+
+
+def attack_metric_name(attack):
+    return {"contamination": "contamination_acc", "none": None}.get(attack, "asr")
+
+
+# ----------------------------------------------------------------------------- runs
+
+def _predict_sets(model, sets):
+    return {k: M.predict(model, X) for k, X in sets.items()}
+
+
+def _jsonable(x):
+    if isinstance(x, dict):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, np.ndarray):
+        return _jsonable(x.tolist())
+    if isinstance(x, (np.integer,)):
+        return int(x)
+    if isinstance(x, (np.floating,)):
+        return float(x)
+    if isinstance(x, (np.bool_,)):
+        return bool(x)
+    if hasattr(x, "indices") and hasattr(x, "values") and hasattr(x, "stamp"):  # a Trigger
+        return {"indices": list(x.indices), "values": list(x.values), "description": x.description}
+    return x
+
+
+def _per_owner_acc(pred_val, data, owner_val):
+    return [float((pred_val[owner_val == p] == data.y_val[owner_val == p]).mean())
+            if (owner_val == p).any() else float("nan") for p in range(data.num_parties)]
+
+
+def _mpc_cost(stats):
+    return {k: stats[k] for k in ("seconds", "bytes", "rounds", "dealer_bytes", "wall_seconds") if k in stats}
+
+
+def run(cfg, clean=None):
+    """One experiment (see the module docstring). ``clean``: the owners' clean
+    :class:`PartyData` when already loaded (sweeps reuse it).
+
+    Returns a JSON-ready dict: ``config``, ``data`` (sizes), ``attack``
+    (parameters and the number of poisoned records) and ``results``
+    ``{defense: {metrics..., seconds[, bytes, rounds], ...}}``.
+    """
+    from . import advtrain as _adv
+
+    cfg.check()
+    t0 = time.perf_counter()
+    data = clean if clean is not None else load_parties(cfg)
+    if data.num_parties != cfg.parties:
+        raise ValueError(f"the data have {data.num_parties} parties but the config says parties={cfg.parties}")
+    poisoned, info = poison_parties(data, list(cfg.attackers), cfg.attack, fraction=cfg.fraction,
+                                    fraction_of=cfg.fraction_of, seed=cfg.seed, **attack_kwargs(cfg))
+    if cfg.attack == "none":
+        info["attack"] = "none"
+    sets = evaluation_sets(data, info)
+    owner_val = validation_owner(data, cfg)
+    hp = cfg.hyperparams()
+    honest = [p for p in range(data.num_parties) if p not in cfg.attackers]
+    results = {}
+    local_models = None
+    local_acc = None
+
+    def need_local():
+        nonlocal local_models, local_acc
+        if local_models is None:
+            t = time.perf_counter()
+            local_models = _adv.train_local_models(poisoned, progress=cfg.progress, seed=cfg.seed, **hp)
+            need_local.seconds = time.perf_counter() - t
+            local_acc = [M.predict(m, data.X_val) for m in local_models]
+        return local_models
+
+    order = [d for d in ("local", "none", "advtrain", "safenet") if d in cfg.defenses]
+    it = order
+    if cfg.progress:
+        from tqdm.auto import tqdm
+
+        it = tqdm(order, desc=f"{cfg.dataset} {cfg.attack} {cfg.fraction:g}", unit="defense")
+    for defense in it:
+        if defense == "local":
+            models = need_local()
+            per = []
+            for p, m in enumerate(models):
+                r = metrics_from_predictions(_predict_sets(m, sets), data, info)
+                r["own_val_acc"] = _per_owner_acc(local_acc[p], data, owner_val)[p]
+                per.append(r)
+            keys = [k for k in per[0] if per[0][k] is not None]
+            summary = {k: float(np.mean([per[p][k] for p in honest])) for k in keys} if honest else {}
+            summary.update(per_party=per, attackers_local=[per[p] for p in cfg.attackers],
+                           seconds=need_local.seconds, backend="plaintext",
+                           note="summary = mean over the honest owners' local models")
+            results["local"] = summary
+        elif defense in ("none", "advtrain"):
+            kw = dict(hp)
+            if defense == "advtrain":
+                kw.update(cfg.advtrain_kwargs())
+            args = (poisoned.X, poisoned.y, poisoned.party, poisoned.num_parties, poisoned.classes)
+            if cfg.backend == "mpc":
+                from .mpc import train_mpc
+
+                f, stats = train_mpc(*args, defense=defense, seed=cfg.seed, progress=cfg.progress,
+                                     world_size=cfg.world_size, **kw)
+            else:
+                f, stats = _adv.train_plaintext(*args, defense=defense, seed=cfg.seed, progress=cfg.progress, **kw)
+            preds = _predict_sets(f, sets)
+            r = metrics_from_predictions(preds, data, info)
+            if cfg.membership and data.num_parties > 1:
+                r["membership_inference"] = M.party_membership_inference(
+                    M.model_outputs(f, poisoned.X), poisoned.party, seed=cfg.seed, return_details=True)
+            r["per_owner_val_acc"] = _per_owner_acc(preds["val"], data, owner_val)
+            r.update(_mpc_cost(stats) if cfg.backend == "mpc" else {"seconds": stats["seconds"]})
+            r["backend"] = cfg.backend
+            if defense == "advtrain":
+                r.update(cfg.advtrain_kwargs())
+                if "epochs" in stats and stats["epochs"] and "g_accuracy" in stats["epochs"][-1]:
+                    r["g_accuracy_last_epoch"] = stats["epochs"][-1]["g_accuracy"]
+            results[defense] = r
+        elif defense == "safenet":
+            from ..defenses import safenet_mpc, safenet_reference
+
+            models = need_local()
+            nv = min(int(cfg.safenet_val), len(data.X_val))
+            names = list(sets)
+            Q = np.concatenate([sets[k] for k in names]).astype(np.float32)
+            if cfg.backend == "mpc":
+                out = safenet_mpc(models, data.X_val[:nv], data.y_val[:nv], Q, threshold=cfg.threshold,
+                                  world_size=cfg.world_size, classes=data.classes, on_empty="all",
+                                  reveal_selection=True)
+            else:
+                t = time.perf_counter()
+                out = safenet_reference(models, data.X_val[:nv], data.y_val[:nv], Q, threshold=cfg.threshold,
+                                        classes=data.classes, on_empty="all")
+                out["seconds"] = time.perf_counter() - t
+            cuts = np.cumsum([0] + [len(sets[k]) for k in names])
+            preds = {k: out["pred"][cuts[i]:cuts[i + 1]] for i, k in enumerate(names)}
+            r = metrics_from_predictions(preds, data, info)
+            r["per_owner_val_acc"] = _per_owner_acc(preds["val"], data, owner_val)
+            # the kept set is revealed for the lab's metrics (safenet_mpc's reveal_selection)
+            r.update(kept=out.get("kept"), fallback=bool(out.get("fallback", out.get("kept") == [])),
+                     threshold=cfg.threshold, filter_records=nv,
+                     queries=int(len(Q)), backend=cfg.backend,
+                     local_seconds=need_local.seconds)
+            r.update(_mpc_cost(out) if cfg.backend == "mpc" else {"seconds": out["seconds"]})
+            results["safenet"] = r
+    if local_acc is not None:
+        local_own = [_per_owner_acc(local_acc[p], data, owner_val)[p] for p in range(data.num_parties)]
+        for d in ("none", "advtrain", "safenet"):
+            if d in results:
+                results[d]["release"] = M.release_decision(results[d]["per_owner_val_acc"], local_own)
+    attack_info = {k: v for k, v in info.items() if k != "indices"}
+    return _jsonable({
+        "config": dataclasses.asdict(cfg),
+        "data": {"name": data.name, "parties": data.num_parties, "train_records": int(len(data.y)),
+                 "per_party": data.party_sizes().tolist(), "val_records": int(len(data.y_val)),
+                 "test_records": int(len(data.y_test)), "features": int(data.X.shape[1]),
+                 "classes": list(data.classes)},
+        "attack": attack_info,
+        "hyperparams": hp,
+        "results": results,
+        "seconds": time.perf_counter() - t0,
+    })
+
+
+def sweep(cfg, fractions):
+    """:func:`run` for each contamination fraction (the data are loaded once).
+    Returns ``{"config", "fractions", "runs": [run results]}``."""
+    cfg.check()
+    fractions = [check_fraction(f, "fractions") for f in fractions]
+    if not fractions:
+        raise ValueError("fractions must name at least one fraction")
+    clean = load_parties(cfg)
+    runs = []
+    for f in fractions:
+        runs.append(run(dataclasses.replace(cfg, fraction=f), clean=clean))
+    return _jsonable({"config": dataclasses.asdict(cfg), "fractions": fractions, "runs": runs})
+
+
+# ----------------------------------------------------------------------------- reporting
+
+def _pct(v):
+    return "–" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{100 * v:.1f}"
+
+
+def _mb(r):
+    b = r.get("bytes")
+    return "–" if not b else f"{max(b) / 1e6:,.1f}"
+
+
+def markdown(result):
+    """A Markdown table of a :func:`run` or :func:`sweep` result: one row per
+    (fraction, defense) with validation / test accuracy, the attack's metric,
+    party-membership inference accuracy, owners who would take the joint
+    model, and seconds / MB sent per party (MPC)."""
+    runs = result["runs"] if "runs" in result else [result]
+    cfg = runs[0]["config"]
+    metric = attack_metric_name(cfg["attack"])
+    mname = {"contamination_acc": "contamination acc (val)", "asr": "attack success"}.get(metric, "")
+    head = (f"**{runs[0]['data']['name']}**, {runs[0]['data']['parties']} owners x "
+            f"{runs[0]['data']['per_party'][0]} records, attack {cfg['attack']} by owner(s) "
+            f"{cfg['attackers']}, backend {cfg['backend']}, seed {cfg['seed']}")
+    cols = ["fraction", "poisoned", "defense", "val acc (%)", "test acc (%)"]
+    if metric:
+        cols.append(f"{mname} (%)")
+    cols += ["party inference (%)", "release", "seconds", "MB sent/party"]
+    lines = [head, "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for r in runs:
+        for d, res in r["results"].items():
+            mi = res.get("membership_inference")
+            rel = res.get("release")
+            row = [f"{100 * r['config']['fraction']:g}%", str(r["attack"].get("poisoned", 0)), d,
+                   _pct(res.get("val_acc")), _pct(res.get("test_acc"))]
+            if metric:
+                row.append(_pct(res.get(metric)))
+            row += [f"{_pct(mi['accuracy'])} (chance {_pct(mi['chance'])})" if mi else "–",
+                    f"{sum(rel)}/{len(rel)}" if rel else "–", f"{res.get('seconds', float('nan')):.1f}", _mb(res)]
+            lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines) + "\n"
+
+
+LABELS = {"none": "joint model, no defense", "advtrain": "joint model, adversarial training",
+          "safenet": "SafeNet ensemble", "local": "local models (honest mean)"}
+STYLES = {"none": ("C3", "-", "o"), "advtrain": ("C0", "-", "s"), "safenet": ("C2", "-", "^"),
+          "local": ("0.4", "--", "x")}
+
+
+def plot(result, path):
+    """Hayes & Ohrimenko-style figure (matplotlib, Agg) to ``path``: for a
+    sweep, the attack's metric (contamination accuracy or attack success) and
+    validation accuracy against the fraction of poisoned records, one line
+    per defense (the local-model baseline dashed); for a single run, bars."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    runs = result["runs"] if "runs" in result else [result]
+    cfg = runs[0]["config"]
+    metric = attack_metric_name(cfg["attack"])
+    mlabel = {"contamination_acc": "contamination accuracy (%)", "asr": "attack success rate (%)"}.get(metric)
+    panels = ([(metric, mlabel)] if metric else []) + [("val_acc", "validation accuracy (%)")]
+    fig = Figure(figsize=(5.2 * len(panels), 4.0), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, len(panels), squeeze=False)[0]
+    defenses = [d for d in DEFENSES if d in runs[0]["results"]]
+    title = (f"{runs[0]['data']['name']}: {cfg['attack']} by owner(s) {cfg['attackers']} "
+             f"of {runs[0]['data']['parties']} ({cfg['backend']})")
+    for ax, (key, label) in zip(axes, panels):
+        if len(runs) > 1:
+            x = [100 * r["config"]["fraction"] for r in runs]
+            for d in defenses:
+                color, ls, mk = STYLES[d]
+                y = [r["results"][d].get(key) for r in runs]
+                y = [np.nan if v is None else 100 * v for v in y]
+                ax.plot(x, y, color=color, linestyle=ls, marker=mk, label=LABELS[d])
+            ax.set_xlabel("poisoned records (% of training data)" if cfg["fraction_of"] == "total"
+                          else "poisoned records (% of each attacker's data)")
+        else:
+            vals = [runs[0]["results"][d].get(key) for d in defenses]
+            ax.bar(range(len(defenses)), [0 if v is None else 100 * v for v in vals],
+                   color=[STYLES[d][0] for d in defenses])
+            ax.set_xticks(range(len(defenses)), [LABELS[d].replace(", ", "\n") for d in defenses], fontsize=8)
+            for i, v in enumerate(vals):
+                ax.text(i, 0 if v is None else 100 * v, _pct(v), ha="center", va="bottom", fontsize=8)
+            ax.set_xlabel(f"{100 * cfg['fraction']:g}% poisoned")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+    if len(runs) > 1:
+        axes[0].legend(fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    return path
+
+
+def write_outputs(result, out_dir, name):
+    """Write ``<name>.json``, ``<name>.md`` and ``<name>.png`` under ``out_dir``; returns the Markdown."""
+    out = pathlib.Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    md = markdown(result)
+    (out / f"{name}.json").write_text(json.dumps(result, indent=1))
+    (out / f"{name}.md").write_text(md)
+    plot(result, out / f"{name}.png")
+    return md
