@@ -50,6 +50,7 @@ def main(argv=None):
     ap.add_argument("--timeout", type=float, default=300.0, help="communication timeout, s")
     ap.add_argument("--run", help="module:function or file.py:function to run in the party")
     ap.add_argument("--payload", help=argparse.SUPPRESS)  # cloudpickled (fn, args, kwargs)
+    ap.add_argument("--input", help=argparse.SUPPRESS)  # this party's own private input (launch)
     ap.add_argument("--result", help="write the cloudpickled result here")
     a = ap.parse_args(argv)
 
@@ -72,6 +73,13 @@ def main(argv=None):
         if a.payload:
             with open(a.payload, "rb") as f:
                 fn, args, kwargs = cloudpickle.load(f)
+            if a.input:
+                with open(a.input, "rb") as f:
+                    kwargs = dict(kwargs, party_input=cloudpickle.load(f))
+                try:  # read once; no reason to leave a share lying around
+                    os.remove(a.input)
+                except OSError:
+                    pass
         else:
             fn, args, kwargs = _load(a.run), (), {}
         session.init_party(a.rank, a.world_size, a.rendezvous, a.dealer, a.timeout, a.insecure)

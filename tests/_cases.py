@@ -42,3 +42,47 @@ def share(raw, frac=FRAC):
 
 def reveal(x):
     return x._tensor.reveal()
+
+
+def spy_launch(monkeypatch, module, secrets_):
+    """Wrap ``module.launch``: check that what every party receives (fn, args,
+    kwargs) holds none of ``secrets_`` (arrays) in any encoding, and that each
+    party's own input holds shares only (keys for ranks >= 1). Returns the
+    list of checked calls."""
+    import cloudpickle
+    import numpy as np
+
+    from pgkernels.runtime.inputs import Share, encode
+
+    real = module.launch
+    calls = []
+
+    def patterns(a):
+        a = np.ascontiguousarray(np.asarray(a, dtype=np.float64).ravel()[:8])
+        return [a.tobytes(), a.astype(np.float32).tobytes(), encode(a, "x").numpy().tobytes()]
+
+    def shares_only(obj, rank):
+        if isinstance(obj, Share):
+            assert (obj.data is None) == (rank > 0)
+            return 1
+        if isinstance(obj, dict):
+            return sum(shares_only(v, rank) for v in obj.values())
+        if isinstance(obj, (list, tuple)):
+            return sum(shares_only(v, rank) for v in obj)
+        assert not hasattr(obj, "shape"), f"party {rank} receives a raw array"
+        return 0
+
+    def spy(fn, *a, **kw):
+        common = cloudpickle.dumps((fn, a, {k: v for k, v in kw.items() if k != "party_inputs"}))
+        for s in secrets_:
+            for p in patterns(s):
+                assert p not in common, "a private array reaches every party"
+        own = kw.get("party_inputs")
+        assert own is not None
+        counts = [shares_only(o, r) for r, o in enumerate(own)]
+        assert counts[0] > 0 and len(set(counts)) == 1
+        calls.append(counts)
+        return real(fn, *a, **kw)
+
+    monkeypatch.setattr(module, "launch", spy)
+    return calls

@@ -185,3 +185,19 @@ def test_advtrain_needs_two_parties_and_mpc_two_servers():
         train_mpc(X, y, np.zeros(4, np.int64), 1, 2, world_size=1, progress=False)
     with pytest.raises(TypeError, match="party"):
         train_plaintext(X, y, np.array(["a"] * 4), 2, 2, progress=False)
+
+
+def test_mpc_parties_receive_only_their_shares(monkeypatch):
+    """The records, labels and owner ids reach the compute parties only as one
+    share each (party 0 a masked array, the others AES keys), never in the clear."""
+    import pgkernels.runtime.launch as launch_mod
+    from _cases import spy_launch
+
+    X, y, party = _tiny()
+    calls = spy_launch(monkeypatch, launch_mod, [X, X[5:], np.eye(2)[y]])
+    kw = dict(defense="advtrain", c=1.0, hidden=(4,), g_hidden=(4,), epochs=1, batch_size=32, seed=1,
+              progress=False)
+    got, _ = train_mpc(X, y, party, 3, 2, world_size=2, **kw)
+    ref, _ = train_plaintext(X, y, party, 3, 2, **kw)
+    assert calls == [[3, 3]]
+    assert _max_diff(ref, got) < 2e-3

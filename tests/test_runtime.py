@@ -220,3 +220,55 @@ def test_dealer_rejects_malformed_crypten_requests():
     for req in bad:
         with pytest.raises(ValueError):
             crypten_layout(req)
+
+
+def _own_input(party_input):
+    import sys
+
+    from pgkernels.runtime import comm
+    from pgkernels.runtime.inputs import to_mpc
+
+    given = [sys.argv[i + 1] for i, a in enumerate(sys.argv) if a == "--input"]
+    return {"rank": comm.rank(), "given": given, "left": [os.path.exists(p) for p in given],
+            "kinds": {k: ("data" if s.data is not None else "key") for k, s in party_input.items()},
+            "opened": {k: pgkernels.decode(to_mpc(s)).numpy() for k, s in party_input.items()}}
+
+
+@pytest.mark.parametrize("ws", [2, 3])
+def test_party_inputs_reach_only_their_party(ws):
+    """launch(party_inputs=...): party r's process is handed only its own share file (and
+    deletes it once read); parties r >= 1 hold AES keys, party 0 a masked array; the
+    shares open to the encoded values, integers exactly at frac_bits=0."""
+    import numpy as np
+
+    from pgkernels.runtime.inputs import encode, share_all
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(7, 5)) * 100
+    X[0, :3] = [0.0, -(2.0 ** 29), 2.0 ** 29]
+    Y = np.eye(3)[rng.integers(0, 3, 7)]
+    per = share_all({"X": X, "Y": Y}, ws, frac_bits={"Y": 0})
+    enc = encode(X, "X")
+    assert not torch.equal(per[0]["X"].tensor(), enc)
+    total = sum(p["X"].tensor() for p in per)
+    assert torch.equal(total, enc)  # mod 2^64 (int64 wrap-around)
+    out = pgkernels.launch(_own_input, world_size=ws, party_inputs=per, timeout=120)
+    for r, o in enumerate(out):
+        assert o["rank"] == r and len(o["given"]) == 1 and o["given"][0].endswith(f"input{r}.pkl")
+        assert o["left"] == [False]
+        assert o["kinds"] == ({"X": "data", "Y": "data"} if r == 0 else {"X": "key", "Y": "key"})
+        np.testing.assert_allclose(o["opened"]["X"], X, atol=2.0 ** -16)
+        np.testing.assert_array_equal(o["opened"]["Y"], Y)
+
+
+def test_party_inputs_bad_values():
+    import numpy as np
+
+    from pgkernels.runtime.inputs import share
+
+    with pytest.raises(ValueError, match="X contains NaN"):
+        share(np.array([1.0, np.nan]), 2, "X")
+    with pytest.raises(ValueError, match="weights has values of magnitude"):
+        share(np.array([2.0 ** 30]), 2, "weights")
+    with pytest.raises(pgkernels.ConfigError, match="party_inputs"):
+        pgkernels.launch(_own_input, world_size=2, party_inputs=[{}])

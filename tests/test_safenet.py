@@ -194,3 +194,17 @@ def test_bad_inputs(fn):
     if fn is safenet_mpc:
         with pytest.raises(ValueError, match="world_size"):
             fn(models, X_val, y_val, X_q, world_size=1)
+
+
+def test_mpc_parties_receive_only_their_shares(monkeypatch):
+    """Models, validation data and queries reach each compute party only as its own shares."""
+    from _cases import spy_launch
+
+    import pgkernels
+
+    models, X_val, y_val, X_q = _tie_instance()
+    weights = [p.detach().numpy() for m in models for p in m.parameters()]
+    calls = spy_launch(monkeypatch, pgkernels, [X_val, X_q, np.eye(C)[y_val]] + weights)
+    ref = safenet_reference(models, X_val, y_val, X_q, threshold=0.4)
+    out = safenet_mpc(models, X_val, y_val, X_q, threshold=0.4, world_size=3)
+    assert len(calls) == 1 and out["pred"].tolist() == ref["pred"].tolist()

@@ -38,16 +38,14 @@ convolutions one grouped convolution (``groups`` = number of models).
 """
 
 import math
-import os
-import shutil
-import tempfile
 import time
 
 import numpy as np
 import torch
 from torch import nn
 
-FRAC_BITS = 16
+from ..runtime.inputs import FRAC_BITS
+
 ON_EMPTY = ("raise", "all")
 
 
@@ -290,17 +288,11 @@ def _stack_params(specs_group):
     return out
 
 
-def _encode(t, name):
-    t = torch.as_tensor(t, dtype=torch.float64)
-    if t.numel() and t.abs().max().item() >= 2.0 ** 30:
-        raise ValueError(f"{name} has values of magnitude >= 2^30; the fixed-point encoding cannot represent them")
-    return torch.round(t * 2.0 ** FRAC_BITS).to(torch.int64)
+def _split(values, parties, name, frac_bits=FRAC_BITS):
+    """Encode (NaN/inf and |x| >= 2^30 refused, naming ``name``) and split into one share per party."""
+    from ..runtime.inputs import share
 
-
-def _split(enc, parties):
-    from ..runtime.service import split
-
-    return split(enc.contiguous(), parties)
+    return share(values, parties, name, frac_bits)
 
 
 def _forward(x, layers, M):
@@ -371,31 +363,26 @@ def _forward(x, layers, M):
     return x
 
 
-def _load_party_inputs(path):
-    from ..protocols import _shares
-
-    data = torch.load(path)
-
-    def mpc(t, precision=FRAC_BITS):
-        return _shares.like_shape(t, 2 ** precision)
+def _load_party_inputs(data):
+    from ..runtime.inputs import to_mpc
 
     groups = []
     for g in data["groups"]:
         layers = []
         for kind, hyper, p in g["layers"]:
-            layers.append((kind, hyper, None if p is None else (mpc(p[0]), mpc(p[1]))))
+            layers.append((kind, hyper, None if p is None else (to_mpc(p[0]), to_mpc(p[1]))))
         groups.append((g["M"], layers))
-    return (groups, mpc(data["X_val"]), mpc(data["Y_val"], 0), mpc(data["X"]), data["meta"])
+    return groups, to_mpc(data["X_val"]), to_mpc(data["Y_val"]), to_mpc(data["X"])
 
 
-def _party(paths):
-    """Runs in every compute party: load this party's shares, run SafeNet, open the outputs."""
+def _party(meta, party_input):
+    """Runs in every compute party: expand its own shares, run SafeNet, open the outputs."""
     import crypten
 
     import pgkernels
-    from ..runtime import comm
 
-    groups, X_val, Y_val, X, meta = _load_party_inputs(paths[comm.rank()])
+    groups, X_val, Y_val, X = _load_party_inputs(party_input)
+    del party_input
     pgkernels.reset_stats()
     t0 = time.perf_counter()
     chunk, C, n_val, n = meta["chunk"], meta["classes"], meta["n_val"], meta["n"]
@@ -457,8 +444,10 @@ def safenet_mpc(models, X_val, y_val, X, threshold=0.5, world_size=2, classes=No
     Sharing: the caller plays the data owners -- it encodes every model's
     parameters, the validation rows, the one-hot validation labels and the
     queries in fixed point (16 fractional bits; NaN/inf and magnitudes >= 2^30
-    refused) and splits them into additive shares mod 2^64 from a fresh AES-CTR
-    stream; compute party i reads only its own share file.
+    refused) and splits them into additive shares mod 2^64 with
+    :mod:`pgkernels.runtime.inputs` (party ``i >= 1`` gets fresh AES-CTR keys,
+    party 0 the encodings minus those streams); compute party i's process
+    receives only its own shares, never the models or data in the clear.
 
     Protocol (all on shares; ``C`` classes, ``m`` models, rows in chunks):
 
@@ -527,14 +516,11 @@ def safenet_mpc(models, X_val, y_val, X, threshold=0.5, world_size=2, classes=No
     for j, s in enumerate(specs):
         by_sig.setdefault(_signature(s), []).append(j)
     order = [j for idx in by_sig.values() for j in idx]
-    Y_val = torch.nn.functional.one_hot(torch.from_numpy(y_val), C).to(torch.int64)
-    enc = {"X_val": _encode(X_val, "X_val"), "X": _encode(X, "X")}
-    shares = [dict() for _ in range(world_size)]
-    for key, t in list(enc.items()) + [("Y_val", Y_val)]:
-        for r, s in enumerate(_split(t, world_size)):
-            shares[r][key] = s
-    for r in range(world_size):
-        shares[r]["groups"] = []
+    Y_val = np.eye(C, dtype=np.float64)[y_val]
+    shares = [dict(groups=[]) for _ in range(world_size)]
+    for key, a, bits in (("X_val", X_val, FRAC_BITS), ("X", X, FRAC_BITS), ("Y_val", Y_val, 0)):
+        for r, sh in enumerate(_split(a, world_size, key, bits)):
+            shares[r][key] = sh
     for gi, (sig, idx) in enumerate(by_sig.items()):
         stacked = _stack_params([specs[j] for j in idx])
         per_rank = [[] for _ in range(world_size)]
@@ -543,8 +529,8 @@ def safenet_mpc(models, X_val, y_val, X, threshold=0.5, world_size=2, classes=No
                 for r in range(world_size):
                     per_rank[r].append((kind, hyper, None))
                 continue
-            Ws = _split(_encode(p[0], f"models' {kind} weights"), world_size)
-            bs = _split(_encode(p[1], f"models' {kind} biases"), world_size)
+            Ws = _split(p[0], world_size, f"models' {kind} weights")
+            bs = _split(p[1], world_size, f"models' {kind} biases")
             for r in range(world_size):
                 per_rank[r].append((kind, hyper, (Ws[r], bs[r])))
         for r in range(world_size):
@@ -552,18 +538,10 @@ def safenet_mpc(models, X_val, y_val, X, threshold=0.5, world_size=2, classes=No
     meta = {"chunk": chunk, "classes": C, "n_val": len(X_val), "n": len(X),
             "min_correct": min_correct(threshold, len(X_val)), "on_empty": on_empty,
             "reveal_selection": bool(reveal_selection)}
-    tmp = tempfile.mkdtemp(prefix="pgkernels-safenet-")
-    try:
-        paths = []
-        for r in range(world_size):
-            shares[r]["meta"] = meta
-            p = os.path.join(tmp, f"shares{r}.pt")
-            torch.save(shares[r], p)
-            paths.append(p)
-        del shares, enc
-        res = pgkernels.launch(_party, world_size=world_size, args=(paths,), timeout=timeout, threads=threads)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    # party r's process receives only shares[r] (launch's party_inputs)
+    res = pgkernels.launch(_party, world_size=world_size, args=(meta,), timeout=timeout, threads=threads,
+                           party_inputs=shares)
+    del shares
     r0 = res[0]
     if r0["none_kept"]:
         raise EmptyEnsembleError(f"no model reaches validation accuracy {threshold} "

@@ -52,7 +52,7 @@ def _child_env(threads):
 
 
 def launch(fn, world_size=2, dealer="ttp", timeout=300.0, args=(), kwargs=None, insecure=False,
-           threads=1):
+           threads=1, party_inputs=None):
     """Run ``fn(*args, **kwargs)`` in every compute party; return the per-rank results.
 
     Args:
@@ -65,6 +65,12 @@ def launch(fn, world_size=2, dealer="ttp", timeout=300.0, args=(), kwargs=None, 
             inside the parties.
         threads: torch intra-op threads per party (1 keeps parties from fighting
             over cores on a small machine; None leaves torch's default).
+        party_inputs: None, or a list of ``world_size`` values: party ``r`` then
+            runs ``fn(*args, party_input=party_inputs[r], **kwargs)``. Each value
+            is written to a file that only party ``r``'s command line names (and
+            that the party deletes once read), so no party's process reads
+            another's private input -- unlike ``args``/``kwargs``, which every
+            party receives. :mod:`pgkernels.runtime.inputs` makes such shares.
 
     Raises:
         PartyError: a party raised (its traceback is in the message), exited
@@ -79,6 +85,11 @@ def launch(fn, world_size=2, dealer="ttp", timeout=300.0, args=(), kwargs=None, 
         raise ConfigError(f"timeout must be > 0 seconds, got {timeout!r}")
     check_dealer(dealer, insecure)
     kwargs = kwargs or {}
+    if party_inputs is not None:
+        if not isinstance(party_inputs, (list, tuple)) or len(party_inputs) != world_size:
+            raise ConfigError(f"party_inputs must be a list of world_size={world_size} values")
+        if "party_input" in kwargs:
+            raise ConfigError("give party_input through party_inputs, not kwargs")
     tmp = tempfile.mkdtemp(prefix="pgkernels-")
     try:
         payload = os.path.join(tmp, "payload.pkl")
@@ -94,6 +105,12 @@ def launch(fn, world_size=2, dealer="ttp", timeout=300.0, args=(), kwargs=None, 
         for rank in range(world_size):
             cmd = base + ["--rank", str(rank), "--payload", payload,
                           "--result", os.path.join(tmp, f"result{rank}.pkl")]
+            if party_inputs is not None:
+                own = os.path.join(tmp, f"input{rank}.pkl")
+                fd = os.open(own, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                with os.fdopen(fd, "wb") as f:
+                    cloudpickle.dump(party_inputs[rank], f)
+                cmd += ["--input", own]
             procs[rank] = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL)
         if has_dealer_process(dealer):
             procs["dealer"] = subprocess.Popen(base + ["--role", "dealer"], env=env,

@@ -51,8 +51,7 @@ from multiprocessing.connection import Client, Listener
 import numpy as np
 import torch
 
-FRAC_BITS = 16
-MAX_ABS = 2.0 ** 30  # |update| bound: products of two encoded values stay far from 2^63
+from .inputs import FRAC_BITS, MAX_ABS  # noqa: F401  (MAX_ABS: the |update| bound, re-exported)
 
 # aggregator name -> (function name in pgkernels.defenses, how to read its selection)
 AGGREGATORS = {
@@ -71,13 +70,9 @@ AGGREGATORS = {
 
 def encode(U, name="updates"):
     """float array -> int64 fixed point, refusing NaN/inf and out-of-range values."""
-    U = np.asarray(U, dtype=np.float64)
-    if not np.all(np.isfinite(U)):
-        raise ValueError(f"{name} contains NaN or inf")
-    if U.size and np.abs(U).max() >= MAX_ABS:
-        raise ValueError(f"{name} has values of magnitude >= 2^30 ({np.abs(U).max():.3g}); "
-                         "the fixed-point encoding cannot represent them")
-    return torch.from_numpy(np.round(U * 2.0 ** FRAC_BITS).astype(np.int64))
+    from .inputs import encode as _encode
+
+    return _encode(U, name, FRAC_BITS)
 
 
 def split(enc, parties):

@@ -11,9 +11,13 @@ Setting. The data owners secret-share their records (features, one-hot
 labels and one-hot owner ids) with the ``world_size`` compute parties, which
 hold only arithmetic shares mod 2^64 (CrypTen's encoding, 16 fractional
 bits); a dealer process that no compute party controls supplies the
-correlated randomness (Beaver triples, comparison masks). In this simulation
-every owner's rows are input by compute party 0 (``src=0``); in a deployment
-each owner sends one share to each party, which changes nothing below.
+correlated randomness (Beaver triples, comparison masks). The caller plays
+the owners: it encodes the records and splits them with
+:mod:`pgkernels.runtime.inputs` (party ``r >= 1`` receives a 16-byte AES-CTR
+key, party 0 the records minus those streams), and each compute party's
+process receives only its own share; no party process ever sees the
+plaintext records, labels or owner ids. In a deployment each owner sends the
+same shares to the parties over authenticated channels.
 
 Protocol, per minibatch of B rows (``f``: Linear/ReLU layers ``d -> h... -> K``;
 ``g``: ``K (+K) -> h_g... -> P``):
@@ -99,7 +103,14 @@ def train_mpc(X, y, party, num_parties, classes, defense="none", c=1.0, variant=
     nbatches = sum(len(b) for b in schedule)
     if timeout is None:
         timeout = 600.0 + 5.0 * nbatches * (1 + (g_steps + 1) * (g is not None))
-    job = dict(X=X, y=y, party=party, K=K, P=P, defense=defense, c=float(c), variant=variant,
+    # the owners' records, labels and owner ids, as one share per compute party
+    private = {"X": X, "Y": np.eye(K, dtype=np.float64)[y]}
+    if defense == "advtrain":
+        private["P"] = np.eye(P, dtype=np.float64)[party]
+    from ..runtime.inputs import share_all
+
+    party_inputs = share_all(private, world_size)
+    job = dict(n=len(X), K=K, P=P, defense=defense, c=float(c), variant=variant,
                f_state={k: v.detach().clone() for k, v in f.state_dict().items()},
                g_state=None if g is None else {k: v.detach().clone() for k, v in g.state_dict().items()},
                schedule=schedule, lr=float(lr), g_lr=float(lr if g_lr is None else g_lr),
@@ -107,7 +118,8 @@ def train_mpc(X, y, party, num_parties, classes, defense="none", c=1.0, variant=
                progress=bool(progress))
     from ..runtime.launch import launch
 
-    results = launch(_party_train, world_size=world_size, timeout=timeout, kwargs={"job": job})
+    results = launch(_party_train, world_size=world_size, timeout=timeout, kwargs={"job": job},
+                     party_inputs=party_inputs)
     f.load_state_dict({k: v.to(torch.float32) for k, v in results[0]["f_state"].items()})
     f.eval()
     stats = {
@@ -282,27 +294,24 @@ def _decode_state(module, n_lin):
     return out
 
 
-def _party_train(job):
+def _party_train(job, party_input):
     import crypten
     import crypten.communicator as ccomm
 
     import pgkernels
 
     rank = ccomm.get().get_rank()
-    K, P = job["K"], job["P"]
+    P = job["P"]
     advtrain = job["defense"] == "advtrain"
     start = pgkernels.comm_stats()
     t0 = time.perf_counter()
 
-    # The owners' inputs. Only the input party's values enter the sharing (the
-    # others pass zeros of the same shape, which CrypTen uses for the size only).
-    def share(a):
-        t = torch.as_tensor(a, dtype=torch.float32)
-        return crypten.cryptensor(t if rank == 0 else torch.zeros_like(t), src=0)
+    # this party's shares of the owners' inputs (see runtime.inputs)
+    from ..runtime.inputs import to_mpc
 
-    X = share(job["X"])
-    Y = share(torch.nn.functional.one_hot(torch.from_numpy(job["y"]), K).float())
-    Pt = share(torch.nn.functional.one_hot(torch.from_numpy(job["party"]), P).float()) if advtrain else None
+    X = to_mpc(party_input["X"])
+    Y = to_mpc(party_input["Y"])
+    Pt = to_mpc(party_input["P"]) if advtrain else None
 
     f, nf = _to_crypten(job["f_state"])
     f.encrypt(src=0)
