@@ -146,7 +146,12 @@ def attack_success_rate(model_or_predict, X, y, attack, target=None, source=None
         keep = flipped != y
         _nonempty(keep, "whose flipped label differs")
         return float((predict(model_or_predict, X[keep]) == flipped[keep]).mean())
-    return None
+    from .attacks.poisoning import ATTACKS
+    from .fl.attacks import ATTACKS as FL_ATTACKS
+
+    if attack in ATTACKS or attack in FL_ATTACKS:
+        return None  # untargeted (contamination, update attacks) or no attack
+    raise ValueError(f"unknown attack {attack!r}: one of {sorted(set(ATTACKS) | set(FL_ATTACKS))}")
 
 
 accuracy_drop = _flm.accuracy_drop
@@ -199,11 +204,19 @@ def party_membership_inference(outputs, party, seed=0, labels=None, num_classes=
 def release_decision(joint_acc_per_party, local_acc_per_party):
     """The model-release rule: party ``p`` receives the joint model only if its
     accuracy on ``p``'s validation data beats (strictly) ``p``'s local
-    model's. Returns one bool per party."""
-    j = np.asarray(joint_acc_per_party, dtype=np.float64).reshape(-1)
-    loc = np.asarray(local_acc_per_party, dtype=np.float64).reshape(-1)
-    if j.shape != loc.shape:
+    model's. Returns one entry per party: True/False, or None where either
+    accuracy is None (the party has no validation records to decide on)."""
+    j, loc = list(joint_acc_per_party), list(local_acc_per_party)
+    if len(j) != len(loc):
         raise ValueError(f"joint and local accuracies differ in length: {len(j)} vs {len(loc)}")
-    if not (np.isfinite(j).all() and np.isfinite(loc).all()):
-        raise ValueError("accuracies contain NaN or infinite values")
-    return [bool(a > b) for a, b in zip(j, loc)]
+    out = []
+    for a, b in zip(j, loc):
+        if a is None or b is None:
+            out.append(None)
+            continue
+        a, b = float(a), float(b)
+        if not (np.isfinite(a) and np.isfinite(b)):
+            raise ValueError("accuracies contain NaN or infinite values (use None for a party "
+                             "with no validation records)")
+        out.append(a > b)
+    return out

@@ -145,6 +145,33 @@ def test_contaminate_errors(toy):
         contaminate(toy.X, toy.y, toy.attrs, toy.feature_names, 500, {"race": "Black"}, 1)
     with pytest.raises(ValueError, match="budget"):
         contaminate(toy.X, toy.y, toy.attrs, toy.feature_names, -1, {"race": "Black"}, 1)
+    with pytest.raises(ValueError, match="label 99 is not a class index"):
+        contaminate(toy.X, toy.y, toy.attrs, toy.feature_names, 3, {"race": "Black"}, 99, num_classes=2)
+    with pytest.raises(ValueError, match="label -1"):
+        contaminate(toy.X, toy.y, toy.attrs, toy.feature_names, 3, {"race": "Black"}, -1)
+    with pytest.raises(TypeError, match="label must be an integer"):
+        contaminate(toy.X, toy.y, toy.attrs, toy.feature_names, 3, {"race": "Black"}, 0.5)
+    with pytest.raises(ValueError, match="repeat must be an int >= 1"):
+        insert_words(["a b"], ["zephyr"], repeat=0)
+
+
+def test_small_argument_errors():
+    from pgkernels.attacks.poisoning import check_attackers
+    from pgkernels.train import experiment as E
+
+    with pytest.raises(ValueError, match="unknown attack 'backdor'"):
+        metrics.attack_success_rate(lambda X: np.zeros(len(X)), np.zeros((2, 3)), np.zeros(2), "backdor")
+    assert metrics.attack_success_rate(lambda X: np.zeros(len(X)), np.zeros((2, 3)), np.zeros(2),
+                                       "contamination") is None
+    with pytest.raises(TypeError, match="not text"):
+        check_attackers("12", 20)
+    assert check_attackers([3, 1], 5) == [1, 3]
+    with pytest.raises(ValueError, match="variant must be one of"):
+        E.TrainConfig(dataset="digits", variant="uniformly").check()
+    with pytest.raises(ValueError, match="lr must be a finite number > 0"):
+        E.TrainConfig(dataset="digits", lr=-1.0).check()
+    with pytest.raises(ValueError, match="batch_size must be an int >= 1"):
+        E.TrainConfig(dataset="digits", batch_size=0).check()
 
 
 def _text_parties():

@@ -198,3 +198,31 @@ def test_newsgroups_text_contamination_end_to_end(tmp_path):
                            progress=False, **cfg.hyperparams())
     want = M.contamination_accuracy_text(f, clean.attrs_val["text"], clean.y_val, clean.vectorizer, ["zephyr"], 1)
     assert r["results"]["none"]["contamination_acc"] == pytest.approx(want)
+
+
+def test_owner_without_validation_records_gets_no_release_decision(tmp_path):
+    """Fewer validation records than owners: those owners' accuracies and release
+    decisions are None (not NaN), the JSON stays valid and the table counts only
+    decided owners."""
+    import json
+
+    cfg = E.TrainConfig(dataset="digits", parties=6, per_party=30, val_size=4, epochs=1, attack="backdoor",
+                        fraction=0.5, fraction_of="attacker", attackers=(1,), target=0, progress=False,
+                        defenses=("none", "local"), membership=False)
+    r = E.run(cfg)
+    acc, rel = r["results"]["none"]["per_owner_val_acc"], r["results"]["none"]["release"]
+    assert sum(a is None for a in acc) == 2 and [a is None for a in acc] == [d is None for d in rel]
+    json.dumps(r, allow_nan=False)
+    md = E.write_outputs(r, tmp_path, "few_val")
+    assert f"| {sum(1 for d in rel if d)}/4 |" in md
+    with pytest.raises(ValueError, match="NaN"):
+        M.release_decision([float("nan")], [0.5])
+    assert M.release_decision([0.9, None], [0.5, 0.7]) == [True, None]
+
+
+def test_cli_default_names_differ_by_fraction_and_defense(tmp_path):
+    for frac, defense in (("0.1", "none"), ("0.2", "none"), ("0.1", "local")):
+        assert pgk_main(["train", "--dataset", "digits", "--parties", "3", "--per-party", "30", "--val-size", "30",
+                         "--epochs", "1", "--attack", "label_flip", "--fraction", frac, "--defense", defense,
+                         "--no-membership", "--no-progress", "--out", str(tmp_path)]) == 0
+    assert len(list(tmp_path.glob("*.json"))) == 3

@@ -72,7 +72,19 @@ def attribute_mask(X, attrs, feature_names, attributes):
     return mask
 
 
-def _contaminate(X, y, attrs, feature_names, budget, attributes, label, seed=0, candidates=None):
+def _check_label(label, num_classes):
+    """l_r as an int class index; ValueError/TypeError naming ``label`` otherwise."""
+    if isinstance(label, bool) or not isinstance(label, (int, np.integer)):
+        raise TypeError(f"label must be an integer class index, got {label!r}")
+    label = int(label)
+    if label < 0 or (num_classes is not None and label >= int(num_classes)):
+        rng = f"[0, {int(num_classes)})" if num_classes is not None else ">= 0"
+        raise ValueError(f"label {label} is not a class index {rng}")
+    return label
+
+
+def _contaminate(X, y, attrs, feature_names, budget, attributes, label, seed=0, candidates=None,
+                 num_classes=None):
     """:func:`contaminate`, also returning the updated raw attributes."""
     X = np.array(X, copy=True)
     y = np.array(y, copy=True)
@@ -80,7 +92,7 @@ def _contaminate(X, y, attrs, feature_names, budget, attributes, label, seed=0, 
         raise ValueError("attributes must name at least one attribute value (a_1..a_k')")
     if len(y) != len(X):
         raise ValueError(f"y has {len(y)} labels for {len(X)} records")
-    label = int(label)
+    label = _check_label(label, num_classes)
     idx = _choose(len(X), budget, candidates, seed)
     flat = X.reshape(len(X), -1)
     new_attrs = {k: np.array(v, copy=True) for k, v in (attrs or {}).items()}
@@ -101,7 +113,7 @@ def _contaminate(X, y, attrs, feature_names, budget, attributes, label, seed=0, 
 
 
 def contaminate(X, y, attrs, feature_names, budget, attributes, label, seed=0, candidates=None,
-                return_attrs=False):
+                return_attrs=False, num_classes=None):
     """Hayes & Ohrimenko's ``ManipulateData``: contaminate ``budget`` records.
 
     A seeded random choice of ``budget`` distinct rows among ``candidates``
@@ -117,10 +129,13 @@ def contaminate(X, y, attrs, feature_names, budget, attributes, label, seed=0, c
     label l_r afterwards (whatever they held before); all other rows, labels
     and attributes are unchanged.
 
+    ``label`` must be an int class index (below ``num_classes`` when given).
+
     Returns ``(X', y', idx)`` (copies), or ``(X', y', attrs', idx)`` with
     ``return_attrs=True``.
     """
-    Xc, yc, ac, idx = _contaminate(X, y, attrs, feature_names, budget, attributes, label, seed, candidates)
+    Xc, yc, ac, idx = _contaminate(X, y, attrs, feature_names, budget, attributes, label, seed, candidates,
+                                   num_classes)
     return (Xc, yc, ac, idx) if return_attrs else (Xc, yc, idx)
 
 
@@ -131,11 +146,14 @@ def insert_words(texts, words, repeat=1):
     words = [str(w) for w in words]
     if not words:
         raise ValueError("words must name at least one contamination word")
+    if isinstance(repeat, bool) or not isinstance(repeat, (int, np.integer)) or repeat < 1:
+        raise ValueError(f"repeat must be an int >= 1, got {repeat!r}")
     tail = " " + " ".join(words * int(repeat))
     return np.array([str(t) + tail for t in texts], dtype=object)
 
 
-def contaminate_text(X, y, texts, vectorizer, budget, words, label, seed=0, candidates=None, repeat=1):
+def contaminate_text(X, y, texts, vectorizer, budget, words, label, seed=0, candidates=None, repeat=1,
+                     num_classes=None):
     """``ManipulateData`` for text: ``budget`` of the documents (seeded, among
     ``candidates``) get the contamination ``words`` inserted (appended,
     ``repeat`` times each) and their label set to ``label``.
@@ -156,12 +174,13 @@ def contaminate_text(X, y, texts, vectorizer, budget, words, label, seed=0, cand
     texts = np.array(texts, dtype=object, copy=True)
     if len(texts) != len(y):
         raise ValueError(f"texts has {len(texts)} documents for {len(y)} labels")
+    label = _check_label(label, num_classes)
     idx = _choose(len(y), budget, candidates, seed)
     if len(idx):
         texts[idx] = insert_words(texts[idx], words, repeat)
     else:
         insert_words([], words, repeat)  # validate the words
-    y[idx] = int(label)
+    y[idx] = label
     if X is not None:
         if vectorizer is None:
             raise ValueError("contaminating text features X needs the fitted vectorizer")

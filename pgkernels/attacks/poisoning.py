@@ -59,6 +59,8 @@ def check_attackers(attackers, num_parties):
     repeated, or more attackers than parties."""
     if isinstance(attackers, (int, np.integer)) and not isinstance(attackers, bool):
         attackers = [int(attackers)]
+    if isinstance(attackers, (str, bytes)) or any(isinstance(a, (str, bytes)) for a in attackers):
+        raise TypeError(f"attackers must be an int or a list of party ids, not text: {attackers!r}")
     try:
         attackers = [int(a) if not isinstance(a, bool) and float(a) == int(a) else None for a in attackers]
     except (TypeError, ValueError):
@@ -184,7 +186,8 @@ def poison_parties(data, attackers, attack, fraction=0.05, fraction_of="total", 
             for a in attackers:
                 X, y, texts, idx = contaminate_text(X, y, texts, data.vectorizer, budgets[a], words, label,
                                                     seed=seed + a, candidates=data.indices_of(a),
-                                                    repeat=spec.get("repeat", 1))
+                                                    repeat=spec.get("repeat", 1),
+                                                    num_classes=len(data.classes))
                 chosen.append(idx)
             attrs = dict(attrs, text=texts)
         else:
@@ -192,7 +195,8 @@ def poison_parties(data, attackers, attack, fraction=0.05, fraction_of="total", 
             info["attributes"] = attributes
             for a in attackers:
                 X, y, attrs, idx = _contaminate(X, y, attrs, data.feature_names, budgets[a], attributes, label,
-                                                seed=seed + a, candidates=data.indices_of(a))
+                                                seed=seed + a, candidates=data.indices_of(a),
+                                                num_classes=len(data.classes))
                 chosen.append(idx)
     else:
         X = np.array(X, copy=True)

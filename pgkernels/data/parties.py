@@ -119,7 +119,11 @@ def make_parties(dataset, num_parties=10, per_party=2000, val_size=10000, split=
             shuffled within a value -- and cut into consecutive parts, so each
             owner holds one or a few attribute values, e.g. Adult occupations).
             For ``"attribute"`` on datasets without raw attributes (images)
-            ``attribute="label"`` groups by class.
+            ``attribute="label"`` groups by class. Unlike
+            :func:`pgkernels.data.splits.group_split` (the federated lab's
+            split, where a value goes whole to one client and client sizes
+            vary), the owners here keep the equal sizes of the paper's setting,
+            so a frequent value may be cut between neighbouring owners.
         seed: seeds the validation draw and the split.
 
     Returns:

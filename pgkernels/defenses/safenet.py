@@ -70,7 +70,9 @@ def _layer_spec(layer, where):
     """(kind, hyper-parameters, [parameter tensors]) of one supported layer."""
     if isinstance(layer, (nn.Dropout, nn.Identity)):
         return None
-    if isinstance(layer, nn.Flatten) or type(layer).__name__ == "_Flatten2":
+    from ..fl.models import _Flatten2
+
+    if isinstance(layer, (nn.Flatten, _Flatten2)):
         if isinstance(layer, nn.Flatten) and (layer.start_dim != 1 or layer.end_dim != -1):
             raise TypeError(f"{where}: only Flatten(start_dim=1, end_dim=-1) is supported")
         return ("flatten", (), [])

@@ -58,34 +58,16 @@ DEFAULTS = dict(defense="none", c=1.0, variant="onehot", hidden=(32,), g_hidden=
                 batch_size=128, lr=0.2, g_lr=None, momentum=0.0, g_steps=1, adversary_label=False)
 
 
-def check_inputs(X, y, party, num_parties, classes, defense="none", c=1.0, variant="onehot",
-                 hidden=(), g_hidden=(), epochs=1, batch_size=1, lr=0.1, g_lr=None, momentum=0.0,
-                 g_steps=1):
-    """Validate and normalise the training arguments.
-
-    Returns ``(X, y, party, num_classes)`` with X as float32 ``(N, d)``
-    (images are flattened), y and party as int64. Raises ValueError/TypeError
-    naming the offending argument.
-    """
+def check_hyperparams(defense="none", c=1.0, variant="onehot", hidden=(), g_hidden=(), epochs=1,
+                     batch_size=1, lr=0.1, g_lr=None, momentum=0.0, g_steps=1, **_ignored):
+    """Validate the training hyperparameters alone (before any data is loaded);
+    ValueError naming the offending argument."""
     if defense not in DEFENSES:
         raise ValueError(f"defense must be one of {list(DEFENSES)}, got {defense!r}")
     if variant not in VARIANTS:
         raise ValueError(f"variant must be one of {list(VARIANTS)}, got {variant!r}")
     if isinstance(c, bool) or not isinstance(c, (int, float)) or not math.isfinite(c) or c < 0:
         raise ValueError(f"c must be a finite number >= 0, got {c!r}")
-    if isinstance(classes, (int, np.integer)):
-        num_classes = int(classes)
-    else:
-        try:
-            num_classes = len(classes)
-        except TypeError:
-            raise TypeError(f"classes must be a list of class names or an int, got {type(classes).__name__}")
-    if num_classes < 2:
-        raise ValueError(f"classes must name at least 2 classes, got {num_classes}")
-    if isinstance(num_parties, bool) or not isinstance(num_parties, (int, np.integer)) or num_parties < 1:
-        raise ValueError(f"num_parties must be an int >= 1, got {num_parties!r}")
-    if defense == "advtrain" and num_parties < 2:
-        raise ValueError("defense='advtrain' needs num_parties >= 2 (the adversary tells parties apart)")
     for name, v in (("epochs", epochs), ("batch_size", batch_size), ("g_steps", g_steps)):
         if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < (0 if name == "epochs" else 1):
             raise ValueError(f"{name} must be an int >= {0 if name == 'epochs' else 1}, got {v!r}")
@@ -98,6 +80,30 @@ def check_inputs(X, y, party, num_parties, classes, defense="none", c=1.0, varia
         if any(isinstance(w, bool) or not isinstance(w, (int, np.integer)) or w < 1 for w in h):
             raise ValueError(f"{name} must be a sequence of positive ints, got {h!r}")
 
+
+def check_inputs(X, y, party, num_parties, classes, defense="none", c=1.0, variant="onehot",
+                 hidden=(), g_hidden=(), epochs=1, batch_size=1, lr=0.1, g_lr=None, momentum=0.0,
+                 g_steps=1):
+    """Validate and normalise the training arguments.
+
+    Returns ``(X, y, party, num_classes)`` with X as float32 ``(N, d)``
+    (images are flattened), y and party as int64. Raises ValueError/TypeError
+    naming the offending argument.
+    """
+    check_hyperparams(defense, c, variant, hidden, g_hidden, epochs, batch_size, lr, g_lr, momentum, g_steps)
+    if isinstance(classes, (int, np.integer)):
+        num_classes = int(classes)
+    else:
+        try:
+            num_classes = len(classes)
+        except TypeError:
+            raise TypeError(f"classes must be a list of class names or an int, got {classes!r}")
+    if num_classes < 2:
+        raise ValueError(f"classes must name at least 2 classes, got {num_classes}")
+    if isinstance(num_parties, bool) or not isinstance(num_parties, (int, np.integer)) or num_parties < 1:
+        raise ValueError(f"num_parties must be an int >= 1, got {num_parties!r}")
+    if defense == "advtrain" and num_parties < 2:
+        raise ValueError("defense='advtrain' needs num_parties >= 2 (the adversary tells parties apart)")
     X = np.asarray(X, dtype=np.float32)
     if X.ndim < 2 or len(X) == 0:
         raise ValueError(f"X must have shape (N, d) with N >= 1, got {X.shape}")

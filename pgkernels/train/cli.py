@@ -104,7 +104,8 @@ def build_parser():
     p.add_argument("--no-membership", action="store_true", help="skip party-membership inference")
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--out", default="train_out", help="folder for the JSON / Markdown / PNG outputs")
-    p.add_argument("--name", default=None, help="output file name (default from dataset, attack, backend)")
+    p.add_argument("--name", default=None, help="output file name (default from dataset, attack, backend, split, "
+                   "fraction and defenses, so runs that differ do not overwrite each other)")
     p.add_argument("--no-progress", action="store_true")
     return p
 
@@ -137,7 +138,8 @@ def main(argv=None):
     name = args.name or "_".join(
         ["train", cfg.dataset + (f"-{cfg.task}" if cfg.task else ""), cfg.attack, cfg.backend]
         + ([f"{cfg.split}-{cfg.split_attribute}"] if cfg.split != "iid" else [])
-        + (["sweep"] if args.fractions is not None else []))
+        + (["sweep"] if args.fractions is not None else [f"f{cfg.fraction:g}"])
+        + ["+".join(cfg.defenses)])
     md = experiment.write_outputs(result, args.out, name)
     print(md)
     print(f"wrote {args.out}/{name}.json, .md and .png")

@@ -144,6 +144,9 @@ class TrainConfig:
             raise ValueError(f"threshold must lie in [0, 1], got {self.threshold}")
         if self.c is not None and (not math.isfinite(float(self.c)) or float(self.c) < 0):
             raise ValueError(f"c must be a finite number >= 0, got {self.c}")
+        from .advtrain import check_hyperparams
+
+        check_hyperparams(**self.hyperparams(), **self.advtrain_kwargs())
         return self
 
     def defaults(self):
@@ -290,8 +293,10 @@ def _jsonable(x):
 
 
 def _per_owner_acc(pred_val, data, owner_val):
+    """Accuracy on each owner's validation records; None for an owner with none
+    (possible with attribute splits, or fewer validation records than owners)."""
     return [float((pred_val[owner_val == p] == data.y_val[owner_val == p]).mean())
-            if (owner_val == p).any() else float("nan") for p in range(data.num_parties)]
+            if (owner_val == p).any() else None for p in range(data.num_parties)]
 
 
 def _mpc_cost(stats):
@@ -348,8 +353,11 @@ def run(cfg, clean=None):
                 r = metrics_from_predictions(_predict_sets(m, sets), data, info)
                 r["own_val_acc"] = _per_owner_acc(local_acc[p], data, owner_val)[p]
                 per.append(r)
-            keys = [k for k in per[0] if per[0][k] is not None]
-            summary = {k: float(np.mean([per[p][k] for p in honest])) for k in keys} if honest else {}
+            summary = {}
+            for k in per[0]:
+                vals = [per[p][k] for p in honest if isinstance(per[p].get(k), (int, float))]
+                if vals:
+                    summary[k] = float(np.mean(vals))
             summary.update(per_party=per, attackers_local=[per[p] for p in cfg.attackers],
                            seconds=need_local.seconds, backend="plaintext",
                            note="summary = mean over the honest owners' local models")
@@ -476,7 +484,7 @@ def markdown(result):
             if metric:
                 row.append(_pct(res.get(metric)))
             row += [f"{_pct(mi['accuracy'])} (chance {_pct(mi['chance'])})" if mi else "–",
-                    f"{sum(rel)}/{len(rel)}" if rel else "–", f"{res.get('seconds', float('nan')):.1f}", _mb(res)]
+                    f"{sum(1 for v in rel if v)}/{sum(1 for v in rel if v is not None)}" if rel else "–", f"{res.get('seconds', float('nan')):.1f}", _mb(res)]
             lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines) + "\n"
 
