@@ -44,7 +44,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..runtime.inputs import FRAC_BITS
+from ..runtime.inputs import FRAC_BITS, share
 
 ON_EMPTY = ("raise", "all")
 
@@ -290,13 +290,6 @@ def _stack_params(specs_group):
     return out
 
 
-def _split(values, parties, name, frac_bits=FRAC_BITS):
-    """Encode (NaN/inf and |x| >= 2^30 refused, naming ``name``) and split into one share per party."""
-    from ..runtime.inputs import share
-
-    return share(values, parties, name, frac_bits)
-
-
 def _forward(x, layers, M):
     """Logits (M, n, C) of a group of M same-architecture models on shared rows x (n, d).
 
@@ -521,7 +514,7 @@ def safenet_mpc(models, X_val, y_val, X, threshold=0.5, world_size=2, classes=No
     Y_val = np.eye(C, dtype=np.float64)[y_val]
     shares = [dict(groups=[]) for _ in range(world_size)]
     for key, a, bits in (("X_val", X_val, FRAC_BITS), ("X", X, FRAC_BITS), ("Y_val", Y_val, 0)):
-        for r, sh in enumerate(_split(a, world_size, key, bits)):
+        for r, sh in enumerate(share(a, world_size, key, bits)):
             shares[r][key] = sh
     for gi, (sig, idx) in enumerate(by_sig.items()):
         stacked = _stack_params([specs[j] for j in idx])
@@ -531,8 +524,8 @@ def safenet_mpc(models, X_val, y_val, X, threshold=0.5, world_size=2, classes=No
                 for r in range(world_size):
                     per_rank[r].append((kind, hyper, None))
                 continue
-            Ws = _split(p[0], world_size, f"models' {kind} weights")
-            bs = _split(p[1], world_size, f"models' {kind} biases")
+            Ws = share(p[0], world_size, f"models' {kind} weights")
+            bs = share(p[1], world_size, f"models' {kind} biases")
             for r in range(world_size):
                 per_rank[r].append((kind, hyper, (Ws[r], bs[r])))
         for r in range(world_size):

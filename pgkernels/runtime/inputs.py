@@ -73,11 +73,13 @@ class Share:
         return stream(torch.frombuffer(bytearray(self.key), dtype=torch.uint8), 0, n).view(self.shape)
 
 
-def share(values, world_size, name, frac_bits=FRAC_BITS):
-    """Encode ``values`` and split them: a list of ``world_size`` :class:`Share`s, one per party."""
+def split(enc, world_size, frac_bits=FRAC_BITS):
+    """Additive shares mod 2^64 of an int64 tensor: a list of ``world_size``
+    :class:`Share`s (party ``r >= 1``: a fresh AES-CTR key; party 0: ``enc`` minus
+    those streams)."""
     from .dealer import stream
 
-    enc = encode(values, name, frac_bits).contiguous()
+    enc = enc.contiguous()
     shape = tuple(enc.shape)
     out = [None] * world_size
     masked = enc.clone().reshape(-1)
@@ -87,6 +89,11 @@ def share(values, world_size, name, frac_bits=FRAC_BITS):
         out[r] = Share(key=key, shape=shape, frac_bits=frac_bits)
     out[0] = Share(data=masked.view(shape), frac_bits=frac_bits)
     return out
+
+
+def share(values, world_size, name, frac_bits=FRAC_BITS):
+    """Encode ``values`` (:func:`encode`, errors name ``name``) and :func:`split` them."""
+    return split(encode(values, name, frac_bits), world_size, frac_bits)
 
 
 def share_all(arrays, world_size, frac_bits=None):

@@ -76,15 +76,10 @@ def encode(U, name="updates"):
 
 
 def split(enc, parties):
-    """Additive shares mod 2^64 of an int64 tensor, from a fresh AES-CTR stream."""
-    from .dealer import new_key, stream
+    """Additive shares mod 2^64 of an int64 tensor, as full tensors (fresh AES-CTR keys)."""
+    from .inputs import split as _split
 
-    key = new_key()
-    shares = [stream(key, i, enc.numel()).view(enc.shape) for i in range(parties - 1)]
-    last = enc.clone()
-    for s in shares:
-        last -= s
-    return shares + [last]
+    return [s.tensor() for s in _split(enc, parties)]
 
 
 class MalformedShareError(ValueError):

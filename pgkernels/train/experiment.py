@@ -483,8 +483,10 @@ def markdown(result):
                    _pct(res.get("val_acc")), _pct(res.get("test_acc"))]
             if metric:
                 row.append(_pct(res.get(metric)))
+            # owners without validation records (release None) are not counted
+            released = f"{sum(1 for v in rel if v)}/{sum(1 for v in rel if v is not None)}" if rel else "–"
             row += [f"{_pct(mi['accuracy'])} (chance {_pct(mi['chance'])})" if mi else "–",
-                    f"{sum(1 for v in rel if v)}/{sum(1 for v in rel if v is not None)}" if rel else "–", f"{res.get('seconds', float('nan')):.1f}", _mb(res)]
+                    released, f"{res.get('seconds', float('nan')):.1f}", _mb(res)]
             lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines) + "\n"
 

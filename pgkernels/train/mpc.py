@@ -110,7 +110,7 @@ def train_mpc(X, y, party, num_parties, classes, defense="none", c=1.0, variant=
     from ..runtime.inputs import share_all
 
     party_inputs = share_all(private, world_size)
-    job = dict(n=len(X), K=K, P=P, defense=defense, c=float(c), variant=variant,
+    job = dict(P=P, defense=defense, c=float(c), variant=variant,
                f_state={k: v.detach().clone() for k, v in f.state_dict().items()},
                g_state=None if g is None else {k: v.detach().clone() for k, v in g.state_dict().items()},
                schedule=schedule, lr=float(lr), g_lr=float(lr if g_lr is None else g_lr),
