@@ -17,7 +17,7 @@ from flwr.serverapp.strategy.multikrum import select_multikrum
 from _flower_grid import InProcessGrid
 from pgkernels.integrations.flower import (
     SHARE, MalformedShareError, SecureRobustAggregation, make_secret_share_mod, secret_share_mod)
-from pgkernels.runtime.service import AggregationServers
+from pgkernels.serving.service import AggregationServers
 
 N = 9  # clients
 F = 2  # malicious: partitions 0 and 1 send large, shifted updates

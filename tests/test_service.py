@@ -10,7 +10,7 @@ import pytest
 
 from pgkernels.defenses import reference as R
 from pgkernels.runtime.launch import PartyError
-from pgkernels.runtime.service import AggregationServers, split, encode
+from pgkernels.serving.service import AggregationServers, split, encode
 
 
 def _updates(n=11, d=30, f=2, seed=0):
@@ -97,7 +97,7 @@ def test_dead_server_fails_fast():
 # -- clients that secret-share their own updates (aggregate_masked) -------------------
 
 def _masked(U, keys, tag="t"):
-    from pgkernels.runtime.service import mask
+    from pgkernels.serving.service import mask
 
     aads = [f"{tag}|client={i}".encode() for i in range(len(U))]
     ms = [mask(U[i], keys, aads[i]) for i in range(len(U))]
@@ -121,7 +121,7 @@ def test_masked_shares_match_reference(ws):
 
 
 def test_masked_malformed_raise_or_drop():
-    from pgkernels.runtime.service import MalformedShareError
+    from pgkernels.serving.service import MalformedShareError
 
     U = _updates(n=9)
     with AggregationServers(world_size=2, timeout=120) as s:
@@ -148,7 +148,7 @@ def test_masked_malformed_raise_or_drop():
 
 def test_servers_as_separate_processes_over_tcp():
     """The multi-host path: dealer and servers started on their own with
-    ``python -m pgkernels.party ... --run pgkernels.runtime.service:serve``,
+    ``python -m pgkernels.party ... --run pgkernels.serving.service:serve``,
     rendezvous over TCP (loopback here), coordinator connects with ``external=``."""
     import secrets
     import subprocess
@@ -162,7 +162,7 @@ def test_servers_as_separate_processes_over_tcp():
     env.update(PGKERNELS_COORDINATOR=f"127.0.0.1:{port}", PGKERNELS_AUTHKEY=key.hex())
     base = [sys.executable, "-m", "pgkernels.party", "--world-size", "2",
             "--rendezvous", f"tcp://127.0.0.1:{free_port()}", "--timeout", "120"]
-    procs = [subprocess.Popen(base + ["--rank", str(r), "--run", "pgkernels.runtime.service:serve"], env=env)
+    procs = [subprocess.Popen(base + ["--rank", str(r), "--run", "pgkernels.serving.service:serve"], env=env)
              for r in range(2)]
     procs.append(subprocess.Popen(base + ["--role", "dealer"], env=env))
     try:

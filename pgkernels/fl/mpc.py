@@ -3,13 +3,13 @@
 ``MPCAggregator`` has the interface of the lab's plaintext aggregator
 (``aggregate(name, U, **kwargs) -> (aggregate, kept indices or None)``) and
 runs the aggregator from :mod:`pgkernels.defenses` on two (or more) compute
-parties plus a dealer, through :class:`pgkernels.runtime.service.AggregationServers`:
+parties plus a dealer, through :class:`pgkernels.serving.service.AggregationServers`:
 the simulated clients' updates are secret-shared, the servers see only
 shares, and only the aggregate comes back (with the selected clients, which
 the lab reveals for its detection metrics).
 """
 
-from ..runtime.service import AGGREGATORS, AggregationServers
+from ..serving.service import AGGREGATORS, AggregationServers
 
 
 class MPCAggregator:

@@ -9,9 +9,9 @@ Client side -- :func:`secret_share_mod` (a Flower ``Mod`` for ``ClientApp(mods=[
 after the client trains, the mod replaces the reply's weights by
 
 * ``masked = enc(w_trained - w_global) - sum_r PRG(seed_r)`` (int64, fixed point
-  with 16 fractional bits; AES-128-CTR streams, :mod:`pgkernels.runtime.service`),
+  with 16 fractional bits; AES-128-CTR streams, :mod:`pgkernels.serving.service`),
 * one sealed box per aggregation server holding seed r, encrypted to server r's
-  X25519 key (:mod:`pgkernels.runtime.sealing`) and bound to (run, round,
+  X25519 key (:mod:`pgkernels.serving.sealing`) and bound to (run, round,
   node id, d, r).
 
 The Flower server relays ``masked`` (uniformly random on its own) and boxes it
@@ -61,7 +61,7 @@ import time
 
 import numpy as np
 
-from ..runtime.service import AGGREGATORS, MalformedShareError, mask
+from ..serving.service import AGGREGATORS, MalformedShareError, mask
 
 KEYS = "pgk-server-keys"  # train config: the servers' raw X25519 public keys, rank order
 SHARE = "pgk-share"  # train reply: ConfigRecord with the sealed boxes
@@ -222,7 +222,7 @@ class SecureRobustAggregation(_strategy_base()):
     # -- lifecycle ----------------------------------------------------------------
     def _ensure_servers(self):
         if self.servers is None:
-            from ..runtime.service import AggregationServers
+            from ..serving.service import AggregationServers
 
             self.servers = AggregationServers(world_size=self.world_size, dealer=self.dealer,
                                               timeout=self.timeout)

@@ -30,7 +30,7 @@ client malformed: ``on_malformed="raise"`` (default) ends the call with
 (all servers agree on the set before any MPC starts).
 
 Servers on several hosts: start each with ``python -m pgkernels.party --rank R
---world-size K --rendezvous tcp://H:P --run pgkernels.runtime.service:serve``
+--world-size K --rendezvous tcp://H:P --run pgkernels.serving.service:serve``
 (and the dealer with ``--role dealer``), with ``PGKERNELS_COORDINATOR=HOST:PORT``
 and ``PGKERNELS_AUTHKEY=<hex>`` in their environment, and connect the
 coordinator with ``AggregationServers(world_size=K, external=(HOST, PORT),
@@ -51,7 +51,8 @@ from multiprocessing.connection import Client, Listener
 import numpy as np
 import torch
 
-from .inputs import FRAC_BITS, MAX_ABS  # noqa: F401  (MAX_ABS: the |update| bound, re-exported)
+from ..runtime.inputs import FRAC_BITS, MAX_ABS  # noqa: F401  (MAX_ABS: the |update| bound, re-exported)
+from .client import mask, seal_context  # noqa: F401  (the client side, re-exported)
 
 # aggregator name -> (function name in pgkernels.defenses, how to read its selection)
 AGGREGATORS = {
@@ -70,14 +71,14 @@ AGGREGATORS = {
 
 def encode(U, name="updates"):
     """float array -> int64 fixed point, refusing NaN/inf and out-of-range values."""
-    from .inputs import encode as _encode
+    from ..runtime.inputs import encode as _encode
 
     return _encode(U, name, FRAC_BITS)
 
 
 def split(enc, parties):
     """Additive shares mod 2^64 of an int64 tensor, as full tensors (fresh AES-CTR keys)."""
-    from .inputs import split as _split
+    from ..runtime.inputs import split as _split
 
     return [s.tensor() for s in _split(enc, parties)]
 
@@ -90,33 +91,10 @@ class MalformedShareError(ValueError):
         super().__init__(f"malformed shares from clients {self.clients}{': ' + detail if detail else ''}")
 
 
-def seal_context(aad, rank):
-    return bytes(aad) + b"|server=" + str(rank).encode()
-
-
-def mask(update, public_keys, aad):
-    """Client side of ``aggregate_masked``: ``(masked int64 (d,), [sealed seed per server])``.
-
-    ``update`` is a float vector (NaN/inf and |x| >= 2^30 refused), ``public_keys``
-    the servers' raw X25519 keys in rank order, ``aad`` bytes naming the context
-    (the servers must be given the same bytes).
-    """
-    from .dealer import stream
-    from .sealing import seal
-
-    enc = encode(np.asarray(update, dtype=np.float64).ravel(), "update")
-    masked = enc.clone()
-    boxes = []
-    for r, pk in enumerate(public_keys):
-        seed = secrets.token_bytes(16)
-        masked -= stream(torch.frombuffer(bytearray(seed), dtype=torch.uint8), 0, enc.numel())
-        boxes.append(seal(pk, seed, seal_context(aad, r)))
-    return masked.numpy(), boxes
-
-
 def _open_shares(priv, rank, boxes, aads, d, masked):
     """This server's (n, d) shares from sealed seeds; indices of boxes that do not open."""
-    from .dealer import stream
+    from ..runtime.dealer import stream
+
     from .sealing import SealError, open_sealed
 
     n = len(boxes)
@@ -217,7 +195,7 @@ def serve():
     """Aggregation-server entry for separately started parties (several hosts).
 
     Run as ``python -m pgkernels.party --rank R --world-size K --rendezvous
-    tcp://H:P --run pgkernels.runtime.service:serve`` with
+    tcp://H:P --run pgkernels.serving.service:serve`` with
     ``PGKERNELS_COORDINATOR=HOST:PORT`` and ``PGKERNELS_AUTHKEY=<hex>`` set; the
     coordinator is ``AggregationServers(external=(HOST, PORT), authkey=...)``.
     """
@@ -265,7 +243,7 @@ class AggregationServers:
         self.close()
 
     def start(self):
-        from .launch import launch
+        from ..runtime.launch import launch
 
         if self.external is not None:
             self._listener = Listener(tuple(self.external), authkey=self.authkey)
