@@ -111,3 +111,50 @@ def test_single_process_protocol_simulation():
         opened = nxt
     out = sum(ops.cmp_finish(opened, m, empty, empty, n, k, 0, False, i == 0) for i, m in enumerate(mats))
     assert torch.equal(out, (x < 0).long())
+
+
+# -- ring products: any strides (expanded rows, column views, transposes) -------
+
+def _ring_ref(a, b):
+    import numpy as np
+
+    A = a.contiguous().numpy().view(np.uint64)
+    B = b.contiguous().numpy().view(np.uint64)
+    return torch.from_numpy((A @ B.T).view(np.int64))  # numpy's uint64 matmul wraps mod 2^64
+
+
+def _strided_cases():
+    g = torch.Generator().manual_seed(5)
+    big = torch.randint(-2**63, 2**63 - 1, (9, 12), generator=g, dtype=torch.long)
+    row = torch.randint(-2**63, 2**63 - 1, (1, 7), generator=g, dtype=torch.long)
+    return {
+        "expanded-rows": row.expand(6, 7),                # stride (0, 1): used to read past the row
+        "column-view": big[:, 3:4],                       # stride (12, 1) with one column
+        "column-slice": big[:, 2:9],                      # rows not contiguous with each other
+        "transpose": big.T,                               # stride (1, 12)
+        "every-other-row": big[::2],
+        "dense": big,
+        "empty-rows": big[:0],
+        "empty-cols": big[:, :0],
+    }
+
+
+@pytest.mark.parametrize("name", list(_strided_cases()))
+def test_ring_products_on_any_strides(name):
+    a = _strided_cases()[name]
+    assert torch.equal(ops.ring_matmul_nt(a, a), _ring_ref(a, a))
+    assert torch.equal(ops.ring_syr2k(a), _ring_ref(a, a))
+    b = torch.flip(a.contiguous(), [0]).expand_as(a) if a.numel() else a
+    b = b * 3 + 1
+    assert torch.equal(ops.ring_syr2k(a, b), _ring_ref(a, b) + _ring_ref(b, a))
+    other = torch.arange(a.shape[1] + 1, dtype=torch.long).view(1, -1).expand(5, -1)[:, : a.shape[1]]
+    assert torch.equal(ops.ring_matmul_nt(a, other), _ring_ref(a, other))
+
+
+def test_ring_products_check_arguments():
+    with pytest.raises(RuntimeError, match="int64"):
+        ops.ring_matmul_nt(torch.zeros(2, 2), torch.zeros(2, 2))
+    with pytest.raises(RuntimeError, match="2-D"):
+        ops.ring_syr2k(torch.zeros(2, dtype=torch.long))
+    with pytest.raises(RuntimeError, match="inner dimensions"):
+        ops.ring_matmul_nt(torch.zeros(2, 3, dtype=torch.long), torch.zeros(2, 4, dtype=torch.long))

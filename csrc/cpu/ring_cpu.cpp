@@ -12,20 +12,22 @@ void check_mat(const at::Tensor& t, const char* name) {
   TORCH_CHECK(t.scalar_type() == at::kLong, name, " must be an int64 tensor, got ", t.scalar_type());
   TORCH_CHECK(t.device().is_cpu(), name, " must be on the CPU");
   TORCH_CHECK(t.dim() == 2, name, " must be 2-D, got ", t.dim(), " dims");
-  TORCH_CHECK(t.stride(1) == 1 || t.size(1) <= 1, name, " must have contiguous rows");
 }
 
 const u64* rd(const at::Tensor& t) { return reinterpret_cast<const u64*>(t.data_ptr<int64_t>()); }
 
-int64_t ld(const at::Tensor& t) { return std::max<int64_t>(t.size(1) > 1 ? t.stride(0) : t.size(1), 1); }
+// The core kernels read rows at a fixed leading dimension ld >= k. Expanded
+// (stride 0) rows, column views and transposes do not have one, so anything
+// but a dense row-major matrix is copied first (a public op must not read out
+// of bounds whatever strides it is given).
+at::Tensor rowmajor(const at::Tensor& t) { return t.is_contiguous() ? t : t.contiguous(); }
 
-at::Tensor rowmajor(const at::Tensor& t) { return t.stride(1) == 1 || t.size(1) <= 1 ? t : t.contiguous(); }
+int64_t ld(const at::Tensor& t) { return std::max<int64_t>(t.size(1), 1); }
 
 at::Tensor ring_matmul_nt_cpu(const at::Tensor& a_in, const at::Tensor& b_in) {
-  TORCH_CHECK(a_in.dim() == 2 && b_in.dim() == 2, "ring_matmul_nt: a and b must be 2-D");
+  check_mat(a_in, "a");
+  check_mat(b_in, "b");
   const at::Tensor a = rowmajor(a_in), b = rowmajor(b_in);
-  check_mat(a, "a");
-  check_mat(b, "b");
   TORCH_CHECK(a.size(1) == b.size(1), "ring_matmul_nt: a is ", a.sizes(), " and b is ", b.sizes(),
               ": inner dimensions differ");
   auto c = at::empty({a.size(0), b.size(0)}, a.options());
@@ -35,13 +37,12 @@ at::Tensor ring_matmul_nt_cpu(const at::Tensor& a_in, const at::Tensor& b_in) {
 }
 
 at::Tensor ring_syr2k_cpu(const at::Tensor& a_in, const c10::optional<at::Tensor>& b_opt) {
-  TORCH_CHECK(a_in.dim() == 2, "ring_syr2k: a must be 2-D");
+  check_mat(a_in, "a");
   const at::Tensor a = rowmajor(a_in);
-  check_mat(a, "a");
   at::Tensor b;
   if (b_opt.has_value() && b_opt->defined()) {
+    check_mat(*b_opt, "b");
     b = rowmajor(*b_opt);
-    check_mat(b, "b");
     TORCH_CHECK(b.sizes() == a.sizes(), "ring_syr2k: b must have a's shape ", a.sizes(), ", got ", b.sizes());
   }
   const int64_t m = a.size(0);

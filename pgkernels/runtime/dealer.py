@@ -54,6 +54,14 @@ def stream(key, seq, nwords):
     return out
 
 
+def udiv(t, divisor):
+    """``floor(t / divisor)`` for an int64 tensor read as unsigned 64-bit integers."""
+    import numpy as np
+
+    q = t.contiguous().numpy().view(np.uint64) // np.uint64(divisor)
+    return torch.from_numpy(q.view(np.int64))
+
+
 def new_key():
     return torch.frombuffer(bytearray(secrets.token_bytes(16)), dtype=torch.uint8).clone()
 
@@ -104,6 +112,11 @@ def _check_request(req):
         _check_size(req.get("size1"), "size1")
     elif fn in ("square", "wraps", "B2A"):
         _check_size(req.get("size"), "size")
+    elif fn == "trunc":
+        _check_size(req.get("size"), "size")
+        D = req.get("divisor")
+        if isinstance(D, bool) or not isinstance(D, int) or not 1 <= D < 2 ** 63:
+            raise ValueError(f"dealer request: trunc divisor must be an int in [1, 2^63), got {D!r}")
     elif fn == "gram":
         _check_size(req.get("size"), "size")
         if len(req["size"]) != 2:
@@ -134,6 +147,9 @@ def crypten_layout(req):
     if fn in ("square", "wraps", "B2A"):
         n = _numel(req["size"])
         return n, 2 * n
+    if fn == "trunc":  # r, then [floor(r / D)] and [msb(r)] (r read as unsigned)
+        n = _numel(req["size"])
+        return n, 3 * n
     if fn == "gram":  # A (m x k) and A A^T (m x m)
         m, k = req["size"]
         return m * k, m * k + m * m
@@ -170,6 +186,10 @@ def _crypten_corrections(req, mats):
     if fn == "B2A":
         bit = _xor_all([m[:n] & 1 for m in mats])
         return bit - sum(m[n:] for m in others)
+    if fn == "trunc":
+        r = sum(m[:n] for m in mats)
+        words = torch.cat([udiv(r, req["divisor"]), (r < 0).long()])
+        return words - sum(m[n:] for m in others)
     if fn == "gram":
         rows, k = req["size"]
         nk = rows * k
