@@ -10,11 +10,12 @@ import torch
 
 from ..protocols import _shares, order
 from ..protocols.compare import EQ, LT, compare_shares, mux_shares, relu
-from ..protocols.linalg import cosine_similarity
+from ..protocols.linalg import cosine_similarity, row_sq_norms
 from ..protocols.roots import inv_sqrt, sqrt
 from ..runtime import comm as _comm
+from ..runtime import rng
 from .reference import AUROR_TIE
-from .robust import _check_updates, _select_rows
+from .robust import _check_updates, _select_rows, _weighted_sum
 
 
 # compare_shares(t, LT, negate=True) is [t < 0]; negate=False gives [t >= 0].
@@ -105,7 +106,8 @@ def flame(U, num_malicious=None, noise_lambda=0.001, return_selection=False):
     3. Aggregate: the mean of the clipped admitted updates (their number is
        public: ``keep``).
     4. Noise: ``N(0, (noise_lambda * S)^2)`` per coordinate. Each server draws
-       its own ``N(0, 1 / p)`` part (p servers) and shares it, the sum is
+       its own ``N(0, 1 / p)`` part (p servers; Box-Muller on AES-CTR output
+       under a fresh ``secrets`` key, :mod:`pgkernels.runtime.rng`) and shares it, the sum is
        scaled by the secret ``noise_lambda * S``; a single server thus knows
        ``1/p`` of the noise variance (documented loss against one curious
        server). ``noise_lambda=0`` adds none (tests).
@@ -121,16 +123,18 @@ def flame(U, num_malicious=None, noise_lambda=0.001, return_selection=False):
     if isinstance(noise_lambda, bool) or not isinstance(noise_lambda, (int, float)) or not noise_lambda >= 0:
         raise ValueError(f"noise_lambda must be a number >= 0, got {noise_lambda!r}")
     admit, keep = flame_admitted(U, num_malicious)
-    sq = (U * U).sum(1)
+    sq = row_sq_norms(U)
     norms = sqrt(sq)
     S = order.median(norms, dim=0)
     a = (inv_sqrt(sq, shift=8) * S).div(256)         # S / ||u_i||
     factor = a - relu(a - 1)                          # min(1, S / ||u_i||)
     w = mux_shares(admit, _shares.flat_share(factor).view(1, n)).view(n)  # admitted * factor
-    agg = (U * _mpc(w, U.encoder.scale).unsqueeze(1)).sum(0).div(keep)
+    agg = _weighted_sum(_mpc(w, U.encoder.scale), U).div(keep)
     if noise_lambda > 0:
         p = _comm.world_size()
-        z = torch.randn(d, dtype=torch.float64) / p ** 0.5  # this server's part of N(0, 1)
+        # this server's part of N(0, 1), from AES-CTR under a fresh secrets key: torch's
+        # generator could be recomputed by another server from its seed and the noise stripped
+        z = rng.normal(d) / p ** 0.5
         zs = _shares.like_shape(torch.round(z * agg.encoder.scale).long(), agg.encoder.scale)
         agg = agg + zs * (S * float(noise_lambda))
     return (agg, _mpc(admit, 1)) if return_selection else agg

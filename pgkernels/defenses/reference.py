@@ -176,3 +176,41 @@ def auror(U, alpha=2.0, iters=3):
     else:
         keep = np.arange(n)
     return U[keep].mean(0), keep
+
+
+# --- input validity (defenses.validity, protocols.validity) ---------------------------
+
+def _encoded(U, frac_bits):
+    U = np.asarray(U, dtype=np.float64)
+    if U.ndim != 2:
+        raise ValueError(f"updates must be 2-D, got shape {U.shape}")
+    if not np.isfinite(U).all():
+        raise ValueError("updates contain NaN or inf")
+    return np.round(U * 2.0 ** frac_bits)
+
+
+def valid_rows(U, bound, max_norm=None, frac_bits=16):
+    """Bool mask of the rows whose encoded coordinates all lie in [-bound, bound)
+    and (optionally) whose encoded squared norm is at most max_norm^2, exactly as
+    the MPC check decides them on the fixed-point grid."""
+    x = _encoded(U, frac_bits)
+    B = round(bound * 2.0 ** frac_bits)
+    ok = ((x >= -B) & (x < B)).all(1)
+    if max_norm is not None:
+        N2 = round(float(max_norm) ** 2 * 2.0 ** (2 * frac_bits))
+        for i in np.flatnonzero(ok):
+            s = sum(int(v) * int(v) for v in x[i]) if np.abs(x[i]).max() >= 2.0 ** 26 else int((x[i] * x[i]).sum())
+            ok[i] = s <= N2
+    return ok
+
+
+def clamp_rows(U, bound, max_norm=None, frac_bits=16):
+    """Coordinates clamped into [-bound, bound) on the fixed-point grid, then rows
+    scaled to norm at most max_norm."""
+    x = _encoded(U, frac_bits)
+    B = round(bound * 2.0 ** frac_bits)
+    C = np.clip(x, -B, B - 1) / 2.0 ** frac_bits
+    if max_norm is not None:
+        norms = np.linalg.norm(C, axis=1)
+        C = C * np.minimum(1.0, max_norm / np.where(norms > 0, norms, np.inf))[:, None]
+    return C

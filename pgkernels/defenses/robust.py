@@ -10,7 +10,7 @@ import torch
 
 from ..protocols import _shares, order
 from ..protocols.compare import LT, compare_shares, mux_shares
-from ..protocols.linalg import pairwise_sq_dist
+from ..protocols.linalg import pairwise_sq_dist, row_sq_norms
 from ..protocols.roots import inv_sqrt
 
 
@@ -116,29 +116,34 @@ def multi_krum(U, num_malicious, to_keep, return_selection=False):
     return out
 
 
-def _row_inv_norms(U):
-    """Shared 1 / ||u_i|| for the rows (0 for a zero row); see pgkernels.protocols.roots."""
-    return inv_sqrt((U * U).sum(1))
+def _weighted_sum(w, U):
+    """sum_i w_i u_i for shared weights w (n,) and rows U (n, d): one Beaver
+    matmul, so d values are truncated rather than n d products."""
+    return w.unsqueeze(0).matmul(U).view(U.size(1))
 
 
 def norm_clip(U, max_norm):
     """Mean of the updates after scaling each to norm at most ``max_norm``
     (``u_i * min(1, max_norm / ||u_i||)``; Sun et al. 2019's norm bounding).
 
-    Cost: squared norms (1 multiplication round), the range-robust inverse
-    square root, ``min(1, .)`` as ``a - relu(a - 1)`` (one comparison), one
-    multiplication round, a truncation. Norms up to 2^18 (squared 2^37).
-    Reveals nothing.
+    Cost: exact squared norms (1 round, one truncation per row), the
+    range-robust inverse square root (times 2^8, for precision), ``min(1, .)``
+    as ``a - relu(a - 1)`` (one comparison), one Beaver matmul ``factor U`` (d
+    truncations) and a division by 2^8 n. Squared
+    norms in [2^-16, 2^37) (see :mod:`pgkernels.defenses.validity` for the
+    input bound). Reveals nothing.
     """
     U = _check_updates(U)
     if isinstance(max_norm, bool) or not isinstance(max_norm, (int, float)) or not max_norm > 0:
         raise ValueError(f"max_norm must be a positive number, got {max_norm!r}")
     from ..protocols.compare import relu
 
-    a = _row_inv_norms(U) * float(max_norm)
-    factor = a - relu(a - 1)
+    # 256 min(1, N / ||u||): 8 more significant bits for the small factors of
+    # long updates (1/24576 is 2.7 units at 16 fractional bits, 680 here)
+    a = inv_sqrt(row_sq_norms(U), shift=8) * float(max_norm)
+    factor = a - relu(a - 256)
     # a zero row has inv norm 0 -> factor 0; its contribution is 0 either way
-    return (U * factor.unsqueeze(1)).sum(0).div(U.size(0))
+    return _weighted_sum(factor, U).div(256 * U.size(0))
 
 
 def fltrust(U, server_update):
@@ -163,13 +168,13 @@ def fltrust(U, server_update):
     from ..protocols.compare import relu
 
     # 2^8 / norm keeps 8 more significant bits of the small inverse norms
-    A = inv_sqrt((U * U).sum(1), shift=8)            # 256 / ||u_i||
-    B = inv_sqrt((g * g).sum(), shift=8)             # 256 / ||g||
+    A = inv_sqrt(row_sq_norms(U), shift=8)           # 256 / ||u_i||
+    B = inv_sqrt(row_sq_norms(g.view(1, d)).view(()), shift=8)  # 256 / ||g||
     cos = ((U @ g) * A * B).div(65536)               # (n,)
     trust = relu(cos)
     g_norm = ((g * g).sum() * B).div(256)            # ||g||
     ratio = (A * g_norm).div(256)                    # ||g|| / ||u_i||
-    total = ((trust * ratio).unsqueeze(1) * U).sum(0)
+    total = _weighted_sum(trust * ratio, U)
     t = trust.sum()
     inv_t = inv_sqrt(t, shift=4)                     # 16 / sqrt(sum trust)
     return (total * inv_t.square()).div(256)
@@ -195,8 +200,10 @@ def bulyan(U, num_malicious, return_selection=False):
        payload, pruned to its beta smallest outputs.
 
     Reveals nothing; ``return_selection=True`` also returns the shared (theta,
-    n) one-hot rows of the Krum selections. Squared distances must stay below
-    ``2^61 / n`` in the ring, i.e. ``2^45 / n`` at 16 fractional bits.
+    n) one-hot rows of the Krum selections. Live squared distances must stay
+    below the removal offset ``2^61 / n`` (ring units) and the Gram entries
+    below 2^62 at scale 2^32: inputs within
+    :func:`pgkernels.defenses.validity.input_bound` ensure both.
     """
     U = _check_updates(U)
     n, d = U.size()

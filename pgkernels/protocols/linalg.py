@@ -112,6 +112,24 @@ def pairwise_sq_dist(X):
     return _shares.like_shape(D, G.encoder.scale)
 
 
+def row_sq_norms(X):
+    """Squared L2 norms of the rows of a shared (n, d) X: shared (n,), X's encoding.
+
+    Each square sum is formed exactly at twice X's fractional bits (one dealer
+    square pair per element, 1 round, 8 bytes per element; see
+    :func:`pgkernels.protocols.validity.square_sums`) and truncated once per
+    row, where ``(X * X).sum(1)`` would truncate every product. Reveals nothing.
+    """
+    from .validity import square_sums
+
+    X = _shares.check_mpc(X, "X")
+    if X.dim() != 2:
+        raise ValueError(f"X must be 2-D (rows x features), got shape {tuple(X.size())}")
+    n, d = X.size()
+    sq = square_sums(_shares.flat_share(X).view(n, d))
+    return _truncate(sq, _shares.frac_bits(X.encoder.scale))
+
+
 def _diag(G):
     return _shares.like_shape(G.share.diagonal().clone(), G.encoder.scale)
 
