@@ -212,3 +212,32 @@ def test_bound_examples_and_limits():
         input_bound("mean", 3, 3)
     with pytest.raises(ValueError, match="n must be an int >= 1"):
         input_bound("krum", 0, 3)
+
+
+def test_lab_plaintext_backend_drops_the_same_clients():
+    """The lab's plaintext backend applies the servers' check, so both backends
+    aggregate the same clients: here the 65536.0 coordinate that wraps in MPC."""
+    from pgkernels.defenses.validity import after_drop, validate_plain
+    from pgkernels.fl.simulation import PlaintextAggregator
+
+    rng = np.random.default_rng(1)
+    U = rng.normal(size=(9, 20)) * 0.1
+    U[4, 3] = 65536.0
+    agg = PlaintextAggregator()
+    out, kept = agg.aggregate("krum", U, num_malicious=1)
+    assert agg.last_invalid == [4]
+    ref, i = R.krum(np.delete(U, 4, 0), 1)
+    np.testing.assert_array_equal(out, ref)
+    assert kept.tolist() == [i if i < 4 else i + 1]
+    out, kept = agg.aggregate("multi_krum", U, num_malicious=1, to_keep=8)
+    assert len(kept) == 7 and 4 not in kept.tolist()
+    assert after_drop("multi_krum", {"to_keep": 8}, 1) == {"to_keep": 7}
+    # clamp keeps every client, with the coordinate clamped to the bound
+    C, none = validate_plain(U, "krum", policy="clamp")
+    assert none is None and C[4, 3] == input_bound("krum", 9, 20) - 2 ** -16
+    with pytest.raises(ValueError, match="needs at least 5 valid ones"):
+        U2 = U.copy()
+        U2[:5, 0] = 1e6
+        agg.aggregate("krum", U2, num_malicious=1)
+    with pytest.raises(ValueError, match="bound must be in"):
+        validate_plain(U, "krum", bound=1e9)

@@ -108,15 +108,49 @@ def validate(U, rule, bound=None, max_norm=None, policy="drop", **rule_kwargs):
     ``alpha`` enters its bound; the others are ignored).
     """
     n, d = U.size()
-    limit = input_bound(rule, n, d, alpha=rule_kwargs.get("alpha", 2.0))
-    if bound is None:
-        bound = limit
-    elif isinstance(bound, bool) or not isinstance(bound, (int, float)) or not 0 < bound <= limit:
-        raise ValueError(f"bound must be in (0, {limit}] for {rule} on n={n}, d={d} (larger inputs could "
-                         f"wrap around mod 2^64), got {bound!r}")
+    bound = _checked_bound(rule, n, d, bound, rule_kwargs.get("alpha", 2.0))
     if max_norm is not None and not (isinstance(max_norm, (int, float)) and 0 < max_norm <= max_norm_limit()):
         raise ValueError(f"max_norm must be in (0, {max_norm_limit():.6g}], got {max_norm!r}")
     return check_rows(U, bound, max_norm=max_norm, policy=policy)
+
+
+def _checked_bound(rule, n, d, bound, alpha):
+    limit = input_bound(rule, n, d, alpha=alpha)
+    if bound is None:
+        return limit
+    if isinstance(bound, bool) or not isinstance(bound, (int, float)) or not 0 < bound <= limit:
+        raise ValueError(f"bound must be in (0, {limit}] for {rule} on n={n}, d={d} (larger inputs could "
+                         f"wrap around mod 2^64), got {bound!r}")
+    return bound
+
+
+def validate_plain(U, rule, bound=None, max_norm=None, policy="drop", alpha=2.0):
+    """The plaintext counterpart of :func:`validate` on a float (n, d) array, with
+    the same decisions on the fixed-point grid (the federated lab's plaintext
+    backend uses it, so both backends drop the same clients)."""
+    import numpy as np
+
+    from . import reference as R
+
+    U = np.asarray(U, dtype=np.float64)
+    if policy not in POLICIES:
+        raise ValueError(f"policy must be one of {POLICIES}, got {policy!r}")
+    n, d = U.shape
+    bound = _checked_bound(rule, n, d, bound, alpha)
+    if policy == "clamp":
+        return R.clamp_rows(U, bound, max_norm), None
+    valid = R.valid_rows(U, bound, max_norm)
+    return U[valid], valid
+
+
+def after_drop(rule, kwargs, dropped):
+    """A rule's keyword arguments once ``dropped`` clients were found invalid:
+    Multi-Krum's ``to_keep`` counts valid clients, so it shrinks by as many
+    (never below 1)."""
+    kw = dict(kwargs)
+    if dropped and rule == "multi_krum" and isinstance(kw.get("to_keep"), int):
+        kw["to_keep"] = max(1, kw["to_keep"] - dropped)
+    return kw
 
 
 def min_clients(rule, num_malicious=0):
@@ -133,4 +167,5 @@ def min_clients(rule, num_malicious=0):
     return 1
 
 
-__all__ = ["POLICIES", "RULES", "input_bound", "max_norm_limit", "min_clients", "validate"]
+__all__ = ["POLICIES", "RULES", "after_drop", "input_bound", "max_norm_limit", "min_clients", "validate",
+           "validate_plain"]

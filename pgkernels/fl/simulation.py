@@ -137,9 +137,26 @@ NEEDS_SERVER_UPDATE = ("fltrust",)
 
 
 class PlaintextAggregator:
-    """Aggregation in the clear with :data:`DEFENSES` (numpy float64)."""
+    """Aggregation in the clear with :data:`DEFENSES` (numpy float64).
+
+    Before the rule, the updates go through the same validity check as on the
+    MPC servers (:func:`pgkernels.defenses.validity.validate_plain`: every
+    coordinate within the rule's input bound, optionally every norm within
+    ``max_norm``; ``policy="drop"`` leaves invalid clients out, ``"clamp"``
+    clamps them), so both backends aggregate the same clients.
+    :attr:`last_invalid` lists the clients the last call dropped.
+    """
 
     backend = "plaintext"
+
+    def __init__(self, validity="drop", max_norm=None):
+        from ..defenses.validity import POLICIES
+
+        if validity not in POLICIES:
+            raise ValueError(f"validity must be one of {POLICIES}, got {validity!r}")
+        self.validity = validity
+        self.max_norm = max_norm
+        self.last_invalid = []
 
     def __enter__(self):
         return self
@@ -155,11 +172,24 @@ class PlaintextAggregator:
         """``(aggregate (d,) float64, sorted kept client indices or None)``."""
         if name not in DEFENSES:
             raise ValueError(f"unknown defense {name!r}; choose one of {sorted(DEFENSES)}")
+        from ..defenses.validity import after_drop, min_clients, validate_plain
+
         U = np.asarray(U, dtype=np.float64)
         if U.ndim != 2:
             raise ValueError(f"updates must be 2-D (clients x parameters), got shape {U.shape}")
-        agg, kept = DEFENSES[name](U, kwargs)
-        return np.asarray(agg, dtype=np.float64), kept
+        V, valid = validate_plain(U, name, max_norm=self.max_norm, policy=self.validity,
+                                  alpha=kwargs.get("alpha", 2.0))
+        self.last_invalid = [] if valid is None else np.flatnonzero(~valid).tolist()
+        if not self.last_invalid:
+            agg, kept = DEFENSES[name](V, kwargs)
+            return np.asarray(agg, dtype=np.float64), kept
+        need = min_clients(name, kwargs.get("num_malicious") or 0)
+        if V.shape[0] < need:
+            raise ValueError(f"{len(self.last_invalid)} of {U.shape[0]} clients sent invalid updates; {name} "
+                             f"needs at least {need} valid ones, {V.shape[0]} left")
+        idx = np.flatnonzero(valid)
+        agg, kept = DEFENSES[name](V, after_drop(name, kwargs, len(self.last_invalid)))
+        return np.asarray(agg, dtype=np.float64), (None if kept is None else _indices(idx[kept]))
 
     def summary(self):
         return {}
