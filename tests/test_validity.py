@@ -11,6 +11,7 @@ import torch
 import pgkernels
 from pgkernels.defenses import reference as R
 from pgkernels.defenses.validity import RULES, input_bound, max_norm_limit, min_clients
+from pgkernels.protocols.validity import METHODS
 
 FRAC = 16
 BOUND = 4.0  # real units, ring 2^18
@@ -56,28 +57,40 @@ def _attacker_share(ring_rows, d):
 def _session():
     import crypten
 
-    from pgkernels.protocols.validity import check_rows
+    from pgkernels.protocols.validity import METHODS, check_rows
 
     out = {}
     U = _plain_rows()
     eu = crypten.cryptensor(U)
-    kept, valid = check_rows(eu, BOUND)
-    out["drop/valid"] = valid
-    out["drop/kept"] = pgkernels.decode(kept)
-    kept, valid = check_rows(eu, BOUND, max_norm=13.9)
-    out["drop+norm/valid"] = valid
-    kept, valid = check_rows(eu, BOUND, max_norm=14.0)
-    out["drop+norm14/valid"] = valid
+    for method in METHODS:
+        kept, valid = check_rows(eu, BOUND, method=method)
+        out[f"drop/{method}/valid"] = valid
+        out[f"drop/{method}/kept"] = pgkernels.decode(kept)
+        kept, valid = check_rows(eu, BOUND, max_norm=13.9, method=method)
+        out[f"drop+norm/{method}/valid"] = valid
+        kept, valid = check_rows(eu, BOUND, max_norm=14.0, method=method)
+        out[f"drop+norm14/{method}/valid"] = valid
+    # a bound that is not a power of two (the comparison method)
+    out["drop/odd-bound"] = check_rows(eu, 3.0)[1]
     clamped, none = check_rows(eu, BOUND, policy="clamp")
     out["clamp"] = (pgkernels.decode(clamped), none)
     clamped, _ = check_rows(eu, BOUND, max_norm=2.0, policy="clamp")
     out["clamp+norm"] = pgkernels.decode(clamped)
 
     ea, X = _attacker_share(list(EDGE_ROWS.values()), 5)
-    kept, valid = check_rows(ea, BOUND)
-    out["attacker/valid"] = valid
-    kept, valid = check_rows(ea, BOUND, max_norm=3.0)  # the norm of a wrapped row must not rescue it
-    out["attacker+norm/valid"] = valid
+    for method in METHODS:
+        out[f"attacker/{method}/valid"] = check_rows(ea, BOUND, method=method)[1]
+        # the norm of a wrapped row must not rescue it
+        out[f"attacker+norm/{method}/valid"] = check_rows(ea, BOUND, max_norm=3.0, method=method)[1]
+    # random ring garbage in whole rows, and honest rows shared with random masks
+    g = torch.Generator().manual_seed(3)
+    garbage = torch.randint(-2 ** 63, 2 ** 63 - 1, (4, 6), generator=g)
+    garbage[0] = torch.randint(-RING_B, RING_B, (6,), generator=g)  # a valid row
+    garbage[1, :5] = 0
+    garbage[1, 5] = 2 ** 63 - 2 ** 40                              # one bad coordinate of high valuation
+    from _cases import share as rand_share
+    for method in METHODS:
+        out[f"garbage/{method}/valid"] = check_rows(rand_share(garbage), BOUND, method=method)[1]
     clamped, _ = check_rows(ea, BOUND, policy="clamp")
     out["attacker/clamp"] = clamped._tensor.reveal()
     out["attacker/X"] = X
@@ -93,6 +106,8 @@ def _session():
         "bound": lambda: check_rows(eu, -1.0),
         "bound-huge": lambda: check_rows(eu, 2.0 ** 50),
         "max_norm": lambda: check_rows(eu, BOUND, max_norm=0),
+        "method": lambda: check_rows(eu, BOUND, method="guess"),
+        "carry-odd": lambda: check_rows(eu, 3.0, method="carry"),
         "shape": lambda: check_rows(crypten.cryptensor(torch.ones(3)), BOUND),
     }.items():
         try:
@@ -107,27 +122,30 @@ def _session():
 def results(request):
     res = pgkernels.launch(_session, world_size=request.param, timeout=600)
     for other in res[1:]:
-        assert torch.equal(other["drop/valid"], res[0]["drop/valid"])
+        assert torch.equal(other["drop/carry/valid"], res[0]["drop/carry/valid"])
     return res[0]
 
 
-def test_drop_matches_reference(results):
+@pytest.mark.parametrize("method", METHODS)
+def test_drop_matches_reference(results, method):
     U = _plain_rows().numpy()
     want = R.valid_rows(U, BOUND)
-    assert results["drop/valid"].tolist() == want.tolist()
+    assert results[f"drop/{method}/valid"].tolist() == want.tolist()
     assert want.tolist() == [True, True, True, False, False, True, True, True, True]
-    np.testing.assert_array_equal(results["drop/kept"].numpy(), U[want])
+    np.testing.assert_array_equal(results[f"drop/{method}/kept"].numpy(), U[want])
+    assert results["drop/odd-bound"].tolist() == R.valid_rows(U, 3.0).tolist()
 
 
-def test_norm_bound(results):
+@pytest.mark.parametrize("method", METHODS)
+def test_norm_bound(results, method):
     U = _plain_rows().numpy()
-    for key, N in (("drop+norm/valid", 13.9), ("drop+norm14/valid", 14.0)):
+    for key, N in ((f"drop+norm/{method}/valid", 13.9), (f"drop+norm14/{method}/valid", 14.0)):
         want = R.valid_rows(U, BOUND, max_norm=N)
         assert results[key].tolist() == want.tolist(), key
         # an independent check: numpy's norm on the valid rows
         box = ((U >= -BOUND) & (U < BOUND)).all(1)
         assert want.tolist() == (box & (np.linalg.norm(U, axis=1) <= N)).tolist()
-    assert not results["drop+norm/valid"][6] and results["drop+norm14/valid"][6]
+    assert not results[f"drop+norm/{method}/valid"][6] and results[f"drop+norm14/{method}/valid"][6]
 
 
 def test_clamp_matches_reference(results):
@@ -140,12 +158,15 @@ def test_clamp_matches_reference(results):
     assert np.linalg.norm(results["clamp+norm"].numpy(), axis=1).max() <= 2.0 + 2e-3
 
 
-def test_attacker_ring_values_are_invalid(results):
+@pytest.mark.parametrize("method", METHODS)
+def test_attacker_ring_values_are_invalid(results, method):
     """Every row holds one coordinate an honest encoder never produces (or that is
     just outside the range); all are invalid, and the norm check cannot be
-    satisfied by a wrapped square (2^32 squares to 0 mod 2^64)."""
-    assert results["attacker/valid"].tolist() == [False] * len(EDGE_ROWS)
-    assert results["attacker+norm/valid"].tolist() == [False] * len(EDGE_ROWS)
+    satisfied by a wrapped square (2^32 squares to 0 mod 2^64). Random ring
+    garbage is invalid, a valid row shared with random masks is valid."""
+    assert results[f"attacker/{method}/valid"].tolist() == [False] * len(EDGE_ROWS)
+    assert results[f"attacker+norm/{method}/valid"].tolist() == [False] * len(EDGE_ROWS)
+    assert results[f"garbage/{method}/valid"].tolist() == [True, False, False, False]
 
 
 def test_attacker_ring_values_are_clamped_into_range(results):
@@ -170,6 +191,8 @@ def test_argument_errors(results):
     assert "bound must be a positive number" in results["err/bound"]
     assert "bound must be in [1, 2^62] ring units" in results["err/bound-huge"]
     assert "max_norm must be a positive number" in results["err/max_norm"]
+    assert "method must be one of" in results["err/method"]
+    assert "needs a power-of-two bound" in results["err/carry-odd"]
     assert "U must be 2-D" in results["err/shape"]
 
 

@@ -7,44 +7,73 @@ such values wrap around mod 2^64 (e.g. 65536 encodes as 2^32, whose square is
 0), which turns any rule built on products (norms, distances, cosines) against
 itself. These checks bound the inputs exactly, for every ring element.
 
-Protocol of :func:`check_rows` (n rows of d ring integers x, bound B >= 1
-and optional norm bound N, both public):
+Protocol of :func:`check_rows` with ``policy="drop"`` (n rows of d ring
+integers x; public bound ``B = 2^(k-1)`` ring units, a power of two as
+:func:`pgkernels.defenses.validity.input_bound` returns; p parties;
+optional public norm bound N):
 
-1. (only with N) Shares of the exact squared norm ``s_i = sum_j x_ij^2`` at
-   twice the input's fractional bits, without truncation: one dealer square
-   pair (r, r^2) per element, open ``e = x - r`` (1 round, 8 bytes sent per
-   element to every other party), ``x^2 = e^2 + 2 e r + r^2`` locally.
-2. One batched comparison (6 rounds, 2 n d + n elements) of
-   ``hi = [x - B >= 0]``, ``lo = [-x - B - 1 >= 0]`` and (with N)
-   ``nb = [s - N^2 - 1 >= 0]``. For every x in Z_2^64 read as a signed
-   integer, ``hi + lo = 0`` exactly when ``-B <= x < B`` (both sides are
-   exact signed comparisons; the subtractions cannot wrap into the wrong sign
-   for B <= 2^62). A row that fails the range may have a wrapped ``s``; its
-   ``nb`` is then meaningless but the row is invalid anyway.
-3. ``drop`` (default): ``bad_i = sum_j (hi_ij + lo_ij) + nb_i`` is a small
-   integer (at most 2d + 1); one equality test ``[bad_i == 0]`` on
-   ``bit_length(2d + 1) + 1`` bits (5-6 rounds, n elements) and one opening
-   (1 round): **reveals one validity bit per row** and nothing else.
-   ``clamp``: nothing is revealed; each coordinate is replaced by B - 1 when
-   ``hi``, by -B when ``lo`` (``x + lo (-B - x)``, then ``v + hi (B - 1 - v)``:
-   2 rounds of bit injection, 8 bytes per element each), so every output is
-   in [-B, B) whatever the input; with N the rows are then scaled by
-   ``min(1, N / ||x_i||)`` (squared norms of the clamped rows, the
-   range-robust inverse square root of :mod:`pgkernels.protocols.roots`, one
-   ReLU and one product).
+1. ``y = x + 2^(k-1)``; x is in range exactly when ``y < 2^k`` read as an
+   unsigned 64-bit integer, i.e. when ``y_H = floor(y / 2^k)`` is 0. Each
+   party splits its own share ``s = 2^k h + l`` (``l < 2^k``) locally. Over
+   the integers ``sum_p s_p = y + W 2^64`` for some wrap count W, so
+   ``sum_p h_p + delta = y_H + W 2^(64-k)`` with the carry
+   ``delta = floor(sum_p l_p / 2^k)`` in [0, p - 1]. Hence
+   ``z = 2^k (sum_p h_p + delta) = 2^k y_H mod 2^64`` -- the wrap term
+   vanishes -- and ``z = 0`` exactly when x is in range, for every ring
+   element x.
+2. The carry: ``delta = sum_{m=1}^{p-1} [m 2^k - 1 - sum_p l_p < 0]``, each a
+   comparison on ``k + 1 + ceil(log2(p - 1))`` bits of a value that every
+   party's own ``l_p`` determines (no masked copy of x is opened): one
+   batched comparison (6 rounds; for k < 32 the opening is 4 bytes, plus
+   about 2 bytes of tree, per element and per ``m``).
+3. Zero test of all d values of a row at once: the parties agree on public
+   random ``rho`` (s x d, s = 40; each party contributes a fresh 16-byte
+   ``secrets`` key, XOR-combined in 1 round, expanded with AES-CTR) drawn
+   after the shares are fixed, and compute ``t = z rho^T`` locally (n x s).
+   For a row with some ``z_j != 0``, ``t_l = 0`` has probability at most 1/2
+   per sketch (conditioned on the other coefficients, ``rho_lj z_j`` takes at
+   least two values), so an invalid row passes with probability at most
+   ``2^-40``; a valid row always passes.
+4. (with N) exact squared norms ``s_i = sum_j x_ij^2`` at twice the input's
+   fractional bits, without truncation (one dealer square pair per element,
+   open ``x - r``: 1 round, 8 bytes per element), and
+   ``nb_i = [s_i - N^2 - 1 >= 0]`` (a comparison of n values). A row that
+   fails the range may have a wrapped ``s_i``; it is invalid anyway.
+5. ``[t_il == 0]`` for the n s sketch values (one 64-bit equality test),
+   ``bad_i = sum_l (1 - [t_il == 0]) + nb_i`` and ``valid_i = [bad_i == 0]``
+   (a small equality test) opened (1 round): **one validity bit per row is
+   revealed**, nothing else.
 
-Cost for n rows of d coordinates, 2 parties (``drop``, no N): 6 + 5 + 1 rounds
-and about 26.5 bytes sent per coordinate (two 64-bit comparisons, 13.25 bytes
-each); N adds 1 round and 8 bytes per coordinate. Honest rows always pass (no
-error probability: every step is exact).
+Cost, 2 parties, n d coordinates: about 6 bytes sent per coordinate and a local
+(n x d) by (d x 40) ring product, about 19 rounds in all; the norm bound adds
+8 bytes per coordinate and 7 rounds.
+
+``method="compare"`` (and any bound that is not a power of two) uses two
+64-bit comparisons per coordinate instead of steps 1-3: ``[x - B >= 0]`` and
+``[-x - B - 1 >= 0]``, which for every signed 64-bit x are both 0 exactly when
+``-B <= x < B``; ``bad_i`` counts them (6 rounds, 26.5 bytes per coordinate,
+deterministic).
+
+``policy="clamp"``: nothing is revealed; the two comparisons per coordinate
+as above, then each coordinate is replaced by B - 1 when ``[x - B >= 0]`` and
+by -B when ``[-x - B - 1 >= 0]`` (``v = x + lo (-B - x)``, then
+``v + hi (B - 1 - v)``: 2 rounds of bit injection, 8 bytes per element each),
+so every output is in [-B, B) whatever the input; with N the rows are then
+scaled by ``min(1, N / ||x_i||)`` (squared norms of the clamped rows, the
+range-robust inverse square root of :mod:`pgkernels.protocols.roots`, one
+ReLU and one product).
 """
+
+import secrets
 
 import torch
 
 from ..runtime import comm as _comm
+from ..runtime.dealer import stream
 from ..runtime.session import dealer_client
 from . import _shares
 from .compare import EQ, LT, compare_shares, mux_shares
+from .linalg import ring_matmul_nt
 
 POLICIES = ("drop", "clamp")
 MAX_BOUND = 2 ** 62
@@ -87,7 +116,36 @@ def _ring(value, frac, name):
     return r
 
 
-def check_rows(U, bound, max_norm=None, policy="drop"):
+SKETCHES = 40  # zero-test repetitions: an invalid row passes with probability <= 2^-40
+METHODS = ("carry", "compare")
+
+
+def _const(value, shape):
+    return _public(torch.full(shape, value, dtype=torch.long))
+
+
+def _carry_sketches(X, k):
+    """Steps 1-3 of the module docstring: (n, SKETCHES) shares of ``z rho^T``,
+    all zero for the rows with every coordinate in [-2^(k-1), 2^(k-1))."""
+    n, d = X.shape
+    p = _comm.world_size()
+    y = X + _const(1 << (k - 1), (1, 1))
+    low = y & ((1 << k) - 1)
+    high = (y >> k) & ((1 << (64 - k)) - 1) if k < 64 else torch.zeros_like(y)
+    # carry of the parties' low parts: delta = sum_m [m 2^k - 1 - sum_p l_p < 0]
+    ts = [(_const((m << k) - 1, (1, 1)) - low).reshape(-1) for m in range(1, p)]
+    bits = k + 1 + (p - 2).bit_length()
+    lt = compare_shares(torch.cat(ts), LT, bits, negate=True)  # [t < 0]
+    delta = lt.view(p - 1, n, d).sum(0)
+    z = (high + delta) << k
+    # public sketch coefficients, fixed only now that every share is in place
+    key = torch.frombuffer(bytearray(secrets.token_bytes(16)), dtype=torch.uint8).clone()
+    _comm.exchange(xor_tensor=key)
+    rho = stream(key, 0, SKETCHES * d).view(SKETCHES, d)
+    return ring_matmul_nt(z, rho)
+
+
+def check_rows(U, bound, max_norm=None, policy="drop", method=None):
     """Check (or force) the validity of the rows of a shared (n, d) MPCTensor U.
 
     ``bound``: every coordinate must lie in ``[-bound, bound)`` (real units; at
@@ -101,13 +159,18 @@ def check_rows(U, bound, max_norm=None, policy="drop"):
       ``[-bound, bound)`` and, with ``max_norm``, every row scaled to norm at
       most ``max_norm``; reveals nothing.
 
-    Protocol, rounds and bytes: see the module docstring.
+    ``method`` (drop only): ``"carry"`` (default when ``bound`` is a power of
+    two in ring units; probabilistic, an invalid row passes with probability
+    at most 2^-40) or ``"compare"`` (two 64-bit comparisons per coordinate,
+    deterministic). Protocols, rounds and bytes: see the module docstring.
     """
     U = _shares.check_mpc(U, "U")
     if U.dim() != 2:
         raise ValueError(f"U must be 2-D (rows x coordinates), got shape {tuple(U.size())}")
     if policy not in POLICIES:
         raise ValueError(f"policy must be one of {POLICIES}, got {policy!r}")
+    if method is not None and method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     frac = _shares.frac_bits(U.encoder.scale)
     if isinstance(bound, bool) or not isinstance(bound, (int, float)) or not bound > 0:
         raise ValueError(f"bound must be a positive number, got {bound!r}")
@@ -117,19 +180,36 @@ def check_rows(U, bound, max_norm=None, policy="drop"):
         if isinstance(max_norm, bool) or not isinstance(max_norm, (int, float)) or not max_norm > 0:
             raise ValueError(f"max_norm must be a positive number, got {max_norm!r}")
         N2 = _ring(float(max_norm) ** 2, 2 * frac, "max_norm^2")
+    power_of_two = B & (B - 1) == 0
+    if method == "carry" and not power_of_two:
+        raise ValueError(f"method='carry' needs a power-of-two bound in ring units, got {B}")
+    method = method or ("carry" if power_of_two else "compare")
     n, d = U.size()
     X = _shares.flat_share(U).view(n, d)
     if policy == "clamp":
         return _clamp(U, X, B, max_norm, frac), None
-    parts = [(X - _public(torch.full((1, 1), B, dtype=torch.long))).reshape(-1),
-             (-X - _public(torch.full((1, 1), B + 1, dtype=torch.long))).reshape(-1)]
+    if n == 0:
+        return U, torch.zeros(0, dtype=torch.bool)
+    norm_bad = None
     if N2 is not None:
-        parts.append(square_sums(X) - _public(torch.full((n,), N2 + 1, dtype=torch.long)))
-    bits = compare_shares(torch.cat(parts), LT, 64, negate=False)  # [t >= 0]
-    bad = bits[: 2 * n * d].view(2, n, d).sum((0, 2))
-    if N2 is not None:
-        bad = bad + bits[2 * n * d:]
-    ok = compare_shares(bad, EQ, max(2, (2 * d + 1).bit_length() + 1), negate=False)  # [bad == 0]
+        sq = square_sums(X) - _const(N2 + 1, (n,))
+        norm_bad = compare_shares(sq, LT, 64, negate=False)  # [s - N^2 - 1 >= 0]
+    if method == "carry":
+        if d:
+            t = _carry_sketches(X, B.bit_length())
+            nonzero = compare_shares(t.reshape(-1), EQ, 64, negate=True).view(n, SKETCHES)  # [t != 0]
+            bad = nonzero.sum(1)
+        else:
+            bad = torch.zeros(n, dtype=torch.long)
+        width = SKETCHES + 1
+    else:
+        parts = [(X - _const(B, (1, 1))).reshape(-1), (-X - _const(B + 1, (1, 1))).reshape(-1)]
+        bits = compare_shares(torch.cat(parts), LT, 64, negate=False)  # [t >= 0]
+        bad = bits.view(2, n, d).sum((0, 2))
+        width = 2 * d + 1
+    if norm_bad is not None:
+        bad = bad + norm_bad
+    ok = compare_shares(bad, EQ, max(2, width.bit_length() + 1), negate=False)  # [bad == 0]
     _comm.exchange(sum_tensor=ok)  # open: one bit per row
     valid = ok == 1
     if bool(valid.all()):
@@ -166,4 +246,4 @@ def _clamp(U, X, B, max_norm, frac):
     return C * factor.unsqueeze(1)
 
 
-__all__ = ["POLICIES", "check_rows", "square_sums"]
+__all__ = ["METHODS", "POLICIES", "SKETCHES", "check_rows", "square_sums"]
