@@ -105,3 +105,124 @@ def test_flame_noise_not_reproducible_from_torch_seed():
     for noise in (a, b):
         corr = np.corrcoef(noise.numpy(), predicted.numpy())[0, 1]
         assert abs(corr) < 0.6, corr
+
+
+# --- the wraparound attack through every entry point ---------------------------------
+
+def _honest(n=9, d=12, seed=5):
+    rng = np.random.default_rng(seed)
+    return np.round(rng.normal(size=(n, d)) * 0.3 * 2 ** 16) / 2 ** 16
+
+
+@pytest.fixture(scope="module", params=[2, 3], ids=lambda n: f"{n}servers")
+def agg_servers(request):
+    from pgkernels.serving.service import AggregationServers
+
+    with AggregationServers(world_size=request.param, timeout=300) as s:
+        yield s
+
+
+def test_wraparound_through_aggregate(agg_servers):
+    """Before: one coordinate of 65536.0 (2^32 in the ring, whose square is 0 mod
+    2^64) passed the coordinator's |x| < 2^30 check; norm_clip(max_norm=1) returned
+    13107.2 in that coordinate where the reference gives 0.2, and Krum(f=1)
+    selected the attacker. Now the servers find the update invalid on the shares,
+    drop it (one bit revealed) and aggregate the others."""
+    U = _honest()
+    U[4, 3] = 65536.0
+    honest = np.delete(U, 4, 0)
+    s = agg_servers
+    agg, _ = s.aggregate("norm_clip", U, max_norm=1.0)
+    assert s.last_invalid == [4]
+    np.testing.assert_allclose(agg, R.norm_clip(honest, 1.0), atol=2e-3)
+    assert abs(agg[3]) < 1.0
+    agg, kept = s.aggregate("krum", U, num_malicious=1)
+    assert s.last_invalid == [4] and 4 not in kept.tolist()
+    ref, i = R.krum(honest, 1)
+    assert kept.tolist() == [i if i < 4 else i + 1]
+    np.testing.assert_allclose(agg, ref, atol=1e-3)
+    # a selection rule's kept indices and a non-selecting rule both index the n clients sent
+    agg, kept = s.aggregate("multi_krum", U, num_malicious=1, to_keep=7)
+    assert 4 not in kept.tolist() and len(kept) == 6
+    # the median has no products: 65536 is within its bound (2^44), and the median ignores it
+    agg, _ = s.aggregate("median", U)
+    assert s.last_invalid == []
+    np.testing.assert_allclose(agg, np.median(U, 0), atol=1e-3)
+    # too few valid clients left for the rule: refused, and the servers go on
+    from pgkernels.serving.service import PolicyError
+
+    bad = U.copy()
+    bad[:5, 0] = 65536.0
+    with pytest.raises(PolicyError, match="sent invalid updates"):
+        s.aggregate("krum", bad, num_malicious=1)
+    agg, _ = s.aggregate("fedavg", honest)
+    assert s.last_invalid == []
+    np.testing.assert_allclose(agg, honest.mean(0), atol=1e-3)
+
+
+def _crafted_masked(s, update, rid, node, ring_value, coord=0):
+    """A client that skips the honest encoder: its update holds ``ring_value`` (any
+    element of Z_2^64) in one coordinate, and it seals boxes for exactly that."""
+    import torch
+
+    from pgkernels.runtime.dealer import stream
+    from pgkernels.serving.client import seal_context, share_context
+    from pgkernels.serving.sealing import seal
+    import hashlib  # noqa: F401
+    import secrets
+
+    from pgkernels.serving.client import masked_digest
+
+    enc = torch.from_numpy(np.round(np.asarray(update) * 2 ** 16).astype(np.int64))
+    enc[coord] = ring_value
+    seeds = [secrets.token_bytes(16) for _ in range(s.world_size)]
+    masked = enc.clone()
+    for seed in seeds:
+        masked -= stream(torch.frombuffer(bytearray(seed), dtype=torch.uint8), 0, enc.numel())
+    masked = masked.numpy()
+    h = masked_digest(masked)
+    boxes = [seal(pk, seed, seal_context(share_context(s.session, rid, node, enc.numel(), h), r))
+             for r, (pk, seed) in enumerate(zip(s.public_keys, seeds))]
+    return masked, boxes
+
+
+@pytest.mark.parametrize("ring_value", [2 ** 32, 2 ** 63 - 1, -(2 ** 63), 2 ** 62 + 5])
+def test_wraparound_through_aggregate_masked(agg_servers, ring_value):
+    """The Flower path: the range check ran only in the client's mod, so a client
+    that skips it could put any ring element into its share. Now the servers drop it."""
+    from pgkernels.serving.client import mask
+
+    s = agg_servers
+    U = _honest(n=7)
+    rid = s.new_round()
+    nodes = list(range(100, 107))
+    masked, boxes = [], []
+    for i in range(7):
+        if i == 2:
+            m, b = _crafted_masked(s, U[i], rid, nodes[i], ring_value, coord=5)
+        else:
+            m, b = mask(U[i], s.public_keys, s.session, rid, nodes[i])
+        masked.append(m)
+        boxes.append(b)
+    agg, kept, bad = s.aggregate_masked("krum", masked, boxes, nodes, rid, num_malicious=1)
+    assert bad == [] and s.last_invalid == [2]
+    ref, i = R.krum(np.delete(U, 2, 0), 1)
+    assert kept.tolist() == [i if i < 2 else i + 1]
+    np.testing.assert_allclose(agg, ref, atol=1e-3)
+
+
+def test_wraparound_through_the_lab_mpc_backend():
+    """The lab's MPC backend goes through the same servers; both backends drop the
+    same client and agree."""
+    from pgkernels.fl.mpc import MPCAggregator
+    from pgkernels.fl.simulation import PlaintextAggregator
+
+    U = _honest()
+    U[6, 0] = -65536.0
+    plain = PlaintextAggregator()
+    ref, ref_kept = plain.aggregate("krum", U, num_malicious=1)
+    with MPCAggregator(world_size=2, timeout=300) as mpc:
+        agg, kept = mpc.aggregate("krum", U, num_malicious=1)
+        assert mpc.last_invalid == plain.last_invalid == [6]
+    assert kept.tolist() == ref_kept.tolist()
+    np.testing.assert_allclose(agg, ref, atol=1e-3)

@@ -51,6 +51,11 @@ def servers():
         yield s
 
 
+def pinned(servers):
+    """The sharing mod with the servers' keys pinned (as a deployment distributes them)."""
+    return make_secret_share_mod(server_keys=servers.public_keys)
+
+
 def _flat(result):
     return np.concatenate([a.ravel() for a in result.arrays.to_numpy_ndarrays()])
 
@@ -77,7 +82,7 @@ def test_same_result_as_flowers_own_strategy(servers, rule):
     else:
         theirs = FedTrimmedAvg(beta=0.25, **COMMON)
         ours = SecureRobustAggregation("trimmed_mean", servers=servers, beta=0.25, **COMMON)
-    a = ours.start(grid=InProcessGrid(client_app([secret_share_mod]), N), initial_arrays=INIT, num_rounds=2)
+    a = ours.start(grid=InProcessGrid(client_app([pinned(servers)]), N), initial_arrays=INIT, num_rounds=2)
     b = theirs.start(grid=InProcessGrid(client_app(), N), initial_arrays=INIT, num_rounds=2)
     np.testing.assert_allclose(_flat(a), _flat(b), atol=1e-4)
     assert [sorted(r["nodes"]) for r in ours.rounds] == [list(range(101, 101 + N))] * 2
@@ -92,7 +97,9 @@ def test_same_result_as_flowers_own_strategy(servers, rule):
 def test_three_servers_and_3pc_krum():
     ours = SecureRobustAggregation("multi_krum", world_size=3, num_malicious_clients=F, num_clients_to_keep=4,
                                    **COMMON)
-    a = ours.start(grid=InProcessGrid(client_app([secret_share_mod]), N), initial_arrays=INIT, num_rounds=1)
+    # the strategy starts its servers itself: the clients opt in to the keys in the train config
+    mod = make_secret_share_mod(trust_config_keys=True, world_size=3)
+    a = ours.start(grid=InProcessGrid(client_app([mod]), N), initial_arrays=INIT, num_rounds=1)
     sel = ours.rounds[0]["selected"]
     assert len(sel) == 4 and not {101, 102} & set(sel)
     mean = [np.mean([DELTA[n - 101][k] for n in sel], 0) for k in range(2)]
@@ -108,7 +115,7 @@ def _median_of(nodes):
 
 @pytest.mark.parametrize("mode", ["drop", "vanish"])
 def test_client_dropping_out_is_left_out(servers, mode):
-    grid = InProcessGrid(client_app([secret_share_mod]), N)
+    grid = InProcessGrid(client_app([pinned(servers)]), N)
     grid.fail = {104: mode, 107: mode}
     ours = SecureRobustAggregation("median", servers=servers, fraction_evaluate=0.0, min_train_nodes=5,
                                    min_available_nodes=N)
@@ -120,7 +127,7 @@ def test_client_dropping_out_is_left_out(servers, mode):
 
 
 def test_too_few_clients_left_is_an_error(servers):
-    grid = InProcessGrid(client_app([secret_share_mod]), N)
+    grid = InProcessGrid(client_app([pinned(servers)]), N)
     grid.fail = {103: "drop", 105: "drop", 106: "vanish"}
     ours = SecureRobustAggregation("krum", servers=servers, num_malicious_clients=F, fraction_evaluate=0.0,
                                    min_train_nodes=5, min_available_nodes=N)
@@ -141,7 +148,7 @@ def _corrupt_box(msg, context, call_next):
 def test_malformed_share_raises_naming_the_node(servers):
     ours = SecureRobustAggregation("median", servers=servers, **COMMON)
     with pytest.raises(MalformedShareError) as e:
-        ours.start(grid=InProcessGrid(client_app([_corrupt_box, secret_share_mod]), N), initial_arrays=INIT,
+        ours.start(grid=InProcessGrid(client_app([_corrupt_box, pinned(servers)]), N), initial_arrays=INIT,
                    num_rounds=1)
     assert e.value.clients == [106]
     # the servers discarded that round and go on
@@ -152,7 +159,7 @@ def test_malformed_share_raises_naming_the_node(servers):
 def test_malformed_share_dropped_when_asked(servers):
     ours = SecureRobustAggregation("median", servers=servers, on_malformed="drop", fraction_evaluate=0.0,
                                    min_train_nodes=5, min_available_nodes=N)
-    a = ours.start(grid=InProcessGrid(client_app([_corrupt_box, secret_share_mod]), N), initial_arrays=INIT,
+    a = ours.start(grid=InProcessGrid(client_app([_corrupt_box, pinned(servers)]), N), initial_arrays=INIT,
                    num_rounds=1)
     assert ours.rounds[0]["malformed"] == [106]
     rest = [n for n in range(101, 101 + N) if n != 106]
@@ -161,7 +168,7 @@ def test_malformed_share_dropped_when_asked(servers):
 
 
 def test_client_without_the_mod_is_malformed_not_used(servers):
-    mixed = client_app([secret_share_mod])
+    mixed = client_app([pinned(servers)])
     plain = client_app()
     grid = InProcessGrid(mixed, N)
     orig = grid.send_and_receive
@@ -181,9 +188,10 @@ def test_client_without_the_mod_is_malformed_not_used(servers):
     assert e.value.clients == [102]
 
 
-def test_mod_fails_closed_without_server_keys():
+def test_mod_fails_closed_without_server_keys(monkeypatch):
     from flwr.app import Context
 
+    monkeypatch.delenv("PGKERNELS_SERVER_KEYS", raising=False)
     InProcessGrid(client_app(), 1)  # sets Flower's task identity for Message()
     msg = Message(RecordDict({"arrays": INIT, "config": ConfigRecord({"server-round": 1})}), 101, "train")
     ctx = Context(run_id=7, node_id=101, node_config={"partition-id": 0}, state=RecordDict(), run_config={})
@@ -212,7 +220,7 @@ def test_server_death_ends_the_round_with_an_error():
         os.kill(pids[0], signal.SIGKILL)
         ours = SecureRobustAggregation("median", servers=s, **COMMON)
         with pytest.raises((RuntimeError, TimeoutError, OSError)):
-            ours.start(grid=InProcessGrid(client_app([secret_share_mod]), N), initial_arrays=INIT, num_rounds=1)
+            ours.start(grid=InProcessGrid(client_app([pinned(s)]), N), initial_arrays=INIT, num_rounds=1)
     finally:
         s.close()
 

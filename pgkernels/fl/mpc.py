@@ -34,6 +34,11 @@ class MPCAggregator:
     def supports(name):
         return name in AGGREGATORS
 
+    @property
+    def last_invalid(self):
+        """Clients whose updates the servers found invalid in the last aggregation (dropped)."""
+        return list(self.servers.last_invalid)
+
     def aggregate(self, name, U, **kwargs):
         agg, kept = self.servers.aggregate(name, U, **kwargs)
         self.rounds.append(dict(self.servers.last_stats[0]))

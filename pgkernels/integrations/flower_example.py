@@ -5,8 +5,10 @@ times on the same clients -- some of them malicious -- and prints a table:
 
 * ``flower-fedavg``: Flower's FedAvg, updates in the clear;
 * ``flower-krum``: Flower's own Krum, updates in the clear;
-* ``pgkernels-krum``: the same clients with :func:`~pgkernels.integrations.flower.secret_share_mod`,
-  and :class:`~pgkernels.integrations.flower.SecureRobustAggregation` computing
+* ``pgkernels-krum``: the same clients with the sharing mod
+  (:func:`~pgkernels.integrations.flower.make_secret_share_mod`, pinned to the
+  keys of the aggregation servers started for the run), and
+  :class:`~pgkernels.integrations.flower.SecureRobustAggregation` computing
   Krum in MPC on two aggregation servers plus a dealer: no server sees an
   individual update.
 
@@ -60,17 +62,18 @@ def _cloned_state(model):
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
-def make_client_app(cfg_dict, secure):
-    """A Flower ClientApp training the lab's clients (``secure``: with the sharing mod)."""
+def make_client_app(cfg_dict, secure, server_keys=None):
+    """A Flower ClientApp training the lab's clients (``secure``: with the sharing mod,
+    sealing to the pinned ``server_keys``)."""
     import torch
     from flwr.app import ArrayRecord, Message, MetricRecord, RecordDict
     from flwr.clientapp import ClientApp
 
     from ..fl import attacks as A
     from ..fl.models import set_flat
-    from .flower import secret_share_mod
+    from .flower import make_secret_share_mod
 
-    app = ClientApp(mods=[secret_share_mod] if secure else [])
+    app = ClientApp(mods=[make_secret_share_mod(server_keys=server_keys)] if secure else [])
 
     @app.train()
     def train(msg, context):
@@ -128,19 +131,23 @@ def run_one(kind, cfg_dict, world_size=2, progress=True):
 
     from ..fl import metrics as M
     from ..fl.models import make_model
+    from ..serving.service import AggregationServers
     from .flower import SecureRobustAggregation
 
     lab = _lab(cfg_dict)
     cfg = lab.cfg
     n, f = cfg.clients, cfg.malicious
     common = dict(fraction_train=1.0, fraction_evaluate=0.0, min_train_nodes=n, min_available_nodes=n)
+    servers = None
     if kind == "flower-fedavg":
         strategy = _recording(FedAvg)(**common)
     elif kind == "flower-krum":
         strategy = _recording(Krum)(num_malicious_nodes=f, **common)
     else:
-        strategy = _recording(SecureRobustAggregation)("krum", num_malicious_clients=f, world_size=world_size,
-                                                       **common)
+        # started before the simulation, so the clients can pin the servers' keys
+        servers = AggregationServers(world_size=world_size)
+        servers.start()
+        strategy = _recording(SecureRobustAggregation)("krum", servers=servers, num_malicious_clients=f, **common)
     strategy.partition_of, strategy.selected = {}, []
     # Every run starts from the same seeded model: the main process's lab model is
     # reused by evaluate_fn, so rebuild it rather than take whatever the last run left.
@@ -169,9 +176,14 @@ def run_one(kind, cfg_dict, world_size=2, progress=True):
 
     torch.manual_seed(cfg.seed)
     t0 = time.perf_counter()
-    run_simulation(server_app=server, client_app=make_client_app(cfg_dict, kind == "pgkernels-krum"),
-                   num_supernodes=n, backend_config={"client_resources": {"num_cpus": 1}},
-                   verbose_logging=False)
+    try:
+        client_app = make_client_app(cfg_dict, servers is not None,
+                                     server_keys=servers.public_keys if servers is not None else None)
+        run_simulation(server_app=server, client_app=client_app, num_supernodes=n,
+                       backend_config={"client_resources": {"num_cpus": 1}}, verbose_logging=False)
+    finally:
+        if servers is not None:
+            servers.close()
     seconds = time.perf_counter() - t0
     if len(history) < cfg.rounds + 1:
         raise RuntimeError(f"{kind}: the simulation ended after {len(history) - 1} of {cfg.rounds} rounds "

@@ -2,9 +2,11 @@
 
 X25519 with a fresh ephemeral key per box, HKDF-SHA256 for the key, AES-256-GCM
 for encryption and authentication (the ``cryptography`` package). The
-associated data binds a box to its context (run, round, client, server,
-length), so a relay cannot move a box to another client or round without the
-server noticing. Used by :mod:`pgkernels.integrations.flower`: the Flower
+associated data binds a box to its context; :mod:`.client` makes it (session,
+round, node, d, the hash of the masked vector, server rank) and each server
+rebuilds it from its own state, so a relay cannot move a box to another
+client, round, session or server, or alter the masked vector, without the box
+failing to open. Used by :mod:`pgkernels.integrations.flower`: the Flower
 server only relays boxes it cannot open.
 """
 
