@@ -12,6 +12,9 @@ Two compute parties plus dealer, in one run:
   (distances from CrypTen's matmul, the same pruned network selecting each
   row's n - f - 2 smallest distances, CrypTen's ``argmin``, and the selected
   row by a one-hot matmul);
+* the servers' validity check of the updates and Krum as the servers run it
+  (check, then Krum with the dealer-assisted truncation) against plain Krum,
+  at both sizes: the check's overhead;
 * every aggregator at n = 100, d = 1e3 (seconds per aggregation round), next
   to EIFFeL's published 2.4 s per iteration at that size (Roy Chowdhury et
   al., CCS 2022; a different setting -- malicious clients, verifiable
@@ -56,6 +59,7 @@ def _pgk_session(n, d, f, sn, sd, reps):
     k = pgkernels.decode(D.krum(eu, f))
     assert float((k.numpy() - R.krum(U.numpy(), f)[0]).__abs__().max()) < 1e-3
     rows.append(dict(op="krum", impl="pgkernels", n=n, d=d, **measure(lambda: D.krum(eu, f), reps, warmup=0)))
+    rows += _validity_rows(eu, n, d, f, reps)
     # the n = 100, d = 1e3 point: every aggregator
     sf = (sn - 3) // 4
     Us = _data(sn, sd, sf, seed=1)
@@ -75,6 +79,36 @@ def _pgk_session(n, d, f, sn, sd, reps):
     }
     for name, fn in runs.items():
         rows.append(dict(op=name, impl="pgkernels", n=sn, d=sd, f=sf, **measure(fn, 1, warmup=1)))
+    rows += _validity_rows(es, sn, sd, sf, max(reps, 3))
+    return rows
+
+
+def _validity_rows(eu, n, d, f, reps):
+    """Krum as the aggregation servers run it: the validity check of the updates
+    (defenses.validity.validate, drop policy; also the two-comparison method) and
+    Krum with the dealer-assisted truncation, against plain Krum in the same run."""
+    from pgkernels import defenses as D
+    from pgkernels.defenses.validity import input_bound, validate
+    from pgkernels.protocols import truncation
+    from pgkernels.protocols.validity import check_rows
+
+    rows = [dict(op="krum (same reps)", impl="pgkernels", n=n, d=d,
+                 **measure(lambda: D.krum(eu, f), reps, warmup=0))]
+    B = input_bound("krum", n, d)
+    _, valid = validate(eu, "krum")
+    assert bool(valid.all())
+    rows.append(dict(op="validity check (carry)", impl="pgkernels", n=n, d=d,
+                     **measure(lambda: validate(eu, "krum"), reps, warmup=0)))
+    rows.append(dict(op="validity check (2 comparisons)", impl="pgkernels", n=n, d=d,
+                     **measure(lambda: check_rows(eu, B, method="compare"), 1, warmup=0)))
+
+    def served():
+        with truncation.exact():
+            U, _ = validate(eu, "krum")
+            return D.krum(U, f)
+
+    rows.append(dict(op="krum, checked + exact truncation", impl="pgkernels", n=n, d=d,
+                     **measure(served, reps, warmup=0)))
     return rows
 
 
@@ -163,16 +197,35 @@ def main(argv=None):
         table.append({"op": op, "n": a.n, "d": f"{d:.0e}", "pgk ms": ours["ms"], "pgk rounds": ours["rounds"],
                       "pgk MB": ours["MB_sent"], "CrypTen ms": base["ms"], "CrypTen rounds": base["rounds"],
                       "CrypTen MB": base["MB_sent"], "speedup": f"{base['seconds'] / ours['seconds']:.1f}x"})
+    checks = ("krum (same reps)", "validity check (carry)", "validity check (2 comparisons)",
+              "krum, checked + exact truncation")
     for r in rows:
-        if r["d"] == sd and r["impl"] == "pgkernels":
+        if r["d"] == sd and r["impl"] == "pgkernels" and r["op"] not in checks:
             table.append({"op": r["op"], "n": a.small_n, "d": f"{sd:.0e}", "pgk ms": r["ms"],
                           "pgk rounds": r["rounds"], "pgk MB": r["MB_sent"],
                           "CrypTen ms": "", "CrypTen rounds": "", "CrypTen MB": "",
                           "speedup": "EIFFeL: 2400 ms"})
+    # the validity check's overhead on Krum, both sizes, same run
+    overhead = []
+    for n_, d_ in ((a.n, d), (a.small_n, sd)):
+        base = next(r for r in rows if r["op"] == checks[0] and r["d"] == d_)
+        for op in checks:
+            r = next(x for x in rows if x["op"] == op and x["d"] == d_)
+            extra = r["seconds"] if op in checks[1:3] else r["seconds"] - base["seconds"]
+            overhead.append({"op": op.replace(" (same reps)", ""), "n": n_, "d": f"{d_:.0e}", "ms": r["ms"],
+                             "rounds": r["rounds"], "MB": r["MB_sent"],
+                             "overhead on krum": "" if op == checks[0] else f"{100 * extra / base['seconds']:+.0f}%"})
     meta = {"parties": 2, "baseline_provider": "TFP", "f": a.f,
             "note": "seconds: median at party 0; MB: sent per compute party; small-size rows are seconds "
                     "per aggregation round next to EIFFeL's published 2.4 s/iteration (n=100, d=1e3)"}
+    meta["validity_overhead"] = overhead
     print(write_results(a.out, meta, rows, table))
+    from .common import fmt_table
+
+    text = fmt_table(overhead, list(overhead[0]))
+    print(text)
+    with open(a.out.replace(".json", "_validity.md"), "w") as f:
+        f.write(text + "\n")
     print(f"[bench] wrote {a.out}", file=sys.stderr)
 
 
