@@ -14,13 +14,19 @@ pgkernels' exchanges and for CrypTen's own communicator calls (wrapped by
 * one call = one round, whatever the number of tensors it batches.
 
 Bytes from the dealer to a party are counted apart (``dealer_bytes``).
+
+Sizes are plaintext sizes and the model is the same whatever carries the
+messages: with ``channel="encrypted"`` (:mod:`pgkernels.runtime.channel`)
+each message is one AES-GCM record, 16 bytes longer on the wire, and
+CrypTen's all-reduce runs point-to-point ((n - 1) B actually sent instead of
+the ring's 2 (n - 1) / n B, the same for 2 parties); the meter still counts
+by the model above, so plain and encrypted runs report the same numbers.
 """
 
 import dataclasses
 import sys
 
 import torch
-import torch.distributed as dist
 
 
 @dataclasses.dataclass
@@ -62,6 +68,17 @@ def _comm():
     return cc.get()
 
 
+def transport():
+    """The session's point-to-point transport: the encrypted
+    :class:`~pgkernels.runtime.channel.Channel`, or gloo in the clear."""
+    tx = getattr(_comm(), "pgk_tx", None)
+    if tx is None:
+        from .channel import PlainTransport
+
+        tx = PlainTransport()
+    return tx
+
+
 def world_size():
     return _comm().get_world_size()
 
@@ -101,9 +118,11 @@ def exchange(sum_tensor=None, xor_tensor=None):
     words straight to every other party (point-to-point; gloo's all-reduce
     costs about 1.3 ms per call on loopback against 0.2 ms for a send/receive
     pair), then adds or XORs what it received. Returns the arguments, which are
-    overwritten in place.
+    overwritten in place. Over the encrypted channel each message is one
+    AES-GCM record (16 bytes more on the wire; the meter counts plaintext).
     """
     c = _comm()
+    tx = transport()
     n = c.get_world_size()
     me = c.get_rank()
     group = c.main_group
@@ -117,8 +136,8 @@ def exchange(sum_tensor=None, xor_tensor=None):
             if peer == me:
                 continue
             buf = _inbox_buffer(len(inbox), t)
-            works.append(dist.isend(t, peer, group=group))
-            works.append(dist.irecv(buf, peer, group=group))
+            works.append(tx.isend(t, peer, group=group))
+            works.append(tx.irecv(buf, peer, group=group))
             inbox.append((t, buf, is_xor))
     for w in works:
         w.wait()
@@ -193,14 +212,18 @@ def _account(self, name, args, kwargs, result):
             STATS.bytes_sent += sum(_tensor_bytes(t) for i, t in enumerate(args[0]) if i != me)
 
 
-def install_meter():
-    """Wrap CrypTen's DistributedCommunicator so its traffic lands in STATS."""
-    from crypten.communicator import DistributedCommunicator as DC
-
-    if getattr(DC, "_pgk_metered", False):
+def install_meter(cls=None):
+    """Wrap the communicator class in use (``type(crypten.communicator.get())``
+    unless given) so that its traffic lands in STATS. Every method is wrapped
+    once: a class that inherits wrapped methods gets wrappers of the originals."""
+    if cls is None:
+        cls = type(_comm())
+    if cls.__dict__.get("_pgk_metered", False):
         return
     for name in _METERED:
-        orig = getattr(DC, name)
+        orig = getattr(cls, name)
+        while hasattr(orig, "_pgk_orig"):
+            orig = orig._pgk_orig
 
         def wrapper(self, *args, _orig=orig, _name=name, **kwargs):
             result = _orig(self, *args, **kwargs)
@@ -208,6 +231,6 @@ def install_meter():
             return result
 
         wrapper.__name__ = name
-        wrapper.__wrapped__ = orig
-        setattr(DC, name, wrapper)
-    DC._pgk_metered = True
+        wrapper._pgk_orig = orig
+        setattr(cls, name, wrapper)
+    cls._pgk_metered = True

@@ -15,10 +15,32 @@ decompositions, ...) and sends party p the words that make the shares add up.
 Party p thus sees only values one-time-padded by the other parties' streams.
 The dealer learns nothing about inputs: it never receives shares.
 
-During a session party 0 sends the dealer one request header per request and
-the corrected party receives one correction tensor, so the dealer adds no round
-between compute parties; the request goes out before the protocol's first
-round and its answer is awaited only when the corrected words are first needed.
+Requests. Every compute party sends the dealer the header of every request
+(``HEADER_WORDS`` int64 words: kind, request number, parameters) and, for a
+CrypTen request, its canonical JSON (at most ``MAX_PAYLOAD_BYTES``, its length
+in the header and checked before the JSON is received). The dealer answers
+only a request that every party made identically: a single party -- e.g. a
+party 0 that asks, at a request where it is the corrected party, for a
+zero-sized matmul "triple" whose answer would be minus another party's
+stream words -- makes the dealer refuse, raise :class:`DealerError` and stop,
+and every party then fails with an error (nothing hangs, nothing is
+answered). The dealer then validates the request (no zero dimension, CMP
+parameters in range, only CrypTen's triple ops) and refuses one that would
+hold more than ``PGKERNELS_DEALER_MAX_BYTES`` (default
+:data:`DEFAULT_MAX_BYTES`) of material: ``8 * (n * total + corrected)`` bytes
+for ``n`` parties' streams of ``total`` words plus the corrections.
+
+Cost: per request every party sends 64 header bytes (plus the JSON of a
+CrypTen request, tens of bytes) with ``isend``, before the protocol's first
+round, and the corrected party receives one correction tensor; the dealer
+adds no round between compute parties, and its answer is awaited only when
+the corrected words are first needed. The dealer learns the request shapes
+(public) and nothing else.
+
+All traffic goes through the session's transport
+(:func:`pgkernels.runtime.comm.transport`): with ``channel="encrypted"`` the
+keys, headers and corrections are AES-GCM records of the authenticated
+channel, so nobody on the network sees the keys.
 
 ``DealerClient(mode="local")`` is the insecure test mode (CrypTen's TFP
 trust model): party 0 generates every key and computes the corrections itself,
@@ -26,10 +48,10 @@ so it can unmask every input.
 """
 
 import json
+import os
 import secrets
 
 import torch
-import torch.distributed as dist
 
 from . import comm as _comm
 
@@ -38,7 +60,21 @@ STOP = 0
 CMP = 1
 CRYPTEN = 2
 
-HEADER_WORDS = 8
+
+HEADER_WORDS = 8  # [kind, request number, parameters..., zeros]
+MAX_PAYLOAD_BYTES = 64 * 1024  # a CrypTen request's JSON (a few hundred bytes in practice)
+# Per-request budget for the dealer's material. The largest request of the
+# tests and benchmarks is bench_order's "rank" batch of 3e7 64-bit comparisons
+# (n (n - 1) / 2 * d <= 3e7): 4.4 GB for 2 parties, 6.0 GB for 3.
+DEFAULT_MAX_BYTES = 8 << 30
+MAX_BYTES_ENV = "PGKERNELS_DEALER_MAX_BYTES"
+MAX_ELEMENTS = 2 ** 40  # one dimension or one comparison batch
+MAX_CMP_PAYLOADS = 2 ** 16
+MAX_DIMS = 16
+
+
+class DealerError(RuntimeError):
+    """The dealer refused a request, or stopped answering."""
 
 
 def _ops():
@@ -68,7 +104,62 @@ def new_key():
 
 # --- layouts shared by the parties and the dealer -------------------------------
 
+def _is_int(v):
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def check_cmp_params(n, k, mode, payloads, self_sign=0):
+    """Range-check a comparison's parameters in Python (the C++ layer narrows
+    k, mode, payloads and self_sign to int): returns them as a tuple of ints."""
+    vals = {"n": n, "k": k, "mode": mode, "payloads": payloads, "self_sign": self_sign}
+    for name, v in vals.items():
+        if not _is_int(v):
+            raise TypeError(f"dealer request: comparison {name} must be an int, got {type(v).__name__}")
+    if not 1 <= n <= MAX_ELEMENTS:
+        raise ValueError(f"dealer request: comparison n must be in [1, 2^40], got {n}")
+    if not 2 <= k <= 64:
+        raise ValueError(f"dealer request: comparison bits k must be in [2, 64], got {k}")
+    if mode not in (0, 1, 2):
+        raise ValueError(f"dealer request: comparison mode must be 0 (LT), 1 (EQ) or 2 (MUX), got {mode}")
+    if not 0 <= payloads <= MAX_CMP_PAYLOADS:
+        raise ValueError(f"dealer request: comparison payloads must be in [0, 2^16], got {payloads}")
+    if self_sign not in (-1, 0, 1):
+        raise ValueError(f"dealer request: comparison self_sign must be -1, 0 or 1, got {self_sign}")
+    return (int(n), int(k), int(mode), int(payloads), int(self_sign))
+
+
+def max_request_bytes():
+    """The dealer's per-request memory budget (``PGKERNELS_DEALER_MAX_BYTES``)."""
+    raw = os.environ.get(MAX_BYTES_ENV)
+    if raw is None or raw.strip() == "":
+        return DEFAULT_MAX_BYTES
+    try:
+        val = int(raw)
+    except ValueError:
+        val = 0
+    if val <= 0:
+        raise ValueError(f"{MAX_BYTES_ENV} must be a positive integer number of bytes, got {raw!r}")
+    return val
+
+
+def request_bytes(stream_words, total_words, world_size):
+    """Bytes of material the dealer holds for a request: every party's stream
+    (``total_words`` each, at most) plus the corrections."""
+    return 8 * (world_size * total_words + (total_words - stream_words))
+
+
+def check_budget(stream_words, total_words, world_size, what="request"):
+    need = request_bytes(stream_words, total_words, world_size)
+    limit = max_request_bytes()
+    if need > limit:
+        raise ValueError(f"dealer request: the {what} needs {need} bytes of dealer memory for "
+                         f"{world_size} parties, over the budget of {limit} bytes "
+                         f"({MAX_BYTES_ENV})")
+    return need
+
+
 def cmp_layout(n, k, mode, payloads, self_sign=0):
+    n, k, mode, payloads, self_sign = check_cmp_params(n, k, mode, payloads, self_sign)
     lay = _ops().cmp_layout(n, k, mode, payloads, self_sign)
     return {"stream": lay[0], "total": lay[1], "levels": lay[2], "W": lay[3],
             "open1": lay[4], "state": lay[5], "open": lay[6:]}
@@ -82,78 +173,124 @@ def _numel(size):
 
 
 def _result_size(op, size0, size1, kwargs):
-    a = torch.empty(size0, dtype=torch.long, device="meta")
-    b = torch.empty(size1, dtype=torch.long, device="meta")
+    """Shape of ``op(a, b, **kwargs)`` for a (size0) and b (size1), on meta tensors."""
+    a = torch.empty(size0, dtype=torch.float32, device="meta")
+    b = torch.empty(size1, dtype=torch.float32, device="meta")
     try:
         return tuple(getattr(torch, op)(a, b, **kwargs).shape)
-    except Exception:  # meta kernels missing for some int64 ops
-        a = torch.zeros(size0, dtype=torch.long)
-        b = torch.zeros(size1, dtype=torch.long)
-        return tuple(getattr(torch, op)(a, b, **kwargs).shape)
+    except Exception as e:
+        raise ValueError(f"dealer request: {op} of sizes {list(size0)} and {list(size1)} "
+                         f"with {kwargs} is not valid: {str(e).splitlines()[0] if str(e) else e}") from None
 
 
 # CrypTen's additive-triple ops (crypten.mpc.provider): the dealer evaluates only these.
 ADDITIVE_OPS = ("mul", "matmul", "conv1d", "conv2d", "conv_transpose1d", "conv_transpose2d")
+CONV_KWARGS = ("stride", "padding", "dilation", "groups", "output_padding")
 MAX_REQUEST_WORDS = 2 ** 34  # 128 GiB of words: a request past this is malformed
+_REQUEST_KEYS = {"additive": {"fn", "size0", "size1", "op", "kwargs"}, "binary": {"fn", "size0", "size1"},
+                 "square": {"fn", "size"}, "wraps": {"fn", "size"}, "B2A": {"fn", "size"},
+                 "trunc": {"fn", "size", "divisor"}, "gram": {"fn", "size"}}
 
 
 def _check_size(size, name):
-    if not isinstance(size, (list, tuple)) or not all(
-            isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in size):
-        raise ValueError(f"dealer request: {name} must be a list of non-negative ints, got {size!r}")
+    if not isinstance(size, (list, tuple)) or len(size) > MAX_DIMS or not all(
+            _is_int(s) and 1 <= s <= MAX_ELEMENTS for s in size):
+        raise ValueError(f"dealer request: {name} must be a list of at most {MAX_DIMS} ints in "
+                         f"[1, 2^40] (no zero dimension), got {size!r}")
     if _numel(size) > MAX_REQUEST_WORDS:
         raise ValueError(f"dealer request: {name} {size} is too large")
 
 
+def _check_kwarg(key, v):
+    ok = (_is_int(v) and 0 <= v <= 2 ** 20) or (
+        isinstance(v, (list, tuple)) and 1 <= len(v) <= 3 and all(_is_int(x) and 0 <= x <= 2 ** 20 for x in v))
+    if key not in CONV_KWARGS or not ok:
+        raise ValueError(f"dealer request: kwargs may hold {CONV_KWARGS} as ints or int lists in "
+                         f"[0, 2^20], got {key}={v!r}")
+
+
 def _check_request(req):
+    if not isinstance(req, dict):
+        raise ValueError(f"dealer request: expected a JSON object, got {type(req).__name__}")
     fn = req.get("fn")
+    if not isinstance(fn, str) or fn not in _REQUEST_KEYS:
+        raise ValueError(f"unknown dealer request {fn!r}")
+    extra = set(req) - _REQUEST_KEYS[fn]
+    if extra:
+        raise ValueError(f"dealer request: unexpected fields {sorted(extra)} in a {fn!r} request")
     if fn in ("additive", "binary"):
         _check_size(req.get("size0"), "size0")
         _check_size(req.get("size1"), "size1")
-    elif fn in ("square", "wraps", "B2A"):
+    else:
         _check_size(req.get("size"), "size")
-    elif fn == "trunc":
-        _check_size(req.get("size"), "size")
+    if fn == "trunc":
         D = req.get("divisor")
-        if isinstance(D, bool) or not isinstance(D, int) or not 1 <= D < 2 ** 63:
+        if not _is_int(D) or not 1 <= D < 2 ** 63:
             raise ValueError(f"dealer request: trunc divisor must be an int in [1, 2^63), got {D!r}")
     elif fn == "gram":
-        _check_size(req.get("size"), "size")
         if len(req["size"]) != 2:
             raise ValueError(f"dealer request: gram size must be [m, k], got {req['size']!r}")
-    else:
-        raise ValueError(f"unknown dealer request {fn!r}")
-    if fn == "additive":
+    elif fn == "binary":
+        try:
+            torch.broadcast_shapes(tuple(req["size0"]), tuple(req["size1"]))
+        except RuntimeError:
+            raise ValueError(f"dealer request: binary sizes {req['size0']} and {req['size1']} "
+                             "do not broadcast") from None
+    elif fn == "additive":
         if req.get("op") not in ADDITIVE_OPS:
             raise ValueError(f"dealer request: op {req.get('op')!r} is not one of {ADDITIVE_OPS}")
         kw = req.get("kwargs", {})
-        if not isinstance(kw, dict) or not all(
-                isinstance(v, (int, list, tuple)) and not isinstance(v, bool) for v in kw.values()):
+        if not isinstance(kw, dict):
             raise ValueError(f"dealer request: kwargs must map to ints or int lists, got {kw!r}")
+        for key, v in kw.items():
+            _check_kwarg(key, v)
 
 
-def crypten_layout(req):
-    """Stream/corrected word counts of a CrypTen provider request (validated)."""
+def crypten_layout(req, world_size=None):
+    """Stream/corrected word counts of a CrypTen provider request (validated;
+    with ``world_size``, also checked against the dealer's memory budget)."""
     _check_request(req)
     fn = req["fn"]
     if fn == "additive":
         n0, n1 = _numel(req["size0"]), _numel(req["size1"])
-        nc = _numel(_result_size(req["op"], req["size0"], req["size1"], req["kwargs"]))
-        return n0 + n1, n0 + n1 + nc
-    if fn == "binary":
+        if world_size is not None:  # inputs alone over budget: refuse before shape inference
+            check_budget(n0 + n1, n0 + n1, world_size, f"{fn} request")
+        nc = _numel(_result_size(req["op"], req["size0"], req["size1"], req.get("kwargs", {})))
+        lay = n0 + n1, n0 + n1 + nc
+    elif fn == "binary":
         n0, n1 = _numel(req["size0"]), _numel(req["size1"])
         nc = _numel(torch.broadcast_shapes(tuple(req["size0"]), tuple(req["size1"])))
-        return n0 + n1, n0 + n1 + nc
-    if fn in ("square", "wraps", "B2A"):
+        lay = n0 + n1, n0 + n1 + nc
+    elif fn in ("square", "wraps", "B2A"):
         n = _numel(req["size"])
-        return n, 2 * n
-    if fn == "trunc":  # r, then [floor(r / D)] and [msb(r)] (r read as unsigned)
+        lay = n, 2 * n
+    elif fn == "trunc":  # r, then [floor(r / D)] and [msb(r)] (r read as unsigned)
         n = _numel(req["size"])
-        return n, 3 * n
-    if fn == "gram":  # A (m x k) and A A^T (m x m)
+        lay = n, 3 * n
+    else:  # gram: A (m x k) and A A^T (m x m)
         m, k = req["size"]
-        return m * k, m * k + m * m
-    raise ValueError(f"unknown dealer request {fn!r}")
+        lay = m * k, m * k + m * m
+    if world_size is not None:
+        check_budget(lay[0], lay[1], world_size, f"{fn} request")
+    return lay
+
+
+def parse_request(raw):
+    """A CrypTen request from its JSON bytes (strict: no NaN/inf, must validate)."""
+    def reject(name):
+        raise ValueError(f"non-finite number {name}")
+
+    try:
+        req = json.loads(bytes(raw).decode("utf-8"), parse_constant=reject)
+    except (UnicodeDecodeError, ValueError, RecursionError) as e:
+        raise ValueError(f"dealer request: the payload is not valid JSON: {e}") from None
+    _check_request(req)
+    return req
+
+
+def encode_request(req):
+    """The canonical JSON every party sends for a CrypTen request."""
+    return json.dumps(req, sort_keys=True, separators=(",", ":")).encode()
 
 
 def _crypten_corrections(req, mats):
@@ -165,7 +302,7 @@ def _crypten_corrections(req, mats):
         n0, n1 = _numel(s0), _numel(s1)
         a = sum(m[:n0] for m in mats).view(s0)
         b = sum(m[n0:n0 + n1] for m in mats).view(s1)
-        c = getattr(torch, req["op"])(a, b, **req["kwargs"]).reshape(-1)
+        c = getattr(torch, req["op"])(a, b, **req.get("kwargs", {})).reshape(-1)
         return c - sum(m[n0 + n1:] for m in others)
     if fn == "binary":
         s0, s1 = req["size0"], req["size1"]
@@ -249,36 +386,71 @@ class DealerCore:
         return mats
 
     def answer(self, kind, params):
-        """The corrected party's words for request number ``self.seq + 1``."""
+        """The corrected party's words for request number ``self.seq + 1``
+        (validated and checked against the memory budget first: ValueError)."""
+        ws = len(self.keys)
+        if kind == CMP:
+            n, k, mode, payloads, self_sign = check_cmp_params(*params)
+            lay = cmp_layout(n, k, mode, payloads, self_sign)
+            check_budget(lay["stream"], lay["total"], ws, "comparison")
+        elif kind == CRYPTEN:
+            stream_words, total = crypten_layout(params, ws)
+        else:
+            raise ValueError(f"unknown dealer request kind {kind}")
         self.seq += 1
         if kind == CMP:
-            n, k, mode, payloads, self_sign = params
-            lay = cmp_layout(n, k, mode, payloads, self_sign)
             mats = self._streams(self.seq, lay["stream"], lay["total"])
             corr = self.pool.get("corr", lay["total"] - lay["stream"])
             _ops().cmp_dealer_(corr, mats, n, k, mode, payloads, self_sign)
             return corr
-        if kind == CRYPTEN:
-            stream_words, total = crypten_layout(params)
-            mats = self._streams(self.seq, stream_words, total)
-            return _crypten_corrections(params, mats).contiguous()
-        raise ValueError(f"unknown dealer request kind {kind}")
+        mats = self._streams(self.seq, stream_words, total)
+        return _crypten_corrections(params, mats).contiguous()
 
 
 class Material:
     """A party's correlated randomness for one request."""
 
-    def __init__(self, words, stream_words, work=None):
+    def __init__(self, words, stream_words, work=None, seq=None):
         self.words = words
         self.stream_words = stream_words
         self._work = work
+        self.seq = seq
 
     def wait(self):
         """Block until this request's corrected words have arrived (no-op except at the corrected party)."""
         if self._work is not None:
-            self._work.wait()
+            try:
+                self._work.wait()
+            except Exception as e:
+                raise DealerError(
+                    f"pgkernels: the dealer did not answer request {self.seq}: it refused a request "
+                    "(the parties' requests disagreed or were malformed; see the dealer's error) or "
+                    f"stopped: {e}") from e
             self._work = None
         return self.words
+
+
+def _header(kind, seq, extra=()):
+    if len(extra) > HEADER_WORDS - 2:
+        raise ValueError("dealer request: too many header words")
+    h = torch.zeros(HEADER_WORDS, dtype=torch.long)
+    h[0] = kind
+    h[1] = seq
+    for i, v in enumerate(extra):
+        h[2 + i] = int(v)
+    return h
+
+
+def describe_header(h):
+    kind = h[0]
+    if kind == CMP:
+        return (f"request {h[1]}: comparison n={h[2]} k={h[3]} mode={h[4]} payloads={h[5]} "
+                f"self_sign={h[6]}")
+    if kind == CRYPTEN:
+        return f"request {h[1]}: CrypTen request of {h[2]} JSON bytes"
+    if kind == STOP:
+        return f"request {h[1]}: STOP (the party finished or failed)"
+    return f"request {h[1]}: unknown kind {kind}"
 
 
 class DealerClient:
@@ -295,30 +467,42 @@ class DealerClient:
         self.world_size = c.get_world_size()
         self.dealer_rank = self.world_size
         self.group = c.ttp_group if mode == "process" else c.main_group
+        self.tx = _comm.transport()
         self.seq = 0
         self._pool = _Pool()
         self._ahead = None  # (params, material, layout) requested ahead of use
+        self._sending = []  # isend works of headers/payloads (they hold the buffers)
         if mode == "process":
             key = torch.empty(16, dtype=torch.uint8)
-            dist.recv(key, src=self.dealer_rank, group=self.group)
+            self.tx.recv(key, self.dealer_rank, group=self.group)
             self.key = key
             self.core = None
         elif mode == "local":
             if self.rank == 0:
                 keys = [new_key() for _ in range(self.world_size)]
                 for r in range(1, self.world_size):
-                    dist.send(keys[r], dst=r, group=self.group)
+                    self.tx.send(keys[r], r, group=self.group)
                 self.key = keys[0]
                 self.core = DealerCore(keys)
             else:
                 key = torch.empty(16, dtype=torch.uint8)
-                dist.recv(key, src=0, group=self.group)
+                self.tx.recv(key, 0, group=self.group)
                 self.key = key
                 self.core = None
         else:
             raise ValueError(f"unknown dealer mode {mode!r}")
 
+    def _send_request(self, header, payload=None):
+        """Send this party's header (and JSON payload) to the dealer, without waiting."""
+        self._sending = [w for w in self._sending if not w.is_completed()]
+        self._sending.append(self.tx.isend(header, self.dealer_rank, group=self.group))
+        if payload is not None:
+            self._sending.append(self.tx.isend(payload, self.dealer_rank, group=self.group))
+
     def _request(self, kind, params, stream_words, total_words, header_extra=(), payload=None):
+        # refuse here what the dealer would refuse: a clearer error, at the party that asked
+        check_budget(stream_words, total_words, self.world_size,
+                     "comparison" if kind == CMP else f"{params.get('fn')} request")
         self.seq += 1
         # Reused buffers, two of them: a request in use and at most one asked
         # for ahead (prefetch); every caller is done with its material before
@@ -331,44 +515,39 @@ class DealerClient:
             if self.rank == 0:
                 local_corr = self.core.answer(kind, params)
                 if corrected != 0 and local_corr.numel():
-                    dist.send(local_corr, dst=corrected, group=self.group)
-        elif self.rank == 0:
-            header = torch.zeros(HEADER_WORDS, dtype=torch.long)
-            header[0] = kind
-            for i, v in enumerate(header_extra):
-                header[1 + i] = int(v)
-            dist.send(header, dst=self.dealer_rank, group=self.group)
-            if payload is not None:
-                dist.send(payload, dst=self.dealer_rank, group=self.group)
+                    self.tx.send(local_corr, corrected, group=self.group)
+        else:
+            # every party sends its own header: the dealer answers only if all agree
+            self._send_request(_header(kind, self.seq, header_extra), payload)
         # everything but the corrected party's corrected segment comes from the stream
         drawn = total_words if self.rank != corrected else stream_words
         if drawn:
             _ops().prg_fill_(words[:drawn], self.key, self.seq, 0)
         if self.rank != corrected:
-            return Material(words, stream_words)
+            return Material(words, stream_words, seq=self.seq)
         corr = words[stream_words:]
         if self.mode == "local":
             if local_corr is not None:
                 corr.copy_(local_corr)
             elif corr.numel():
-                dist.recv(corr, src=0, group=self.group)
-            return Material(words, stream_words)
+                self.tx.recv(corr, 0, group=self.group)
+            return Material(words, stream_words, seq=self.seq)
         work = None
         if corr.numel():
-            work = dist.irecv(corr, src=self.dealer_rank, group=self.group)
+            work = self.tx.irecv(corr, self.dealer_rank, group=self.group)
         _comm.record_dealer_bytes(corr.numel() * 8)
-        return Material(words, stream_words, work)
+        return Material(words, stream_words, work, seq=self.seq)
 
     def cmp(self, n, k, mode, payloads, self_sign=0):
         """Material for one comparison of n elements (taken from a prefetch if one is waiting)."""
-        params = (n, k, mode, int(payloads), int(self_sign))
+        params = check_cmp_params(n, k, mode, int(payloads), int(self_sign))
         if self._ahead is not None:
             ahead, self._ahead = self._ahead, None
             if ahead[0] != params:
                 raise RuntimeError(f"pgkernels: dealer material asked ahead for {ahead[0]} but the "
                                    f"next comparison is {params}")
             return ahead[1], ahead[2]
-        lay = cmp_layout(n, k, mode, payloads, self_sign)
+        lay = cmp_layout(*params)
         return self._request(CMP, params, lay["stream"], lay["total"], header_extra=params), lay
 
     def prefetch_cmp(self, n, k, mode, payloads, self_sign=0):
@@ -377,55 +556,109 @@ class DealerClient:
         call must be ``cmp`` with the same arguments (checked)."""
         if self._ahead is not None:
             raise RuntimeError("pgkernels: only one comparison can be asked for ahead")
-        params = (n, k, mode, int(payloads), int(self_sign))
-        lay = cmp_layout(n, k, mode, payloads, self_sign)
+        params = check_cmp_params(n, k, mode, int(payloads), int(self_sign))
+        lay = cmp_layout(*params)
         mat = self._request(CMP, params, lay["stream"], lay["total"], header_extra=params)
         self._ahead = (params, mat, lay)
 
     def crypten(self, req):
         if self._ahead is not None:
             raise RuntimeError("pgkernels: a CrypTen op ran while a comparison was asked for ahead")
-        stream_words, total_words = crypten_layout(req)
-        payload = None
-        if self.rank == 0 and self.mode == "process":
-            raw = json.dumps(req).encode()
+        stream_words, total_words = crypten_layout(req, self.world_size)
+        payload, extra = None, ()
+        if self.mode == "process":
+            raw = encode_request(req)
+            if len(raw) > MAX_PAYLOAD_BYTES:
+                raise ValueError(f"dealer request: {len(raw)} bytes of JSON, over {MAX_PAYLOAD_BYTES}")
             payload = torch.frombuffer(bytearray(raw), dtype=torch.uint8).clone()
             extra = (len(raw),)
-        else:
-            extra = ()
         return self._request(CRYPTEN, req, stream_words, total_words, header_extra=extra,
                              payload=payload)
 
     def stop(self):
-        if self.mode == "process" and self.rank == 0:
-            header = torch.zeros(HEADER_WORDS, dtype=torch.long)
-            header[0] = STOP
-            dist.send(header, dst=self.dealer_rank, group=self.group)
+        """Tell the dealer this party is done (every party does; the dealer stops when all have)."""
+        if self.mode != "process":
+            return
+        self._send_request(_header(STOP, self.seq + 1))
+        works, self._sending = self._sending, []
+        for w in works:
+            w.wait()
+
+
+def _refuse(seq, why):
+    raise DealerError(f"pgkernels dealer: refusing request {seq}: {why}")
+
+
+def _receive_request(tx, group, world_size, seq, bufs):
+    """Every party's header (and payload); returns (kind, params) once all agree."""
+    heads = []
+    for r in range(world_size):
+        tx.recv(bufs[r], r, group=group)
+        heads.append(tuple(int(v) for v in bufs[r]))
+    for r in range(1, world_size):
+        if heads[r] != heads[0]:
+            _refuse(seq, f"the parties asked for different things (party 0: {describe_header(heads[0])}; "
+                         f"party {r}: {describe_header(heads[r])}). A party may be trying to make the "
+                         "dealer reveal another party's masks; nothing is answered")
+    h = heads[0]
+    kind = h[0]
+    if h[1] != seq:
+        _refuse(seq, f"the parties sent request number {h[1]}")
+    try:
+        if kind == STOP:
+            if any(h[2:]):
+                raise ValueError("a STOP header carries no parameters")
+            return STOP, None
+        if kind == CMP:
+            if h[7]:
+                raise ValueError("unused header words must be zero")
+            return CMP, check_cmp_params(*h[2:7])
+        if kind == CRYPTEN:
+            length = h[2]
+            if any(h[3:]):
+                raise ValueError("unused header words must be zero")
+            if not 1 <= length <= MAX_PAYLOAD_BYTES:
+                raise ValueError(f"a CrypTen request's JSON must be 1..{MAX_PAYLOAD_BYTES} bytes, "
+                                 f"the parties announced {length}")
+            raws = []
+            for r in range(world_size):
+                buf = torch.empty(length, dtype=torch.uint8)
+                tx.recv(buf, r, group=group)
+                raws.append(bytes(buf.numpy()))
+            for r in range(1, world_size):
+                if raws[r] != raws[0]:
+                    _refuse(seq, f"the parties sent different CrypTen requests (party 0: "
+                                 f"{raws[0][:200]!r}; party {r}: {raws[r][:200]!r}); nothing is answered")
+            return CRYPTEN, parse_request(raws[0])
+        raise ValueError(f"unknown request kind {kind}")
+    except (ValueError, TypeError) as e:
+        _refuse(seq, str(e))
 
 
 def serve(world_size):
-    """Dealer process main loop (rank ``world_size``); returns on STOP."""
+    """Dealer process main loop (rank ``world_size``); returns once every party sent STOP.
+
+    Raises :class:`DealerError` (and so stops, which makes every party fail)
+    on a request the parties did not all make identically, a malformed
+    request, or one over the memory budget."""
     import crypten.communicator as cc
 
     group = cc.get().ttp_group
+    tx = _comm.transport()
     keys = [new_key() for _ in range(world_size)]
-    for r in range(world_size):
-        dist.send(keys[r], dst=r, group=group)
+    works = [tx.isend(keys[r], r, group=group) for r in range(world_size)]
+    for w in works:
+        w.wait()
     core = DealerCore(keys)
-    header = torch.empty(HEADER_WORDS, dtype=torch.long)
+    bufs = [torch.empty(HEADER_WORDS, dtype=torch.long) for _ in range(world_size)]
     while True:
-        dist.recv(header, src=0, group=group)
-        kind = int(header[0])
+        seq = core.seq + 1
+        kind, params = _receive_request(tx, group, world_size, seq, bufs)
         if kind == STOP:
             return
-        if kind == CMP:
-            params = tuple(int(v) for v in header[1:6])
-        elif kind == CRYPTEN:
-            raw = torch.empty(int(header[1]), dtype=torch.uint8)
-            dist.recv(raw, src=0, group=group)
-            params = json.loads(bytes(raw.numpy()).decode())
-        else:
-            raise RuntimeError(f"dealer: unknown request kind {kind}")
-        corr = core.answer(kind, params)
+        try:
+            corr = core.answer(kind, params)
+        except (ValueError, TypeError, RuntimeError) as e:
+            _refuse(seq, str(e))
         if corr.numel():
-            dist.send(corr, dst=corrected_party(core.seq, world_size), group=group)
+            tx.send(corr, corrected_party(core.seq, world_size), group=group)

@@ -6,6 +6,14 @@ uses -- so nothing is forked from the caller: ``launch`` works after the caller
 has used torch's thread pool (a fork would deadlock, as CrypTen's
 ``run_multiprocess`` does) and from scripts without a ``__main__`` guard. The
 function travels by value with cloudpickle, so closures and lambdas work.
+
+Nothing listens on the network: the processes meet through a ``file://``
+rendezvous inside a fresh 0700 temporary directory (no TCP store), and gloo is
+bound to the loopback interface (``GLOO_SOCKET_IFNAME``). With
+``channel="encrypted"`` every process also gets a fresh X25519 identity (a
+0600 key file in that directory; only a process's own file is on its command
+line) and all of them share the roster of public keys, so even traffic on
+loopback is authenticated and encrypted (:mod:`pgkernels.runtime.channel`).
 """
 
 import os
@@ -18,7 +26,7 @@ import time
 
 import cloudpickle
 
-from .session import ConfigError, check_dealer, has_dealer_process
+from .session import ConfigError, check_dealer, has_dealer_process, resolve_channel
 
 
 class PartyError(RuntimeError):
@@ -51,8 +59,23 @@ def _child_env(threads):
     return env
 
 
+def _identities(tmp, world_size, with_dealer):
+    """Fresh identity key files (0600) for every process and the roster file."""
+    from .channel import generate_identity, write_roster
+
+    files, pubs = {}, {}
+    names = list(range(world_size)) + (["dealer"] if with_dealer else [])
+    for name in names:
+        files[name] = os.path.join(tmp, f"identity-{name}.key")
+        _, pubs[name] = generate_identity(files[name])
+    roster = os.path.join(tmp, "roster.json")
+    write_roster(roster, world_size, [pubs[r] for r in range(world_size)],
+                 pubs.get("dealer"))
+    return files, roster
+
+
 def launch(fn, world_size=2, dealer="ttp", timeout=300.0, args=(), kwargs=None, insecure=False,
-           threads=1, party_inputs=None):
+           threads=1, party_inputs=None, channel="auto"):
     """Run ``fn(*args, **kwargs)`` in every compute party; return the per-rank results.
 
     Args:
@@ -85,26 +108,37 @@ def launch(fn, world_size=2, dealer="ttp", timeout=300.0, args=(), kwargs=None, 
         raise ConfigError(f"timeout must be > 0 seconds, got {timeout!r}")
     check_dealer(dealer, insecure)
     kwargs = kwargs or {}
+    mode = resolve_channel(channel, "file://")
     if party_inputs is not None:
         if not isinstance(party_inputs, (list, tuple)) or len(party_inputs) != world_size:
             raise ConfigError(f"party_inputs must be a list of world_size={world_size} values")
         if "party_input" in kwargs:
             raise ConfigError("give party_input through party_inputs, not kwargs")
-    tmp = tempfile.mkdtemp(prefix="pgkernels-")
+    tmp = tempfile.mkdtemp(prefix="pgkernels-")  # 0700
     try:
         payload = os.path.join(tmp, "payload.pkl")
         with open(payload, "wb") as f:
             cloudpickle.dump((fn, tuple(args), kwargs), f)
-        rendezvous = f"tcp://127.0.0.1:{free_port()}"
+        rendezvous = "file://" + os.path.join(tmp, "rendezvous")
         env = _child_env(threads)
+        from .channel import loopback_interface
+
+        env["GLOO_SOCKET_IFNAME"] = loopback_interface()  # gloo listens on loopback only
         base = [sys.executable, "-m", "pgkernels.party", "--world-size", str(world_size),
-                "--rendezvous", rendezvous, "--dealer", dealer, "--timeout", str(timeout)]
+                "--rendezvous", rendezvous, "--dealer", dealer, "--timeout", str(timeout),
+                "--channel", mode]
         if insecure:
             base.append("--insecure")
+        ident = {}
+        if mode == "encrypted":
+            ident, roster = _identities(tmp, world_size, has_dealer_process(dealer))
+            base += ["--roster", roster]
         procs = {}
         for rank in range(world_size):
             cmd = base + ["--rank", str(rank), "--payload", payload,
                           "--result", os.path.join(tmp, f"result{rank}.pkl")]
+            if ident:
+                cmd += ["--identity", ident[rank]]
             if party_inputs is not None:
                 own = os.path.join(tmp, f"input{rank}.pkl")
                 fd = os.open(own, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -113,8 +147,10 @@ def launch(fn, world_size=2, dealer="ttp", timeout=300.0, args=(), kwargs=None, 
                 cmd += ["--input", own]
             procs[rank] = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL)
         if has_dealer_process(dealer):
-            procs["dealer"] = subprocess.Popen(base + ["--role", "dealer"], env=env,
-                                               stdin=subprocess.DEVNULL)
+            cmd = base + ["--role", "dealer", "--result", os.path.join(tmp, "dealer.json")]
+            if ident:
+                cmd += ["--identity", ident["dealer"]]
+            procs["dealer"] = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL)
         return _collect(procs, tmp, world_size, timeout)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -139,29 +175,86 @@ def _kill(procs):
             pass
 
 
+def _dealer_outcome(tmp):
+    """The dealer's own JSON account of how it stopped, or None."""
+    import json
+
+    try:
+        with open(os.path.join(tmp, "dealer.json")) as f:
+            out = json.load(f)
+        return out if isinstance(out, dict) else None
+    except (OSError, ValueError):
+        return None
+
+
+def _failure(procs, tmp, world_size, grace=3.0):
+    """The PartyError to raise once some process failed.
+
+    One failure makes the others fail after it (a peer's connection closes, or
+    the dealer refuses a request a failed party no longer makes). Wait up to
+    ``grace`` seconds for everyone to stop, then report a crash (a process that
+    died without a result) if there is one, else the earliest error by the
+    time each process recorded it; the dealer's reason is appended."""
+    end = time.monotonic() + grace
+    while time.monotonic() < end and any(p.poll() is None for p in procs.values()):
+        time.sleep(0.05)
+    crashed, errors = [], []
+    for rank in range(world_size):
+        code = procs[rank].poll()
+        res = _read_result(tmp, rank)
+        if res is not None and res[0] == "error":
+            when = res[2] if len(res) > 2 else float("inf")
+            errors.append((when, f"party {rank} raised an exception:\n{res[1]}", rank))
+        elif res is None and code is not None:
+            crashed.append((f"party {rank} exited with code {code} without a result (killed or crashed)", rank))
+    dealer_why = None
+    if "dealer" in procs:
+        code = procs["dealer"].poll()
+        out = _dealer_outcome(tmp)
+        if out is not None and out.get("status") == "error":
+            dealer_why = str(out.get("error"))
+            errors.append((out.get("time", float("inf")),
+                           f"the dealer process exited with code {code} before the parties finished: "
+                           f"{dealer_why}", "dealer"))
+        elif code not in (None, 0):
+            crashed.append((f"the dealer process exited with code {code} before the parties finished",
+                            "dealer"))
+    if crashed:
+        message, rank = crashed[0]
+    elif errors:
+        _, message, rank = min(errors, key=lambda e: e[0])
+    else:
+        return None
+    if dealer_why and rank != "dealer":
+        message += f"\n(the dealer stopped too: {dealer_why})"
+    return PartyError(message, rank=rank)
+
+
 def _collect(procs, tmp, world_size, timeout):
     deadline = time.monotonic() + timeout
     results = {}
     try:
         while True:
+            failed = False
             for rank, p in procs.items():
                 code = p.poll()
                 if code is None or rank in results:
                     continue
                 if rank == "dealer":
                     if code != 0 and len(results) < world_size:
-                        raise PartyError(f"the dealer process exited with code {code} "
-                                         "before the parties finished", rank="dealer")
-                    results["dealer"] = code
+                        failed = True
+                    else:
+                        results["dealer"] = code
                     continue
                 res = _read_result(tmp, rank)
-                if res is None:
-                    raise PartyError(f"party {rank} exited with code {code} without a result "
-                                     "(killed or crashed)", rank=rank)
-                status, value = res
-                if status == "error":
-                    raise PartyError(f"party {rank} raised an exception:\n{value}", rank=rank)
-                results[rank] = value
+                if res is None or res[0] != "ok":
+                    failed = True
+                else:
+                    results[rank] = res[1]
+            if failed:
+                err = _failure(procs, tmp, world_size)
+                if err is not None:
+                    raise err
             if all(r in results for r in range(world_size)):
                 break
             if time.monotonic() > deadline:
@@ -169,7 +262,7 @@ def _collect(procs, tmp, world_size, timeout):
                 raise PartyError(f"parties {missing} did not finish within {timeout} s "
                                  "(a party hung or a peer stopped answering)", rank=missing[0])
             time.sleep(0.01)
-        # the dealer stops when party 0 shuts down; give it a moment
+        # the dealer stops when every party has stopped; give it a moment
         if "dealer" in procs:
             try:
                 procs["dealer"].wait(timeout=10)

@@ -7,13 +7,17 @@ pgkernels', gets its correlated randomness from the same dealer and AES-CTR
 streams. CrypTen's own TTP provider seeds its generators with ``torch.randint``
 from the dealer's default torch generator and expands them with a
 non-cryptographic generator; this provider does neither.
+
+A request with an empty operand needs no randomness (the product of an empty
+tensor is empty or a sum over nothing): it is answered here with zero shares,
+and the dealer, which refuses zero dimensions, never sees it.
 """
 
 import torch
 from crypten.mpc.primitives import ArithmeticSharedTensor, BinarySharedTensor
 from crypten.mpc.provider.provider import TupleProvider
 
-from .dealer import _result_size
+from .dealer import _numel, _result_size
 
 NAME = "PGK"
 
@@ -37,9 +41,17 @@ class DealerProvider(TupleProvider):
         mat = self.client.crypten(req).wait()
         return mat
 
+    @staticmethod
+    def _zeros(sizes, device, binary=False):
+        cls = BinarySharedTensor if binary else ArithmeticSharedTensor
+        kw = {} if binary else {"precision": 0}
+        return tuple(cls.from_shares(_to(torch.zeros(s, dtype=torch.long), device), **kw) for s in sizes)
+
     def generate_additive_triple(self, size0, size1, op, device=None, *args, **kwargs):
         if args:
             raise TypeError("DealerProvider: positional op arguments are not supported")
+        if _numel(size0) == 0 or _numel(size1) == 0:
+            return self._zeros((size0, size1, _result_size(op, size0, size1, kwargs)), device)
         req = {"fn": "additive", "size0": list(size0), "size1": list(size1), "op": op,
                "kwargs": kwargs}
         w = self._draw(req)
@@ -51,6 +63,8 @@ class DealerProvider(TupleProvider):
                      for t in (a, b, c))
 
     def square(self, size, device=None):
+        if _numel(size) == 0:
+            return self._zeros((size, size), device)
         w = self._draw({"fn": "square", "size": list(size)})
         n = w.numel() // 2
         r, r2 = w[:n].view(size), w[n:].view(size)
@@ -58,6 +72,9 @@ class DealerProvider(TupleProvider):
                 ArithmeticSharedTensor.from_shares(_to(r2.clone(), device), precision=0))
 
     def generate_binary_triple(self, size0, size1, device=None):
+        if _numel(size0) == 0 or _numel(size1) == 0:
+            shape = torch.broadcast_shapes(tuple(size0), tuple(size1))
+            return self._zeros((size0, size1, shape), device, binary=True)
         w = self._draw({"fn": "binary", "size0": list(size0), "size1": list(size1)})
         n0, n1 = w.new_empty(size0).numel(), w.new_empty(size1).numel()
         shape = torch.broadcast_shapes(tuple(size0), tuple(size1))
@@ -65,6 +82,8 @@ class DealerProvider(TupleProvider):
         return tuple(BinarySharedTensor.from_shares(_to(t.clone(), device)) for t in (a, b, c))
 
     def wrap_rng(self, size, device=None):
+        if _numel(size) == 0:
+            return self._zeros((size, size), device)
         w = self._draw({"fn": "wraps", "size": list(size)})
         n = w.numel() // 2
         r, theta = w[:n].view(size), w[n:].view(size)
@@ -72,6 +91,10 @@ class DealerProvider(TupleProvider):
                 ArithmeticSharedTensor.from_shares(_to(theta.clone(), device), precision=0))
 
     def B2A_rng(self, size, device=None):
+        if _numel(size) == 0:
+            rA, = self._zeros((size,), device)
+            rB, = self._zeros((size,), device, binary=True)
+            return rA, rB
         w = self._draw({"fn": "B2A", "size": list(size)})
         n = w.numel() // 2
         rB, rA = (w[:n] & 1).view(size), w[n:].view(size)

@@ -13,10 +13,27 @@ Dealers (``dealer=``):
   kernels refuse to run under it.
 * ``"tfp"`` (insecure): no dealer process; party 0 generates all correlated
   randomness and can unmask every input. Needs ``insecure=True``.
+
+Channels (``channel=``, :mod:`pgkernels.runtime.channel`):
+
+* ``"encrypted"``: every message between two processes of the session (party
+  openings, dealer keys, requests and corrections, CrypTen's own traffic) is
+  an AES-256-GCM record under keys from an authenticated X25519 key exchange
+  with the public keys pinned in a roster; needs ``identity`` (this process's
+  key file) and ``roster`` (the roster file).
+* ``"plain"``: gloo in the clear (one host: loopback only).
+* ``"auto"`` (default): ``"plain"`` for a ``file://`` rendezvous or a
+  loopback ``tcp://`` host, else ``"encrypted"``.
+
+In every mode CrypTen's object messages (``send_obj``/``recv_obj``/
+``broadcast_obj``) use a JSON encoding instead of pickle
+(:mod:`pgkernels.runtime.communicator`).
 """
 
 import datetime
+import ipaddress
 import os
+import urllib.parse
 import warnings
 
 import torch
@@ -26,6 +43,7 @@ from .._compat import import_crypten
 from . import comm as _comm
 
 DEALERS = ("ttp", "crypten-ttp", "tfp")
+CHANNELS = ("auto", "encrypted", "plain")
 INSECURE_WARNING = (
     "pgkernels: dealer='tfp' is an INSECURE test mode: party 0 generates every "
     "triple and mask in the clear and can unmask all inputs. Use dealer='ttp'."
@@ -54,13 +72,66 @@ def has_dealer_process(dealer):
     return dealer in ("ttp", "crypten-ttp")
 
 
-def _setup_communicator(rank, world_size, rendezvous, dealer, timeout):
+def is_local_rendezvous(rendezvous):
+    """True for a ``file://`` rendezvous or a ``tcp://`` one on a loopback host."""
+    if not isinstance(rendezvous, str):
+        raise ConfigError(f"rendezvous must be a string like tcp://HOST:PORT, got {rendezvous!r}")
+    url = urllib.parse.urlparse(rendezvous)
+    if url.scheme == "file":
+        return True
+    if url.scheme != "tcp":
+        return False
+    host = url.hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def resolve_channel(channel, rendezvous):
+    """``"encrypted"`` or ``"plain"`` for a ``channel`` setting (see the module docstring)."""
+    if channel not in CHANNELS:
+        raise ConfigError(f"channel must be one of {CHANNELS}, got {channel!r}")
+    if channel != "auto":
+        return channel
+    return "plain" if is_local_rendezvous(rendezvous) else "encrypted"
+
+
+def _load_secure(channel, rendezvous, identity, roster):
+    """(identity key, Roster) for an encrypted session, None for a plain one."""
+    from .channel import Roster, load_identity
+
+    mode = resolve_channel(channel, rendezvous)
+    if mode == "plain":
+        return None
+    if identity is None or roster is None:
+        why = "" if channel == "encrypted" else (f" (channel='auto' encrypts for the non-loopback "
+                                                  f"rendezvous {rendezvous}; pass channel='plain' to "
+                                                  "send in the clear)")
+        raise ConfigError("an encrypted channel needs identity= (this process's private key file, "
+                          "python -m pgkernels.party keygen) and roster= (the roster JSON of every "
+                          "process's public key)" + why)
+    key = identity if hasattr(identity, "exchange") else load_identity(identity)
+    ros = roster if isinstance(roster, Roster) else Roster.load(roster)
+    return key, ros
+
+
+def _setup_communicator(rank, world_size, rendezvous, dealer, timeout, secure=None):
     from crypten.communicator import DistributedCommunicator as DC
 
+    from .channel import PlainTransport, establish
+    from .communicator import ChannelCommunicator, PgkCommunicator, route_crypten_ttp
+
     total = world_size + (1 if has_dealer_process(dealer) else 0)
+    if secure is not None and secure[1].world_size != world_size:
+        raise ConfigError(f"the roster is for {secure[1].world_size} compute parties, "
+                          f"the session has {world_size}")
     td = datetime.timedelta(seconds=timeout)
     dist.init_process_group("gloo", init_method=rendezvous, world_size=total, rank=rank, timeout=td)
-    inst = DC.__new__(DC)
+    cls = PgkCommunicator if secure is None else ChannelCommunicator
+    inst = cls.__new__(cls)
     inst.distributed_backend = "gloo"
     inst.rendezvous = rendezvous
     inst.world_size = world_size
@@ -72,14 +143,27 @@ def _setup_communicator(rank, world_size, rendezvous, dealer, timeout):
     inst.ttp_comm_group = dist.new_group([0, total - 1], timeout=td)
     inst.main_group = dist.new_group(list(range(world_size)), timeout=td)
     inst.ttp_initialized = has_dealer_process(dealer)
+    if secure is None:
+        inst.pgk_tx = PlainTransport()
+    else:
+        try:
+            inst.pgk_tx = establish(rank, world_size, total, secure[1], secure[0])
+        except BaseException:
+            dist.destroy_process_group()
+            raise
+        route_crypten_ttp(inst.pgk_tx)
     DC.instance = inst
     for key, val in (("WORLD_SIZE", world_size), ("RANK", rank), ("RENDEZVOUS", rendezvous),
                      ("DISTRIBUTED_BACKEND", "gloo")):
         os.environ[key] = str(val)
 
 
-def init_party(rank, world_size, rendezvous, dealer="ttp", timeout=300.0, insecure=False):
-    """Join a session as compute party ``rank``; returns the dealer client (or None)."""
+def init_party(rank, world_size, rendezvous, dealer="ttp", timeout=300.0, insecure=False,
+               channel="auto", identity=None, roster=None):
+    """Join a session as compute party ``rank``; returns the dealer client (or None).
+
+    ``channel``/``identity``/``roster``: see the module docstring (``identity``
+    a key file path or an X25519 private key, ``roster`` a path or a Roster)."""
     crypten = import_crypten()
     from .dealer import DealerClient
     from .provider import NAME, register
@@ -87,7 +171,8 @@ def init_party(rank, world_size, rendezvous, dealer="ttp", timeout=300.0, insecu
     check_dealer(dealer, insecure)
     if world_size < 2:
         raise ConfigError("MPC needs world_size >= 2 (CrypTen short-circuits 1-party runs)")
-    _setup_communicator(rank, world_size, rendezvous, dealer, timeout)
+    secure = _load_secure(channel, rendezvous, identity, roster)
+    _setup_communicator(rank, world_size, rendezvous, dealer, timeout, secure)
     crypten._setup_prng()
     _comm.install_meter()
     client = None
@@ -123,23 +208,27 @@ def shutdown_party():
     client = _STATE.pop("client", None)
     dealer = _STATE.pop("dealer", None)
     _STATE.clear()
-    if client is not None:
-        client.stop()
-    if dealer == "crypten-ttp":
-        import crypten.communicator as cc
+    try:
+        if client is not None:
+            client.stop()
+        if dealer == "crypten-ttp":
+            import crypten.communicator as cc
 
-        c = cc.get()
-        if c.get_rank() == 0:
-            c.send_obj("terminate", c.get_ttp_rank(), c.ttp_group)
-    _destroy()
+            c = cc.get()
+            if c.get_rank() == 0:
+                c.send_obj("terminate", c.get_ttp_rank(), c.ttp_group)
+    finally:
+        _destroy()
 
 
-def run_dealer(world_size, rendezvous, dealer="ttp", timeout=300.0):
-    """Run the dealer process (rank ``world_size``) until party 0 stops it."""
+def run_dealer(world_size, rendezvous, dealer="ttp", timeout=300.0, channel="auto", identity=None,
+               roster=None):
+    """Run the dealer process (rank ``world_size``) until the parties stop it."""
     crypten = import_crypten()
     if not has_dealer_process(dealer):
         raise ConfigError(f"dealer={dealer!r} has no dealer process")
-    _setup_communicator(world_size, world_size, rendezvous, dealer, timeout)
+    secure = _load_secure(channel, rendezvous, identity, roster)
+    _setup_communicator(world_size, world_size, rendezvous, dealer, timeout, secure)
     try:
         if dealer == "ttp":
             from .dealer import serve
@@ -159,6 +248,9 @@ def run_dealer(world_size, rendezvous, dealer="ttp", timeout=300.0):
 def _destroy():
     from crypten.communicator import DistributedCommunicator as DC
 
+    from .communicator import route_crypten_ttp
+
+    route_crypten_ttp(None)
     DC.instance = None
     if dist.is_initialized():
         dist.destroy_process_group()
