@@ -103,12 +103,15 @@ Servers on several hosts
    to the clients (``PGKERNELS_SERVER_KEYS``).
 2. On each server host: ``PGKERNELS_COORDINATOR=HOST:PORT
    PGKERNELS_CREDENTIALS=/path/server<R> python -m pgkernels.party --rank R
-   --world-size K --rendezvous tcp://H:P --run pgkernels.serving.service:serve``
+   --world-size K --rendezvous tcp://H:P --identity KEY --roster ROSTER.json
+   --run pgkernels.serving.service:serve`` (the servers' own MPC traffic goes
+   over :mod:`pgkernels.runtime.channel`; ``keygen``/``roster`` set it up)
    (optional: ``PGKERNELS_MIN_CLIENTS``, ``PGKERNELS_CONNECT_TIMEOUT`` (s,
    default 300), ``PGKERNELS_IDLE_TIMEOUT`` (s between requests, default
-   86400), ``PGKERNELS_MESSAGE_TIMEOUT`` (s, default 600)); the dealer with
+   86400), ``PGKERNELS_MESSAGE_TIMEOUT`` (s, default 600),
+   ``PGKERNELS_VALIDITY``, ``PGKERNELS_MAX_NORM``); the dealer with
    ``python -m pgkernels.party --role dealer --world-size K --rendezvous
-   tcp://H:P``.
+   tcp://H:P --identity KEY --roster ROSTER.json``.
 3. The coordinator: ``AggregationServers(world_size=K, external=(HOST, PORT),
    credentials="/path/coordinator")``.
 
