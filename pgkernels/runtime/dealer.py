@@ -494,7 +494,11 @@ class DealerClient:
 
     def _send_request(self, header, payload=None):
         """Send this party's header (and JSON payload) to the dealer, without waiting."""
-        self._sending = [w for w in self._sending if not w.is_completed()]
+        # gloo's is_completed() can stay False until wait(): finish the oldest
+        # sends instead of scanning them all (the dealer reads requests in order,
+        # so any but the last few are long done)
+        while len(self._sending) > 8:
+            self._sending.pop(0).wait()
         self._sending.append(self.tx.isend(header, self.dealer_rank, group=self.group))
         if payload is not None:
             self._sending.append(self.tx.isend(payload, self.dealer_rank, group=self.group))
@@ -589,11 +593,19 @@ def _refuse(seq, why):
     raise DealerError(f"pgkernels dealer: refusing request {seq}: {why}")
 
 
-def _receive_request(tx, group, world_size, seq, bufs):
+def _post_headers(tx, group, world_size):
+    """Receives of every party's next header, posted ahead so that the headers
+    land while the dealer still computes the current answer."""
+    bufs = [torch.empty(HEADER_WORDS, dtype=torch.long) for _ in range(world_size)]
+    return bufs, [tx.irecv(bufs[r], r, group=group) for r in range(world_size)]
+
+
+def _receive_request(tx, group, world_size, seq, posted):
     """Every party's header (and payload); returns (kind, params) once all agree."""
+    bufs, works = posted
     heads = []
     for r in range(world_size):
-        tx.recv(bufs[r], r, group=group)
+        works[r].wait()
         heads.append(tuple(int(v) for v in bufs[r]))
     for r in range(1, world_size):
         if heads[r] != heads[0]:
@@ -650,12 +662,13 @@ def serve(world_size):
     for w in works:
         w.wait()
     core = DealerCore(keys)
-    bufs = [torch.empty(HEADER_WORDS, dtype=torch.long) for _ in range(world_size)]
+    posted = _post_headers(tx, group, world_size)
     while True:
         seq = core.seq + 1
-        kind, params = _receive_request(tx, group, world_size, seq, bufs)
+        kind, params = _receive_request(tx, group, world_size, seq, posted)
         if kind == STOP:
             return
+        posted = _post_headers(tx, group, world_size)
         try:
             corr = core.answer(kind, params)
         except (ValueError, TypeError, RuntimeError) as e:
