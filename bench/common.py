@@ -47,13 +47,50 @@ def fmt_table(rows, cols):
     return "\n".join(out)
 
 
+def provenance():
+    """What a results file must record: the command, the commit, the versions, the machine."""
+    import os
+    import platform
+    import subprocess
+    import sys
+
+    import torch
+
+    def git(*args):
+        try:
+            return subprocess.run(["git", *args], capture_output=True, text=True, timeout=10,
+                                  cwd=os.path.dirname(os.path.abspath(__file__))).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return ""
+
+    try:
+        import crypten  # noqa: F401  (after pgkernels' compat step)
+        crypten_version = getattr(crypten, "__version__", "0.4.1")
+    except Exception:  # noqa: BLE001
+        crypten_version = "unavailable"
+    import pgkernels
+
+    cpu = ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), "")
+    except OSError:
+        pass
+    return {"command": "python -m " + " ".join([os.path.splitext(os.path.relpath(sys.argv[0]))[0].replace(os.sep, ".")]
+                                                 + sys.argv[1:]),
+            "commit": git("rev-parse", "HEAD"), "dirty": bool(git("status", "--porcelain", "--untracked-files=no")),
+            "versions": {"python": platform.python_version(), "torch": torch.__version__,
+                         "crypten": crypten_version, "pgkernels": pgkernels.__version__},
+            "machine": platform.platform(), "cpu": cpu, "cpus": os.cpu_count()}
+
+
 def write_results(path, meta, rows, table):
     """JSON with every row, and the table as Markdown next to it."""
     import json
     import os
     import platform
 
-    meta = dict({"machine": platform.platform(), "cpus": os.cpu_count()}, **meta)
+    meta = dict(provenance(), **meta)
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     with open(path, "w") as f:
         json.dump({"meta": meta, "rows": rows, "table": table}, f, indent=1)
