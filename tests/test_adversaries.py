@@ -38,8 +38,8 @@ def _edge_session():
 
     from pgkernels.protocols import truncation
 
-    out = {}
-    with truncation.exact():
+    out = {"installed": truncation.installed()}
+    if True:  # the rules as they are, with no global exact truncation: they must divide exactly themselves
         for rule in EDGE_RULES:
             U, B = _edge_updates(rule)
             kw = dict(RULE_KW[rule])
@@ -60,7 +60,9 @@ def edge_results(request):
 def test_inputs_at_the_bound_do_not_wrap(edge_results, rule):
     """Every rule on inputs at the edge of its derived bound matches its plaintext
     reference: no intermediate wraps around mod 2^64, and no truncation fails
-    (the servers' dealer-assisted truncation)."""
+    (the rules divide every value that can be large with the dealer-assisted
+    truncation; CrypTen's local one would fail often at these magnitudes)."""
+    assert edge_results["installed"] is False
     U, B = _edge_updates(rule)
     kw = dict(RULE_KW[rule])
     if rule == "fltrust":

@@ -12,6 +12,7 @@ from ..protocols import _shares, order
 from ..protocols.compare import EQ, LT, compare_shares, mux_shares, relu
 from ..protocols.linalg import cosine_similarity, row_sq_norms
 from ..protocols.roots import inv_sqrt, sqrt
+from ..protocols.truncation import div, exact
 from ..runtime import comm as _comm
 from ..runtime import rng
 from .reference import AUROR_TIE
@@ -126,17 +127,19 @@ def flame(U, num_malicious=None, noise_lambda=0.001, return_selection=False):
     sq = row_sq_norms(U)
     norms = sqrt(sq)
     S = order.median(norms, dim=0)
-    a = (inv_sqrt(sq, shift=8) * S).div(256)         # S / ||u_i||
+    with exact():  # S and the aggregate can be large: no truncation may fail
+        a = div(inv_sqrt(sq, shift=8) * S, 256)       # S / ||u_i||
     factor = a - relu(a - 1)                          # min(1, S / ||u_i||)
     w = mux_shares(admit, _shares.flat_share(factor).view(1, n)).view(n)  # admitted * factor
-    agg = _weighted_sum(_mpc(w, U.encoder.scale), U).div(keep)
+    agg = div(_weighted_sum(_mpc(w, U.encoder.scale), U), keep)
     if noise_lambda > 0:
         p = _comm.world_size()
         # this server's part of N(0, 1), from AES-CTR under a fresh secrets key: torch's
         # generator could be recomputed by another server from its seed and the noise stripped
         z = rng.normal(d) / p ** 0.5
         zs = _shares.like_shape(torch.round(z * agg.encoder.scale).long(), agg.encoder.scale)
-        agg = agg + zs * (S * float(noise_lambda))
+        with exact():
+            agg = agg + zs * (S * float(noise_lambda))
     return (agg, _mpc(admit, 1)) if return_selection else agg
 
 
@@ -198,6 +201,12 @@ def auror(U, alpha=2.0, iters=3, return_selection=False):
         raise ValueError(f"iters must be an int >= 1, got {iters!r}")
     if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not alpha > 0:
         raise ValueError(f"alpha must be a positive number, got {alpha!r}")
+    # every product here is of (sums of) client values, which can be large
+    with exact():
+        return _auror(U, n, d, alpha, iters, return_selection)
+
+
+def _auror(U, n, d, alpha, iters, return_selection):
     scale = U.encoder.scale
     X = _shares.flat_share(U).view(n, d)
     c0, c1, _ = _two_means_1d(X, iters, scale)

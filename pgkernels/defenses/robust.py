@@ -10,6 +10,7 @@ import torch
 
 from ..protocols import _shares, order
 from ..protocols.compare import LT, compare_shares, mux_shares
+from ..protocols.truncation import div, exact
 from ..protocols.linalg import pairwise_sq_dist, row_sq_norms
 from ..protocols.roots import inv_sqrt
 
@@ -35,7 +36,7 @@ def fedavg(U):
     """Plain mean of the updates (FedAvg with equal weights). Cost: local sum and
     one truncation. Reveals nothing."""
     U = _check_updates(U)
-    return U.sum(0).div(U.size(0))
+    return div(U.sum(0), U.size(0))
 
 
 def median(U, method=None):
@@ -110,7 +111,7 @@ def multi_krum(U, num_malicious, to_keep, return_selection=False):
     rank = order._ranks(_shares.flat_share(scores).view(n, 1)).view(n)
     t = rank - order._public(torch.full((n,), to_keep, dtype=torch.long))
     keep = compare_shares(t, LT, order._rank_bits(n), negate=True)  # [rank < to_keep]
-    out = _select_rows(keep, U).div(to_keep)
+    out = div(_select_rows(keep, U), to_keep)
     if return_selection:
         return out, _shares.like_shape(keep, 1)
     return out
@@ -118,8 +119,10 @@ def multi_krum(U, num_malicious, to_keep, return_selection=False):
 
 def _weighted_sum(w, U):
     """sum_i w_i u_i for shared weights w (n,) and rows U (n, d): one Beaver
-    matmul, so d values are truncated rather than n d products."""
-    return w.unsqueeze(0).matmul(U).view(U.size(1))
+    matmul, so d values are truncated (exactly: they can be large) rather
+    than n d products."""
+    with exact():
+        return w.unsqueeze(0).matmul(U).view(U.size(1))
 
 
 def norm_clip(U, max_norm):
@@ -143,7 +146,7 @@ def norm_clip(U, max_norm):
     a = inv_sqrt(row_sq_norms(U), shift=8) * float(max_norm)
     factor = a - relu(a - 256)
     # a zero row has inv norm 0 -> factor 0; its contribution is 0 either way
-    return _weighted_sum(factor, U).div(256 * U.size(0))
+    return div(_weighted_sum(factor, U), 256 * U.size(0))
 
 
 def fltrust(U, server_update):
@@ -170,14 +173,16 @@ def fltrust(U, server_update):
     # 2^8 / norm keeps 8 more significant bits of the small inverse norms
     A = inv_sqrt(row_sq_norms(U), shift=8)           # 256 / ||u_i||
     B = inv_sqrt(row_sq_norms(g.view(1, d)).view(()), shift=8)  # 256 / ||g||
-    cos = ((U @ g) * A * B).div(65536)               # (n,)
-    trust = relu(cos)
-    g_norm = ((g * g).sum() * B).div(256)            # ||g||
-    ratio = (A * g_norm).div(256)                    # ||g|| / ||u_i||
-    total = _weighted_sum(trust * ratio, U)
-    t = trust.sum()
-    inv_t = inv_sqrt(t, shift=4)                     # 16 / sqrt(sum trust)
-    return (total * inv_t.square()).div(256)
+    with exact():  # products of client data can be large: no truncation may fail
+        cos = div((U @ g) * A * B, 65536)                # (n,)
+        trust = relu(cos)
+        g_norm = div(row_sq_norms(g.view(1, d)).view(()) * B, 256)  # ||g||
+        ratio = div(A * g_norm, 256)                     # ||g|| / ||u_i||
+        total = _weighted_sum(trust * ratio, U)
+        t = trust.sum()
+    inv_t = inv_sqrt(t, shift=4)                         # 16 / sqrt(sum trust)
+    with exact():
+        return div(total * inv_t.square(), 256)
 
 
 def _removed_offset(n):
@@ -242,7 +247,7 @@ def bulyan(U, num_malicious, return_selection=False):
     vals = [_shares.flat_share(S).view(theta, d).clone()]
     rows_net = order._network_rows(theta, list(range(beta)))
     order._compare_exchange(X, vals, rows_net, descending=False)
-    out = _shares.like_shape(vals[0][:beta].sum(0), S.encoder.scale).div(beta)
+    out = div(_shares.like_shape(vals[0][:beta].sum(0), S.encoder.scale), beta)
     if return_selection:
         return out, mpc.MPCTensor.stack(picks)
     return out

@@ -26,12 +26,14 @@ from . import _shares
 
 
 def _truncate(share, frac):
-    """Shares of a scale-2^(2 frac) value as an MPCTensor with scale 2^frac."""
-    mpc = _shares.mpc_module()
-    t = mpc.MPCTensor.from_shares(share, precision=2 * frac)
-    if frac:
-        t._tensor.div_(2 ** frac)
-    return mpc.MPCTensor.from_shares(t.share, precision=frac)
+    """Shares of a scale-2^(2 frac) value as an MPCTensor with scale 2^frac: the
+    dealer-assisted division of :mod:`.truncation` (Gram entries and squared
+    norms of client updates can be large, where CrypTen's local truncation
+    would fail with probability |x| / 2^63)."""
+    from .truncation import div_shares
+
+    (out,) = div_shares([share.reshape(-1).contiguous()], [2 ** frac]) if frac else (share.reshape(-1),)
+    return _shares.like_shape(out.view(share.shape), 2 ** frac)
 
 
 def _ops():

@@ -51,7 +51,7 @@ import math
 import torch
 
 from ..runtime import comm as _comm
-from . import _shares
+from . import _shares, truncation
 from .compare import EQ, LT, compare_shares
 from .cost import Plan, choose, compare_cost
 
@@ -341,7 +341,7 @@ def median(x, dim=-1, keepdim=False, lower=False, method=None):
         return cols.out(vals, keepdim=keepdim, squeeze=True)
     vals, _ = _positions(cols, [n // 2 - 1, n // 2], False, False, method)
     two = cols.out(vals.sum(0, keepdim=True), keepdim=keepdim, squeeze=True)
-    return two.div(2)
+    return truncation.div(two, 2)  # the two middle values may be anywhere up to 2^62
 
 
 def trimmed_mean(x, dim=-1, proportiontocut=0.1, keepdim=False, method=None):
@@ -350,7 +350,8 @@ def trimmed_mean(x, dim=-1, proportiontocut=0.1, keepdim=False, method=None):
     Rank method: the stable ranks, then ``[rank >= c] - [rank >= n - c]``
     multiplied into x by two comparisons on small integers (one batch, bits =
     bit_length(n) + 1), a local sum, and a division by the public ``n - 2c``
-    (CrypTen truncation). Network method: a full sort, then the middle sum.
+    (:func:`pgkernels.protocols.truncation.div`, 1 round). Network method: a
+    full sort, then the middle sum.
     Reveals nothing.
     """
     cols = _Columns(x, dim)
@@ -367,7 +368,7 @@ def trimmed_mean(x, dim=-1, proportiontocut=0.1, keepdim=False, method=None):
     keep = n - 2 * c
     if cols.d == 0 or c == 0:
         total = cols.X.sum(0, keepdim=True)
-        return cols.out(total, keepdim=keepdim, squeeze=True).div(keep)
+        return truncation.div(cols.out(total, keepdim=keepdim, squeeze=True), keep)
     plans = [_plan_network(n, None, 1)]
     r1, b1 = compare_cost(64, LT, 0)
     r2, b2 = compare_cost(_rank_bits(n), LT, 1)
@@ -387,7 +388,7 @@ def trimmed_mean(x, dim=-1, proportiontocut=0.1, keepdim=False, method=None):
         pay = cols.X.unsqueeze(0).expand(2, n, d).reshape(1, -1)
         out = compare_shares(t.reshape(-1), LT, _rank_bits(n), negate=False, payloads=pay).view(2, n, d)
         total = (out[0] - out[1]).sum(0, keepdim=True)
-    return cols.out(total, keepdim=keepdim, squeeze=True).div(keep)
+    return truncation.div(cols.out(total, keepdim=keepdim, squeeze=True), keep)
 
 
 def _flatten_for_none(x, dim):

@@ -23,10 +23,10 @@ Range and accuracy: x in [2^-16, 2^37). Relative error about 1e-5 from the
 Newton steps (up to about 3e-4 with 3 parties for x >= 2^32, where m reaches
 up to 200), plus the fixed-point resolution 2^-16 of input and output (so
 x near 2^-16 is only known to a few percent, and ``inv_sqrt`` of x >= 2^32 is
-below the output resolution and returns 0). CrypTen's truncation (local with
-2 parties, its wraps protocol with 3 or more) fails with probability about
-``x * 2^-47`` per division of x (e.g. 2^-17 at x = 2^30), as for any CrypTen
-division of a value that large; x is divided once. Inputs
+below the output resolution and returns 0). x is divided once, by the
+dealer-assisted division of :mod:`pgkernels.protocols.truncation` (exact to 2
+units; CrypTen's truncation would fail with probability about ``x * 2^-47``,
+e.g. 2^-17 at x = 2^30); the Newton steps on [1, 4) use CrypTen's. Inputs
 below 2^-16 (0 included, and negative values) fall in no bucket: both
 functions return 0 there. Reveals nothing.
 """
@@ -66,7 +66,10 @@ def _scaled_rows(t, powers, frac):
     down = torch.tensor([2 ** -p if p < 0 else 1 for p in powers], dtype=torch.long).view(-1, 1)
     out = mpc.MPCTensor.from_shares((t.share * up).contiguous(), precision=frac)
     if any(p < 0 for p in powers):
-        out._tensor.div_(down.expand(out.share.shape).contiguous())
+        # x itself (a squared norm, up to 2^62 in the ring) is divided here: exactly
+        from .truncation import div_
+
+        div_(out._tensor, down.expand(out.share.shape).contiguous())
     return out
 
 

@@ -30,11 +30,16 @@ range the result is meaningless (callers bound their inputs; see
 element, against 0 rounds for CrypTen's local 2-party truncation; the dealer
 sends 16 bytes per element to the request's corrected party. Reveals nothing.
 
-:func:`install` routes every ``ArithmeticSharedTensor.div_`` by a public
-integer (CrypTen's truncation after each multiplication, matmul, square and
-its divisions) through this protocol in the calling process; the aggregation
-servers (:mod:`pgkernels.serving`) install it at start-up. Other sessions keep
-CrypTen's local truncation (no extra round per multiplication).
+:func:`div` divides one MPCTensor; the robust rules, the Gram matrix, the
+norms and the order statistics' averages call it for every value that can be
+large, so their results are exact to a few units whatever the (bounded)
+inputs. Inside ``with exact():`` (or after :func:`install`) every
+``ArithmeticSharedTensor.div_`` by a public integer -- CrypTen's truncation
+after each multiplication, matmul and square -- goes through the protocol; the
+rules use it around their products of client data. Small internal values
+(e.g. the Newton steps of the inverse square root on [1, 4)) keep CrypTen's
+local truncation, whose failure probability there is below 2^-50, and no
+extra round.
 """
 
 import contextlib
@@ -59,45 +64,41 @@ def _check_divisor(D):
 def div_shares(shares, divisors):
     """This party's shares of ``x_k / D_k`` (rounded down, within 2 units) for
     flat int64 share tensors ``shares[k]`` and positive int ``divisors[k]``:
-    one round for all of them together."""
+    one dealer request and one round for all of them together."""
     for D in divisors:
         _check_divisor(D)
-    client = dealer_client()
     rank0 = _comm.rank() == 0
-    todo = [i for i, (s, D) in enumerate(zip(shares, divisors)) if D != 1 and s.numel()]
-    jobs = []
-    for i, (share, D) in enumerate(zip(shares, divisors)):
-        share = share.reshape(-1)
-        n = share.numel()
-        if i not in todo:
-            jobs.append((share.clone(), D, None, None))
-            continue
-        mat = client.crypten({"fn": "trunc", "size": [n], "divisor": int(D)})
-        c = share + mat.words[:n]
+    flat = [s.reshape(-1) for s in shares]
+    todo = [i for i, (s, D) in enumerate(zip(flat, divisors)) if D != 1 and s.numel()]
+    out = [s.clone() for s in flat]
+    if not todo:
+        return out
+    x = torch.cat([flat[i] for i in todo]) if len(todo) > 1 else flat[todo[0]]
+    counts = [flat[i].numel() for i in todo]
+    n = x.numel()
+    if len(todo) == 1:
+        req = {"fn": "trunc", "size": [n], "divisor": int(divisors[todo[0]])}
+    else:
+        req = {"fn": "trunc", "size": [n], "segments": [[int(divisors[i]), c] for i, c in zip(todo, counts)]}
+    mat = dealer_client().crypten(req)
+    c = x + mat.words[:n]
+    if rank0:
+        c += OFFSET
+    _comm.exchange(sum_tensor=c)
+    words = mat.wait()
+    q_r, msb_r = words[n:2 * n], words[2 * n:3 * n]
+    top_c = c < 0  # msb(c), public
+    w = torch.where(top_c, torch.zeros_like(msb_r), msb_r)
+    start = 0
+    for i, count in zip(todo, counts):
+        D = divisors[i]
+        sl = slice(start, start + count)
+        # w * floor(2^64 / D) mod 2^64: the constant may exceed int64
+        res = -q_r[sl] + w[sl] * _ring_const(2 ** 64 // D)
         if rank0:
-            c += OFFSET
-        if i != todo[-1]:
-            # the dealer client reuses its word buffers two requests later: keep these
-            mat = mat.wait().clone()
-        jobs.append((c, D, mat, n))
-    opened = [c for c, _, mat, _ in jobs if mat is not None]
-    if opened:
-        _comm.exchange(sum_tensor=opened)
-    out = []
-    for c, D, mat, n in jobs:
-        if mat is None:
-            out.append(c)
-            continue
-        words = mat if torch.is_tensor(mat) else mat.wait()
-        q_r, msb_r = words[n:2 * n], words[2 * n:3 * n]
-        top_c = c < 0  # msb(c), public
-        w = torch.where(top_c, torch.zeros_like(msb_r), msb_r)
-        wrap_q = 2 ** 64 // D
-        # w * floor(2^64 / D) mod 2^64: the constant may exceed int64 (D = 1 is handled above)
-        res = -q_r + w * _ring_const(wrap_q)
-        if rank0:
-            res += udiv(c, D) - OFFSET // D
-        out.append(res)
+            res += udiv(c[sl], D) - OFFSET // D
+        out[i] = res
+        start += count
     return out
 
 
@@ -129,6 +130,19 @@ def div_(x, divisor):
     (res,) = div_shares([share.reshape(-1).contiguous()], [abs(D)])
     x.share = (res if D > 0 else -res).view(share.shape)
     return x
+
+
+def div(x, divisor):
+    """A new MPCTensor: x divided by a public integer (or an integer tensor
+    broadcastable to x), rounded down within 2 units, with x's encoding.
+    Protocols call it wherever the value can be large (sums of client
+    products, Gram entries, norms, weighted sums, averages): see the module
+    docstring for why CrypTen's local truncation is not enough there."""
+    from . import _shares
+
+    out = x.clone()
+    div_(out._tensor, divisor)
+    return _shares.like_shape(out.share, x.encoder.scale)
 
 
 _ORIGINAL = {}
@@ -179,4 +193,4 @@ def exact():
             uninstall()
 
 
-__all__ = ["OFFSET", "div_", "div_shares", "exact", "install", "installed", "uninstall"]
+__all__ = ["OFFSET", "div", "div_", "div_shares", "exact", "install", "installed", "uninstall"]

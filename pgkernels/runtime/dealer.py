@@ -189,7 +189,8 @@ CONV_KWARGS = ("stride", "padding", "dilation", "groups", "output_padding")
 MAX_REQUEST_WORDS = 2 ** 34  # 128 GiB of words: a request past this is malformed
 _REQUEST_KEYS = {"additive": {"fn", "size0", "size1", "op", "kwargs"}, "binary": {"fn", "size0", "size1"},
                  "square": {"fn", "size"}, "wraps": {"fn", "size"}, "B2A": {"fn", "size"},
-                 "trunc": {"fn", "size", "divisor"}, "gram": {"fn", "size"}}
+                 "trunc": {"fn", "size", "divisor", "segments"}, "gram": {"fn", "size"}}
+MAX_TRUNC_SEGMENTS = 256  # distinct divisors in one truncation request
 
 
 def _check_size(size, name):
@@ -224,9 +225,19 @@ def _check_request(req):
     else:
         _check_size(req.get("size"), "size")
     if fn == "trunc":
-        D = req.get("divisor")
-        if not _is_int(D) or not 1 <= D < 2 ** 63:
-            raise ValueError(f"dealer request: trunc divisor must be an int in [1, 2^63), got {D!r}")
+        # one divisor for all n words, or consecutive segments [[divisor, count], ...]
+        segs = req.get("segments")
+        if segs is None:
+            segs = [[req.get("divisor"), _numel(req["size"])]]
+        elif "divisor" in req:
+            raise ValueError("dealer request: trunc takes a divisor or segments, not both")
+        if not isinstance(segs, list) or not 1 <= len(segs) <= MAX_TRUNC_SEGMENTS or not all(
+                isinstance(g, list) and len(g) == 2 and _is_int(g[0]) and 1 <= g[0] < 2 ** 63
+                and _is_int(g[1]) and g[1] >= 1 for g in segs):
+            raise ValueError(f"dealer request: trunc needs a divisor in [1, 2^63) or 1..{MAX_TRUNC_SEGMENTS} "
+                             f"segments [divisor, count], got {segs!r:.200}")
+        if len(req["size"]) != 1 or sum(g[1] for g in segs) != req["size"][0]:
+            raise ValueError("dealer request: trunc segments must cover the size [n] exactly")
     elif fn == "gram":
         if len(req["size"]) != 2:
             raise ValueError(f"dealer request: gram size must be [m, k], got {req['size']!r}")
@@ -325,7 +336,12 @@ def _crypten_corrections(req, mats):
         return bit - sum(m[n:] for m in others)
     if fn == "trunc":
         r = sum(m[:n] for m in mats)
-        words = torch.cat([udiv(r, req["divisor"]), (r < 0).long()])
+        segs = req.get("segments") or [[req["divisor"], n]]
+        q, start = torch.empty_like(r), 0
+        for D, count in segs:
+            q[start:start + count] = udiv(r[start:start + count], D)
+            start += count
+        words = torch.cat([q, (r < 0).long()])
         return words - sum(m[n:] for m in others)
     if fn == "gram":
         rows, k = req["size"]

@@ -505,16 +505,11 @@ def _server(address, config, party_input=None):
     from .credentials import load_x25519, own_rank, server_context
     from .sealing import new_keypair
 
-    from pgkernels.protocols import truncation
-
     rank, ws = comm.rank(), comm.world_size()
     validity = config.get("validity") or "drop"
     max_norm = config.get("max_norm")
     if validity not in VALIDITY:
         raise ValueError(f"validity must be one of {VALIDITY}, got {validity!r}")
-    # CrypTen's local 2-party truncation fails with probability |x| / 2^63: a client
-    # at the edge of the bound could make that likely. The dealer-assisted one cannot fail.
-    truncation.install()
     cred = party_input or config["credentials"]
     if own_rank(cred) != rank:
         raise RuntimeError(f"{cred}/cert.pem is server {own_rank(cred)}'s credential, but this is MPC party {rank}")
