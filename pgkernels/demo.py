@@ -30,8 +30,6 @@ both, and saves JSON and a plot under ``--out``.
 import argparse
 import sys
 
-import pgkernels
-
 
 def _party(n):
     import time
@@ -39,7 +37,10 @@ def _party(n):
     import crypten
     import torch
 
-    from pgkernels.runtime import comm
+    from .protocols._shares import decode
+    from .protocols.compare import lt, ltz, relu, where
+    from .protocols.order import argmax, median
+    from .runtime import comm
 
     g = torch.Generator().manual_seed(0)
     # values on the fixed-point grid, so plaintext and MPC agree exactly
@@ -63,9 +64,9 @@ def _party(n):
         "where(x < y, x, y)": torch.minimum(x_plain, y_plain),
     }
     cases = [
-        ("x < 0", lambda: pgkernels.ltz(x), lambda: x < 0),
-        ("relu(x)", lambda: pgkernels.relu(x), lambda: x.relu()),
-        ("where(x < y, x, y)", lambda: pgkernels.where(pgkernels.lt(x, y), x, y),
+        ("x < 0", lambda: ltz(x), lambda: x < 0),
+        ("relu(x)", lambda: relu(x), lambda: x.relu()),
+        ("where(x < y, x, y)", lambda: where(lt(x, y), x, y),
          lambda: x.where(x < y, y)),
     ]
     # order statistics: a coordinate-wise median over 10 "clients", and argmax
@@ -74,15 +75,15 @@ def _party(n):
     want["median over 10 (dim 0)"] = torch.median(clients, dim=0).values
     want["argmax over 10 (dim 0)"] = torch.nn.functional.one_hot(clients.argmax(0), 10).T.double()
     cases += [
-        ("median over 10 (dim 0)", lambda: pgkernels.median(ec, dim=0, lower=True), None),
-        ("argmax over 10 (dim 0)", lambda: pgkernels.argmax(ec, dim=0), lambda: ec.argmax(dim=0)),
+        ("median over 10 (dim 0)", lambda: median(ec, dim=0, lower=True), None),
+        ("argmax over 10 (dim 0)", lambda: argmax(ec, dim=0), lambda: ec.argmax(dim=0)),
     ]
     for name, ours, theirs in cases:
         for impl, fn in (("pgkernels", ours), ("CrypTen", theirs)):
             if fn is None:
                 continue  # CrypTen has no median
             out, dt, s = run(fn)
-            err = float((pgkernels.decode(out) - want[name].double()).abs().max())
+            err = float((decode(out) - want[name].double()).abs().max())
             rows.append((name, impl, dt * 1e3, s.rounds, s.bytes_sent / n, err))
     return rows
 
@@ -97,7 +98,9 @@ def main(argv=None):
     ap.add_argument("--no-train", action="store_true", help="skip the private-training part")
     a = ap.parse_args(argv)
     print(f"pgkernels demo: {a.world_size} compute parties + dealer, n = {a.n}", flush=True)
-    rows = pgkernels.launch(_party, world_size=a.world_size, args=(a.n,), timeout=600)[0]
+    from .runtime.launch import launch
+
+    rows = launch(_party, world_size=a.world_size, args=(a.n,), timeout=600)[0]
     print(f"{'operation':<24} {'impl':<10} {'ms':>9} {'rounds':>7} {'B/elem sent':>12} {'max err':>9}")
     for name, impl, ms, rounds, bpe, err in rows:
         print(f"{name:<24} {impl:<10} {ms:>9.1f} {rounds:>7} {bpe:>12.2f} {err:>9.1e}")
@@ -114,22 +117,22 @@ def _federated(a):
     import pathlib
     import time
 
-    from .fl import simulation as sim
+    from .fl import FLConfig, plot, sweep, write_table
     from .fl.mpc import MPCAggregator
 
     defenses = ["fedavg", "median", "trimmed_mean", "krum", "fltrust", "flame"]
-    cfg = sim.FLConfig(dataset="digits", model="mlp", clients=10, malicious=2, rounds=a.rounds,
+    cfg = FLConfig(dataset="digits", model="mlp", clients=10, malicious=2, rounds=a.rounds,
                        boost=5.0, ipm_epsilon=10.0, seed=0, backend="mpc", world_size=a.world_size)
     print(f"\nfederated learning on digits in MPC: {cfg.clients} clients ({cfg.malicious} malicious), "
           f"{cfg.rounds} rounds, {a.world_size} aggregation servers + dealer; defenses: {', '.join(defenses)}",
           flush=True)
     t = time.perf_counter()
     with MPCAggregator(world_size=a.world_size) as agg:
-        res = sim.sweep(cfg, ["backdoor", "ipm"], defenses, aggregator=agg, progress=True)
+        res = sweep(cfg, ["backdoor", "ipm"], defenses, aggregator=agg, progress=True)
         summary = agg.summary()
     out = pathlib.Path(a.out)
-    md = sim.write_table(res, out / "fl_digits_mpc")
-    sim.plot(res, out / "fl_digits_mpc.png")
+    md = write_table(res, out / "fl_digits_mpc")
+    plot(res, out / "fl_digits_mpc.png")
     print(md)
     print(f"MPC aggregation: {summary.get('aggregations')} rounds, "
           f"{summary.get('seconds_per_aggregation', 0):.3f} s and "
@@ -148,16 +151,16 @@ POOLED_HP = dict(hidden=(32,), epochs=10, batch_size=128, lr=0.5, momentum=0.9)
 
 
 def _private_training(a):
-    import json
     import pathlib
     import time
 
     import numpy as np
     import torch
 
+    from . import attacks
     from .data import iid_split, load
     from .defenses import safenet_mpc
-    from .fl import attacks
+    from .reporting import write_json
     from .train.advtrain import train_plaintext
     from .train.mpc import train_mpc
 
@@ -230,8 +233,7 @@ def _private_training(a):
            "local": [{"owner": j, "accuracy": r[0], "attack_success": r[1]} for j, r in enumerate(local_rates)],
            "val_acc": out["val_acc"].tolist()}
     outdir = pathlib.Path(a.out)
-    outdir.mkdir(parents=True, exist_ok=True)
-    (outdir / "train_digits_mpc.json").write_text(json.dumps(res, indent=1, default=list))
+    write_json(res, outdir / "train_digits_mpc.json")
     _plot_training(rows, mean_acc, outdir / "train_digits_mpc.png")
     print(f"private-training part: {time.perf_counter() - t_all:.0f} s; results and plot in "
           f"{outdir}/train_digits_mpc.{{json,png}}")
@@ -239,11 +241,9 @@ def _private_training(a):
 
 def _plot_training(rows, local_mean_acc, path):
     """Bars of clean accuracy and attack success per method (matplotlib, Agg)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+    from .reporting import figure, save_figure
 
-    fig = Figure(figsize=(6, 3.2))
-    FigureCanvasAgg(fig)
+    fig = figure((6, 3.2), layout="tight")
     ax = fig.add_subplot(1, 1, 1)
     x = range(len(rows))
     for off, key, label in ((-0.2, "accuracy", "clean accuracy"), (0.2, "attack_success", "attack success")):
@@ -257,8 +257,7 @@ def _plot_training(rows, local_mean_acc, path):
     ax.set_ylim(0, 105)
     ax.set_title("digits, 1 of 10 owners backdoored (MPC)", fontsize=9)
     ax.legend(fontsize=7, loc="center right")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path, dpi=120)
 
 
 if __name__ == "__main__":

@@ -1,12 +1,13 @@
-"""Metrics for private training under poisoning.
+"""Metrics of poisoning and defenses, for the federated lab and for private training.
 
 Every function that evaluates a model takes either a ``torch.nn.Module``
 (logits out; inputs are flattened) or a predict callable ``X -> class
 indices (N,)`` or ``X -> scores/probabilities (N, C)`` (argmax taken).
 
-* :func:`contamination_accuracy` -- Hayes & Ohrimenko's equation (1);
-* :func:`validation_accuracy`, :func:`attack_success_rate`,
+* :func:`accuracy` (also :func:`validation_accuracy`), :func:`attack_success_rate`,
   :func:`accuracy_drop` (AUROR's);
+* :func:`contamination_accuracy` -- Hayes & Ohrimenko's equation (1);
+* :func:`detection_rates` -- malicious / benign clients a rule left out;
 * :func:`party_membership_inference` -- how well an attack model tells from
   ``f``'s outputs which owner a record came from;
 * :func:`release_decision` -- a party receives the joint model only if it
@@ -15,19 +16,40 @@ indices (N,)`` or ``X -> scores/probabilities (N, C)`` (argmax taken).
 
 import numpy as np
 
+from .attacks import ATTACKS as PARTY_ATTACKS
+from .attacks import UPDATE_ATTACKS
 from .attacks.contamination import attribute_mask, insert_words
-from .fl import metrics as _flm
 
-__all__ = ["accuracy_drop", "attack_success_rate", "contamination_accuracy", "model_outputs",
-           "party_membership_inference", "predict", "release_decision", "validation_accuracy"]
+__all__ = ["accuracy", "accuracy_drop", "attack_success_rate", "contamination_accuracy",
+           "contamination_accuracy_text", "detection_rates", "model_outputs", "party_membership_inference",
+           "predict", "release_decision", "validation_accuracy"]
+
+# every attack name the metrics know: untargeted ones have no success rate
+KNOWN_ATTACKS = tuple(dict.fromkeys(PARTY_ATTACKS + UPDATE_ATTACKS))
 
 
-def predict(model_or_predict, X):
-    """Predicted class indices (int64 ``(N,)``) of a torch model or a predict callable."""
+def _predict_module(model, X, batch_size):
+    import torch
+
+    was_training = model.training
+    model.eval()
+    X = np.asarray(X, dtype=np.float32)
+    X = X.reshape(len(X), -1)
+    out = []
+    with torch.no_grad():
+        for i in range(0, len(X), batch_size):
+            out.append(model(torch.from_numpy(X[i:i + batch_size])).argmax(dim=1).numpy())
+    model.train(was_training)
+    return np.concatenate(out) if out else np.zeros(0, dtype=np.int64)
+
+
+def predict(model_or_predict, X, batch_size=4096):
+    """Predicted class indices (int64 ``(N,)``) of a torch model (in batches,
+    eval mode, inputs flattened) or a predict callable."""
     import torch
 
     if isinstance(model_or_predict, torch.nn.Module):
-        return _flm.predict(model_or_predict, X)
+        return _predict_module(model_or_predict, X, batch_size)
     if not callable(model_or_predict):
         raise TypeError(f"expected a torch.nn.Module or a predict callable, got {type(model_or_predict).__name__}")
     out = model_or_predict(X)
@@ -107,23 +129,27 @@ def contamination_accuracy_text(model_or_predict, texts, y, vectorizer, words, l
     return float((predict(model_or_predict, X) == int(label)).mean())
 
 
-def validation_accuracy(model_or_predict, X_val, y_val):
-    """Share of the validation records classified correctly."""
-    y_val = np.asarray(y_val)
-    _nonempty(np.ones(len(y_val), bool), "to evaluate")
-    return float((predict(model_or_predict, X_val) == y_val).mean())
+def accuracy(model_or_predict, X, y):
+    """Share of the records of ``X`` whose predicted class equals ``y``."""
+    y = np.asarray(y)
+    _nonempty(np.ones(len(y), bool), "to evaluate")
+    return float((predict(model_or_predict, X) == y).mean())
+
+
+validation_accuracy = accuracy  # the name private training reports it under
 
 
 def attack_success_rate(model_or_predict, X, y, attack, target=None, source=None, trigger=None, num_classes=None):
     """Success of a targeted attack on a clean test set ``(X, y)`` (None for
-    untargeted or no attack); the semantics of
-    :func:`pgkernels.fl.metrics.attack_success_rate`:
+    untargeted attacks -- contamination, update attacks -- or no attack):
 
     * ``"backdoor"``: share of non-``target`` records classified ``target``
-      once ``trigger`` (a :class:`pgkernels.fl.attacks.Trigger`) is stamped;
+      once ``trigger`` (a :class:`pgkernels.attacks.Trigger`) is stamped;
     * ``"targeted"``: share of ``source``-class records classified ``target``;
     * ``"label_flip"``: share of records (whose flipped label differs) classified
       as their flipped label ``C-1-y`` (needs ``num_classes``).
+
+    ValueError for an unknown attack, a missing argument, or no record to measure on.
     """
     y = np.asarray(y)
     X = np.asarray(X)
@@ -146,15 +172,42 @@ def attack_success_rate(model_or_predict, X, y, attack, target=None, source=None
         keep = flipped != y
         _nonempty(keep, "whose flipped label differs")
         return float((predict(model_or_predict, X[keep]) == flipped[keep]).mean())
-    from .attacks.poisoning import ATTACKS
-    from .fl.attacks import ATTACKS as FL_ATTACKS
-
-    if attack in ATTACKS or attack in FL_ATTACKS:
+    if attack in KNOWN_ATTACKS:
         return None  # untargeted (contamination, update attacks) or no attack
-    raise ValueError(f"unknown attack {attack!r}: one of {sorted(set(ATTACKS) | set(FL_ATTACKS))}")
+    raise ValueError(f"unknown attack {attack!r}: one of {sorted(KNOWN_ATTACKS)}")
 
 
-accuracy_drop = _flm.accuracy_drop
+def accuracy_drop(acc_clean_run, acc_attacked):
+    """AUROR's accuracy drop (Shen et al., ACSAC 2016): the main-task accuracy
+    of the run without attack minus that of the attacked run (positive: the
+    attack hurt)."""
+    return float(acc_clean_run) - float(acc_attacked)
+
+
+def detection_rates(selected_or_kept_indices, malicious_indices, n):
+    """Detection rates of a rule that keeps the clients ``selected_or_kept_indices`` out of ``n``.
+
+    Returns a dict: ``tpr`` -- the fraction of malicious clients excluded
+    (None when there are none), ``fpr`` -- the fraction of benign clients
+    excluded (None when all are malicious), and the counts
+    ``excluded_malicious``, ``excluded_benign``, ``kept``.
+    """
+    kept = np.zeros(n, dtype=bool)
+    idx = np.asarray(selected_or_kept_indices, dtype=np.int64).reshape(-1)
+    if idx.size and (idx.min() < 0 or idx.max() >= n):
+        raise ValueError(f"kept indices must lie in [0, {n})")
+    kept[idx] = True
+    mal = np.zeros(n, dtype=bool)
+    midx = np.asarray(malicious_indices, dtype=np.int64).reshape(-1)
+    if midx.size and (midx.min() < 0 or midx.max() >= n):
+        raise ValueError(f"malicious indices must lie in [0, {n})")
+    mal[midx] = True
+    n_mal, n_ben = int(mal.sum()), int((~mal).sum())
+    ex_mal = int((mal & ~kept).sum())
+    ex_ben = int((~mal & ~kept).sum())
+    return {"tpr": ex_mal / n_mal if n_mal else None,
+            "fpr": ex_ben / n_ben if n_ben else None,
+            "excluded_malicious": ex_mal, "excluded_benign": ex_ben, "kept": int(kept.sum())}
 
 
 def party_membership_inference(outputs, party, seed=0, labels=None, num_classes=None, test_fraction=0.3,

@@ -217,7 +217,7 @@ def test_wraparound_through_the_lab_mpc_backend():
     """The lab's MPC backend goes through the same servers; both backends drop the
     same client and agree."""
     from pgkernels.fl.mpc import MPCAggregator
-    from pgkernels.fl.simulation import PlaintextAggregator
+    from pgkernels.fl import PlaintextAggregator
 
     U = _honest()
     U[6, 0] = -65536.0

@@ -1,6 +1,7 @@
 """The federated-learning poisoning lab (pgkernels.fl), plaintext parts: the
-attacks' defining properties, the metrics, short simulations on the bundled
-digits, the sweep/table/plot outputs and the command line's errors."""
+attacks' defining properties, the metrics, the models, the rule registry as
+the lab reads it, short simulations on the bundled digits, the
+sweep/table/plot outputs and the command line's errors."""
 
 import json
 
@@ -9,9 +10,11 @@ import pytest
 import torch
 from scipy.stats import norm
 
-from pgkernels.fl import attacks as A
-from pgkernels.fl import cli, metrics, models
-from pgkernels.fl.simulation import DEFENSES, FLConfig, PlaintextAggregator, plot, run, sweep, write_table
+from pgkernels import attacks as A
+from pgkernels import metrics, models
+from pgkernels.attacks import updates
+from pgkernels.defenses import registry
+from pgkernels.fl import FLConfig, PlaintextAggregator, cli, plot, run, sweep, write_table
 
 
 def _updates(m=12, d=50, seed=0):
@@ -113,7 +116,7 @@ def test_min_max_stays_within_benign_diameter(dev_type):
     bound = _pairwise_sq(U).max()
     assert ((U - m) ** 2).sum(1).max() <= bound * (1 + 1e-9)
     assert gamma > 0
-    dev = A._deviation(U, U.mean(0), dev_type)
+    dev = updates._deviation(U, U.mean(0), dev_type)
     # gamma is (nearly) the largest feasible one
     assert ((U - (U.mean(0) - 1.01 * gamma * dev)) ** 2).sum(1).max() > bound
 
@@ -154,17 +157,15 @@ def test_accuracy_asr_and_drop():
             out[:, 7] = 1.0
             return out
 
-    class DS:
-        name, num_classes = "digits", 10
-
     X = np.random.default_rng(0).uniform(size=(50, 64)).astype(np.float32)
     y = np.arange(50) % 10
     model = Const()
+    trigger = A.make_trigger("digits")
     assert metrics.accuracy(model, X, y) == pytest.approx(0.1)
-    assert metrics.attack_success_rate(model, X, y, DS, "backdoor", target=7) == 1.0
-    assert metrics.attack_success_rate(model, X, y, DS, "targeted", source=1, target=7) == 1.0
-    assert metrics.attack_success_rate(model, X, y, DS, "label_flip") == pytest.approx(0.1)  # only y=2 -> 7
-    assert metrics.attack_success_rate(model, X, y, DS, "alie") is None
+    assert metrics.attack_success_rate(model, X, y, "backdoor", target=7, trigger=trigger) == 1.0
+    assert metrics.attack_success_rate(model, X, y, "targeted", source=1, target=7) == 1.0
+    assert metrics.attack_success_rate(model, X, y, "label_flip", num_classes=10) == pytest.approx(0.1)  # y=2 -> 7
+    assert metrics.attack_success_rate(model, X, y, "alie") is None
     assert metrics.accuracy_drop(0.9, 0.7) == pytest.approx(0.2)
 
 
@@ -199,9 +200,9 @@ def test_every_defense_aggregates():
     agg = PlaintextAggregator()
     kw = dict(num_malicious=4, proportiontocut=0.2, to_keep=16, max_norm=1.0, server_update=U[5],
               noise_lambda=0.0, alpha=2.0, iters=3)
-    assert set(DEFENSES) == {"fedavg", "median", "trimmed_mean", "krum", "multi_krum", "bulyan", "norm_clip",
-                             "fltrust", "flame", "auror"}
-    for name in DEFENSES:
+    assert set(registry.NAMES) == {"fedavg", "median", "trimmed_mean", "krum", "multi_krum", "bulyan", "norm_clip",
+                                   "fltrust", "flame", "auror"}
+    for name in registry.NAMES:
         out, kept = agg.aggregate(name, U, **kw)
         assert out.shape == (30,) and np.all(np.isfinite(out)), name
         if kept is not None:
@@ -247,6 +248,25 @@ def test_bad_config_names_the_field():
         FLConfig(defense="magic")
     with pytest.raises(ValueError, match="Bulyan"):
         FLConfig(clients=10, malicious=3, defense="bulyan")
+
+
+def test_krum_needs_2f_plus_3_on_both_backends():
+    """Issue 14's bug: FLConfig accepted Krum with n >= f + 3 while the rule needs
+    n >= 2f + 3, so n=10, f=4 passed the lab and the plaintext backend and only
+    failed on the MPC servers. The lab now reads the bound from the registry and
+    refuses it up front, the same way for both backends."""
+    msg = r"FLConfig.clients: Krum needs clients >= 2f \+ 3 \(num_malicious f=4\), got 10"
+    for backend in ("plaintext", "mpc"):
+        with pytest.raises(ValueError, match=msg):
+            FLConfig(clients=10, malicious=4, defense="krum", backend=backend)
+        with pytest.raises(ValueError, match=msg):  # run() refuses before any server starts
+            run(dict(clients=10, malicious=4, defense="krum", backend=backend, rounds=1), progress=False)
+        FLConfig(clients=11, malicious=4, defense="krum", backend=backend)  # the bound itself is fine
+    with pytest.raises(ValueError, match="Multi-Krum needs clients >= 2f"):
+        FLConfig(clients=10, malicious=1, num_malicious=4, defense="multi_krum")  # f: num_malicious
+    # the plaintext backend refuses it too, like the servers, for callers that bypass FLConfig
+    with pytest.raises(ValueError, match="Krum with num_malicious=4 needs at least 11 clients, got 10"):
+        PlaintextAggregator().aggregate("krum", _updates(10, 5), num_malicious=4)
 
 
 def test_sweep_table_and_plot(tmp_path):

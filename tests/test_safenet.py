@@ -12,7 +12,7 @@ from torch import nn
 from pgkernels.data import load
 from pgkernels.defenses import safenet_mpc, safenet_reference
 from pgkernels.defenses.safenet import EmptyEnsembleError, min_correct
-from pgkernels.fl import models as FM
+from pgkernels import models as FM
 
 C = 10
 

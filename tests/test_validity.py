@@ -241,7 +241,7 @@ def test_lab_plaintext_backend_drops_the_same_clients():
     """The lab's plaintext backend applies the servers' check, so both backends
     aggregate the same clients: here the 65536.0 coordinate that wraps in MPC."""
     from pgkernels.defenses.validity import after_drop, validate_plain
-    from pgkernels.fl.simulation import PlaintextAggregator
+    from pgkernels.fl import PlaintextAggregator
 
     rng = np.random.default_rng(1)
     U = rng.normal(size=(9, 20)) * 0.1

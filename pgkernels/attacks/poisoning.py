@@ -2,10 +2,10 @@
 
 import numpy as np
 
-from ..fl import attacks as _fl
 from .contamination import _choose, _contaminate, contaminate_text, default_contamination_words
+from .records import RECORD_ATTACKS, image_trigger, label_flip, tabular_trigger, targeted_mislabel
 
-ATTACKS = ("none", "contamination", "label_flip", "backdoor", "targeted")
+ATTACKS = ("none", "contamination") + RECORD_ATTACKS
 FRACTION_OF = ("total", "attacker")
 
 # Default contamination (a_1..a_k' -> l_r) per dataset: a rare attribute combination
@@ -122,7 +122,7 @@ def poison_parties(data, attackers, attack, fraction=0.05, fraction_of="total", 
             data, ``words`` (and ``repeat``) and ``label`` for text; defaults
             from :func:`default_contamination`), ``"label_flip"`` (y -> C-1-y),
             ``"backdoor"`` (kwargs ``target``, ``trigger``; default trigger
-            :func:`pgkernels.fl.attacks.make_trigger`: a pixel patch for
+            :func:`pgkernels.attacks.make_trigger`: a pixel patch for
             images, fixed feature values for tabular/text data) or
             ``"targeted"`` (source-to-target mislabelling; kwargs ``source``,
             ``target``).
@@ -216,9 +216,9 @@ def poison_parties(data, attackers, attack, fraction=0.05, fraction_of="total", 
                 idx = _choose(len(y), budgets[a], own, seed + a)
             chosen.append(idx)
             if attack == "label_flip":
-                y[idx] = _fl.label_flip(y[idx], C)
+                y[idx] = label_flip(y[idx], C)
             elif attack == "targeted":
-                y[idx] = _fl.targeted_mislabel(y[idx], source, target)
+                y[idx] = targeted_mislabel(y[idx], source, target)
         if attack == "backdoor":
             target = _label_index(data, kw.get("target", default_target(C)))
             trigger = kw.get("trigger")
@@ -236,8 +236,8 @@ def poison_parties(data, attackers, attack, fraction=0.05, fraction_of="total", 
 def backdoor_trigger(data):
     """The default backdoor trigger for ``data``: a bright pixel patch for
     square images (3x3 for 28x28, 2x2 for the 8x8 digits), else
-    :func:`pgkernels.fl.attacks.tabular_trigger` on the training features."""
+    :func:`pgkernels.attacks.tabular_trigger` on the training features."""
     shape = tuple(data.input_shape)
     if len(shape) == 2 and shape[0] == shape[1]:
-        return _fl.image_trigger(shape[0])
-    return _fl.tabular_trigger(data.X)
+        return image_trigger(shape[0])
+    return tabular_trigger(data.X)

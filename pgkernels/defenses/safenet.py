@@ -70,7 +70,7 @@ def _layer_spec(layer, where):
     """(kind, hyper-parameters, [parameter tensors]) of one supported layer."""
     if isinstance(layer, (nn.Dropout, nn.Identity)):
         return None
-    from ..fl.models import _Flatten2
+    from ..models import Flatten as _Flatten2
 
     if isinstance(layer, (nn.Flatten, _Flatten2)):
         if isinstance(layer, nn.Flatten) and (layer.start_dim != 1 or layer.end_dim != -1):

@@ -43,11 +43,11 @@ rounds and bytes, and what it reveals (one bit per client with
 import math
 
 from ..protocols.validity import POLICIES, check_rows
+from . import registry
 
 FRAC_BITS = 16
 LIMIT = 2 ** 62 - 1
-RULES = ("fedavg", "median", "trimmed_mean", "norm_clip", "krum", "multi_krum", "bulyan", "fltrust", "flame",
-         "auror")
+RULES = registry.NAMES  # the bounds below are keyed by the registry's names
 
 
 def _ring_limits(rule, n, d, alpha=2.0):
@@ -74,7 +74,8 @@ def _rule_limits(rule, n, d, alpha):
         return [sums, prod, weighted]
     if rule == "auror":
         return [sums, math.isqrt(L // (2 * d)), weighted, int(L // (512 * float(alpha) * d))]
-    raise ValueError(f"unknown rule {rule!r}; choose from {RULES}")
+    registry.get(rule)  # an unknown name: ValueError naming the rules
+    raise NotImplementedError(f"no input bound for the registered rule {rule!r}: add its constraints here")
 
 
 def input_bound(rule, n, d, alpha=2.0, frac_bits=FRAC_BITS):
@@ -145,26 +146,18 @@ def validate_plain(U, rule, bound=None, max_norm=None, policy="drop", alpha=2.0)
 
 def after_drop(rule, kwargs, dropped):
     """A rule's keyword arguments once ``dropped`` clients were found invalid:
-    Multi-Krum's ``to_keep`` counts valid clients, so it shrinks by as many
-    (never below 1)."""
+    the parameters that count clients (the registry's ``counts_clients``:
+    Multi-Krum's ``to_keep``) shrink by as many (never below 1)."""
     kw = dict(kwargs)
-    if dropped and rule == "multi_krum" and isinstance(kw.get("to_keep"), int):
-        kw["to_keep"] = max(1, kw["to_keep"] - dropped)
+    for k in registry.get(rule).counts_clients if dropped else ():
+        if isinstance(kw.get(k), int) and not isinstance(kw[k], bool):
+            kw[k] = max(1, kw[k] - dropped)
     return kw
 
 
 def min_clients(rule, num_malicious=0):
-    """The fewest clients ``rule`` accepts with ``num_malicious`` = f."""
-    f = int(num_malicious or 0)
-    if rule in ("krum", "multi_krum"):
-        return 2 * f + 3
-    if rule == "bulyan":
-        return 4 * f + 3
-    if rule == "flame":
-        return 2 * f + 1
-    if rule not in RULES:
-        raise ValueError(f"unknown rule {rule!r}; choose from {RULES}")
-    return 1
+    """The fewest clients ``rule`` accepts with ``num_malicious`` = f (from the registry)."""
+    return registry.get(rule).min_clients(num_malicious)
 
 
 __all__ = ["POLICIES", "RULES", "after_drop", "input_bound", "max_norm_limit", "min_clients", "validate",

@@ -1,7 +1,7 @@
 """Command line of the federated-learning lab.
 
-    python -m pgkernels.fl.cli fl --dataset digits --attack alie --defense krum --rounds 20 --out out/
-    python -m pgkernels.fl.cli fl-sweep --dataset mnist --attacks alie,ipm,backdoor \\
+    pgkernels fl --dataset digits --attack alie --defense krum --rounds 20 --out out/
+    pgkernels fl-sweep --dataset mnist --attacks alie,ipm,backdoor \\
         --defenses fedavg,median,krum --rounds 20 --out out/
 
 ``fl`` runs one simulation (writes the result JSON and a PNG plot with
@@ -17,8 +17,11 @@ import json
 import pathlib
 import sys
 
-from .attacks import ATTACKS
-from .simulation import DEFENSES, FLConfig
+from ..data import DATASETS
+from ..defenses import registry
+from ..models import MODELS
+from ..reporting import write_json
+from .config import ATTACKS, BACKENDS, DEV_TYPES, SPLITS, FLConfig
 
 
 def _list_of(kind, choices):
@@ -37,9 +40,8 @@ def _list_of(kind, choices):
 
 def _common(p):
     d = FLConfig()
-    p.add_argument("--dataset", default=d.dataset,
-                   choices=["digits", "mnist", "fashion_mnist", "adult", "credit_default", "newsgroups"])
-    p.add_argument("--model", default=None, choices=["logreg", "mlp", "cnn"], help="default: mlp")
+    p.add_argument("--dataset", default=d.dataset, choices=list(DATASETS))
+    p.add_argument("--model", default=None, choices=list(MODELS), help="default: mlp")
     p.add_argument("--clients", type=int, default=d.clients)
     p.add_argument("--malicious", type=int, default=d.malicious)
     p.add_argument("--rounds", type=int, default=d.rounds)
@@ -47,10 +49,10 @@ def _common(p):
     p.add_argument("--local-steps", type=int, default=None, help="SGD steps per round (overrides --local-epochs)")
     p.add_argument("--lr", type=float, default=d.lr)
     p.add_argument("--batch-size", type=int, default=d.batch_size)
-    p.add_argument("--split", default=d.split, choices=["iid", "dirichlet"])
+    p.add_argument("--split", default=d.split, choices=list(SPLITS))
     p.add_argument("--alpha", type=float, default=d.alpha, help="Dirichlet concentration (--split dirichlet)")
     p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--backend", default=d.backend, choices=["plaintext", "mpc"])
+    p.add_argument("--backend", default=d.backend, choices=list(BACKENDS))
     p.add_argument("--world-size", type=int, default=d.world_size, help="MPC compute parties")
     p.add_argument("--num-malicious", type=int, default=None, help="f assumed by the defenses (default: --malicious)")
     p.add_argument("--trim", type=float, default=d.trim, help="trimmed mean: proportion cut at each end")
@@ -62,7 +64,7 @@ def _common(p):
     p.add_argument("--ipm-epsilon", type=float, default=d.ipm_epsilon)
     p.add_argument("--alie-z", type=float, default=None, help="ALIE's z (default: Baruch et al.'s z_max)")
     p.add_argument("--gaussian-std", type=float, default=d.gaussian_std)
-    p.add_argument("--dev-type", default=d.dev_type, choices=["std", "unit_vec", "sign"],
+    p.add_argument("--dev-type", default=d.dev_type, choices=list(DEV_TYPES),
                    help="min_max / min_sum perturbation direction")
     p.add_argument("--source", type=int, default=d.source, help="targeted attack: source class")
     p.add_argument("--target", type=int, default=d.target, help="targeted / backdoor: target class")
@@ -72,19 +74,19 @@ def _common(p):
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(prog="python -m pgkernels.fl.cli",
+    parser = argparse.ArgumentParser(prog="pgkernels",
                                      description="Federated-learning poisoning lab (plaintext or MPC aggregation).")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("fl", help="one federated run")
     _common(p)
     p.add_argument("--attack", default="none", choices=list(ATTACKS))
-    p.add_argument("--defense", default="fedavg", choices=list(DEFENSES))
+    p.add_argument("--defense", default="fedavg", choices=list(registry.NAMES))
     p = sub.add_parser("fl-sweep", help="every attack x defense pair, plus the no-attack baselines")
     _common(p)
     p.add_argument("--attacks", type=_list_of("attack", list(ATTACKS)), default=["alie", "ipm", "backdoor"],
                    help="comma-separated, from: " + ", ".join(ATTACKS))
-    p.add_argument("--defenses", type=_list_of("defense", list(DEFENSES)), default=["fedavg", "median", "krum"],
-                   help="comma-separated, from: " + ", ".join(DEFENSES))
+    p.add_argument("--defenses", type=_list_of("defense", list(registry.NAMES)),
+                   default=["fedavg", "median", "krum"], help="comma-separated, from: " + ", ".join(registry.NAMES))
     return parser
 
 
@@ -106,7 +108,7 @@ def _config(args, parser, **extra):
 @contextlib.contextmanager
 def _aggregator(cfg):
     if cfg.backend == "mpc":
-        from pgkernels.fl.mpc import MPCAggregator
+        from .mpc import MPCAggregator
 
         with MPCAggregator(world_size=cfg.world_size) as agg:
             yield agg
@@ -119,7 +121,8 @@ def _pct(x):
 
 
 def _cmd_fl(args, parser):
-    from .simulation import plot, run
+    from .experiment import run
+    from .report import plot
 
     cfg = _config(args, parser, attack=args.attack, defense=args.defense)
     with _aggregator(cfg) as agg:
@@ -138,16 +141,16 @@ def _cmd_fl(args, parser):
         print("  aggregator:", json.dumps(res["aggregator_summary"]))
     if args.out:
         out = pathlib.Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
         stem = f"fl_{cfg.dataset}_{cfg.attack}_{cfg.defense}_{res['backend']}_s{cfg.seed}"
-        (out / f"{stem}.json").write_text(json.dumps(res, indent=1))
+        write_json(res, out / f"{stem}.json")
         plot(res, out / f"{stem}.png")
         print(f"  wrote {out / stem}.json and .png")
     return 0
 
 
 def _cmd_sweep(args, parser):
-    from .simulation import markdown, plot, sweep, write_table
+    from .experiment import sweep
+    from .report import markdown, plot, write_table
 
     base = _config(args, parser, attack="none", defense=args.defenses[0])
     for a in args.attacks:  # check every pair's constraints before running anything

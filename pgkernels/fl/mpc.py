@@ -9,7 +9,8 @@ shares, and only the aggregate comes back (with the selected clients, which
 the lab reveals for its detection metrics).
 """
 
-from ..serving.service import AGGREGATORS, AggregationServers
+from ..defenses import registry
+from ..serving import AggregationServers
 
 
 class MPCAggregator:
@@ -32,7 +33,7 @@ class MPCAggregator:
 
     @staticmethod
     def supports(name):
-        return name in AGGREGATORS
+        return name in registry.RULES
 
     @property
     def last_invalid(self):

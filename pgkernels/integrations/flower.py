@@ -90,7 +90,8 @@ import time
 import numpy as np
 
 from ..serving.client import SESSION_BYTES, check_server_keys
-from ..serving.service import AGGREGATORS, MIN_CLIENTS_FLOOR, MalformedShareError, mask
+from ..defenses import registry
+from ..serving.service import MIN_CLIENTS_FLOOR, MalformedShareError, mask
 
 KEYS = "pgk-server-keys"  # train config: the servers' raw X25519 public keys, rank order
 SESSION = "pgk-session"  # train config: the servers' 16-byte session nonce
@@ -228,9 +229,9 @@ class SecureRobustAggregation(_strategy_base()):
     """Flower strategy: any ``pgkernels.defenses`` rule, computed in MPC on secret shares.
 
     Args:
-        aggregator: ``"fedavg"``, ``"median"``, ``"trimmed_mean"``, ``"norm_clip"``,
-            ``"krum"``, ``"multi_krum"``, ``"bulyan"``, ``"fltrust"``, ``"flame"``
-            or ``"auror"``.
+        aggregator: a rule of :mod:`pgkernels.defenses.registry` (``"fedavg"``,
+            ``"median"``, ``"trimmed_mean"``, ``"norm_clip"``, ``"krum"``,
+            ``"multi_krum"``, ``"bulyan"``, ``"fltrust"``, ``"flame"``, ``"auror"``).
         servers: a running :class:`~pgkernels.serving.AggregationServers`
             (e.g. servers on other hosts); ``None`` starts ``world_size``
             local servers and a dealer on first use, stopped by :meth:`close`
@@ -260,8 +261,9 @@ class SecureRobustAggregation(_strategy_base()):
                  min_clients=None, num_malicious_clients=0, num_clients_to_keep=None, beta=0.2, max_norm=None,
                  server_update_fn=None, aggregator_kwargs=None, on_malformed="raise",
                  reveal_selection=True, **kwargs):
-        if aggregator not in AGGREGATORS:
-            raise ValueError(f"aggregator must be one of {sorted(AGGREGATORS)}, got {aggregator!r}")
+        if aggregator not in registry.RULES:
+            raise ValueError(f"aggregator must be one of {list(registry.NAMES)}, got {aggregator!r}")
+        rule = registry.get(aggregator)
         if on_malformed not in ("raise", "drop"):
             raise ValueError(f"on_malformed must be 'raise' or 'drop', got {on_malformed!r}")
         if not isinstance(num_malicious_clients, int) or num_malicious_clients < 0:
@@ -270,8 +272,8 @@ class SecureRobustAggregation(_strategy_base()):
             raise ValueError(f"beta must be in [0, 0.5), got {beta!r}")
         if aggregator == "norm_clip" and max_norm is None:
             raise ValueError("aggregator='norm_clip' needs max_norm")
-        if aggregator == "fltrust" and server_update_fn is None:
-            raise ValueError("aggregator='fltrust' needs server_update_fn(server_round, arrays) -> root update")
+        if rule.server_update and server_update_fn is None:
+            raise ValueError(f"aggregator={aggregator!r} needs server_update_fn(server_round, arrays) -> root update")
         super().__init__(**kwargs)
         self.aggregator = aggregator
         self.servers = servers
@@ -335,15 +337,17 @@ class SecureRobustAggregation(_strategy_base()):
               "to_keep": self.num_clients_to_keep if self.num_clients_to_keep is not None else (lambda n: n - f)}
         if self.max_norm is not None:
             kw["max_norm"] = self.max_norm
-        if self.aggregator == "fltrust":
+        if registry.get(self.aggregator).server_update:
             kw["server_update"] = np.asarray(self.server_update_fn(server_round, global_arrays),
                                              dtype=np.float64).ravel()
         kw.update(self.aggregator_kwargs)
         return kw
 
     def _min_clients(self):
-        f = self.num_malicious_clients
-        need = {"krum": 2 * f + 3, "multi_krum": 2 * f + 3, "bulyan": 4 * f + 3}.get(self.aggregator, 1)
+        """The fewest usable replies for a round: the rule's minimum (the registry's,
+        as the servers enforce it), ``min_train_nodes``, ``min_clients``, never below 3."""
+        kw = {"num_malicious": self.num_malicious_clients, **self.aggregator_kwargs}
+        need = registry.get(self.aggregator).min_clients_for(kw)
         return max(need, self.min_train_nodes, MIN_CLIENTS_FLOOR, self.min_clients or 0)
 
     def aggregate_train(self, server_round, replies):

@@ -12,7 +12,7 @@ times on the same clients -- some of them malicious -- and prints a table:
   Krum in MPC on two aggregation servers plus a dealer: no server sees an
   individual update.
 
-Clients train the federated lab's model (:mod:`pgkernels.fl`) on their split;
+Clients train the federated lab's model (:class:`pgkernels.fl.Lab`) on their split;
 the malicious ones run the lab's attack (default: a pixel-trigger backdoor
 with model-replacement boosting). Accuracy and attack success are measured
 centrally (``evaluate_fn``) after every round; the selected client per round
@@ -33,26 +33,28 @@ import time
 
 import numpy as np
 
+from ..reporting import figure, markdown_table, pct, save_figure, write_json, write_text
+
 RUNS = ("flower-fedavg", "flower-krum", "pgkernels-krum")
 _LABS = {}
 
 
 def _lab(cfg_dict):
     """The lab (data split, model, attack) for this config, built once per process."""
-    from ..fl.simulation import FLConfig, _Lab, load_dataset
+    from ..fl import FLConfig, Lab, load_dataset
 
     key = json.dumps(cfg_dict, sort_keys=True)
     if key not in _LABS:
         cfg = FLConfig(**cfg_dict)
         _LABS.clear()
-        _LABS[key] = _Lab(cfg, load_dataset(cfg.dataset, cfg.data_dir))
+        _LABS[key] = Lab(cfg, load_dataset(cfg.dataset, cfg.data_dir))
     return _LABS[key]
 
 
 def _state_to_flat(lab, arrays):
     import torch
 
-    from ..fl.models import get_flat
+    from ..models import get_flat
 
     lab.model.load_state_dict({k: torch.from_numpy(np.array(v.numpy())) for k, v in arrays.items()})
     return get_flat(lab.model)
@@ -69,8 +71,8 @@ def make_client_app(cfg_dict, secure, server_keys=None):
     from flwr.app import ArrayRecord, Message, MetricRecord, RecordDict
     from flwr.clientapp import ClientApp
 
-    from ..fl import attacks as A
-    from ..fl.models import set_flat
+    from ..attacks import updates as A
+    from ..models import set_flat
     from .flower import make_secret_share_mod
 
     app = ClientApp(mods=[make_secret_share_mod(server_keys=server_keys)] if secure else [])
@@ -129,9 +131,8 @@ def run_one(kind, cfg_dict, world_size=2, progress=True):
     from flwr.serverapp.strategy import FedAvg, Krum
     from flwr.simulation import run_simulation
 
-    from ..fl import metrics as M
-    from ..fl.models import make_model
-    from ..serving.service import AggregationServers
+    from ..models import make_model
+    from ..serving import AggregationServers
     from .flower import SecureRobustAggregation
 
     lab = _lab(cfg_dict)
@@ -157,10 +158,7 @@ def run_one(kind, cfg_dict, world_size=2, progress=True):
 
     def evaluate_fn(server_round, arrays):
         lab.global_flat = _state_to_flat(lab, arrays)
-        set_flat_model = lab.model  # loaded by _state_to_flat
-        acc = M.accuracy(set_flat_model, lab.X_test, lab.y_test)
-        asr = M.attack_success_rate(set_flat_model, lab.X_test, lab.y_test, lab.ds, cfg.attack,
-                                    target=cfg.target, source=cfg.source, trigger=lab.trigger)
+        acc, asr = lab.evaluate()
         history.append({"round": server_round, "accuracy": acc, "asr": asr})
         if progress and server_round:
             print(f"  [{kind}] round {server_round}/{cfg.rounds}: accuracy {100 * acc:.1f}%"
@@ -200,30 +198,23 @@ def run_one(kind, cfg_dict, world_size=2, progress=True):
             "final_accuracy": history[-1]["accuracy"], "final_asr": history[-1]["asr"]}
 
 
-def _pct(x):
-    return "–" if x is None else f"{100 * x:.1f}"
-
-
 def table(results, malicious):
-    lines = ["| run | accuracy (%) | attack success (%) | malicious selected (rounds) | wall s | MPC s/round | MB/server/round |",
-             "|---|---|---|---|---|---|---|"]
+    """The comparison as a Markdown table (one row per run)."""
+    rows = []
     for r in results:
         sel = r["selected"]
         mal = "–" if not sel else f"{sum(any(p in malicious for p in s) for s in sel)}/{len(sel)}"
         m = r["mpc"] or {}
-        lines.append(f"| {r['run']} | {_pct(r['final_accuracy'])} | {_pct(r['final_asr'])} | {mal} | "
-                     f"{r['seconds']:.0f} | {m.get('seconds_per_round', float('nan')):.3f} | "
-                     f"{m.get('mb_per_server_per_round', float('nan')):.2f} |".replace("nan", "–"))
-    return "\n".join(lines)
+        rows.append([r["run"], pct(r["final_accuracy"]), pct(r["final_asr"]), mal, f"{r['seconds']:.0f}",
+                     f"{m['seconds_per_round']:.3f}" if m else "–", f"{m['mb_per_server_per_round']:.2f}" if m else "–"])
+    return markdown_table(["run", "accuracy (%)", "attack success (%)", "malicious selected (rounds)", "wall s",
+                           "MPC s/round", "MB/server/round"], rows)
 
 
 def plot(results, path):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    """Accuracy and attack success per round of every run, side by side."""
+    fig = figure((10, 3.6), layout="tight")
+    axes = fig.subplots(1, 2)
     for r in results:
         rounds = [h["round"] for h in r["history"]]
         axes[0].plot(rounds, [100 * h["accuracy"] for h in r["history"]], marker="o", ms=3, label=r["run"])
@@ -232,13 +223,12 @@ def plot(results, path):
     axes[0].set(xlabel="round", ylabel="test accuracy (%)", title="main task")
     axes[1].set(xlabel="round", ylabel="attack success (%)", title="backdoor")
     axes[0].legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    return save_figure(fig, path, dpi=120)
 
 
 def main(argv=None):
-    from ..fl.simulation import FLConfig
+    from ..defenses import registry
+    from ..fl import FLConfig
 
     ap = argparse.ArgumentParser(prog="pgkernels flower", description=__doc__.split("\n\n")[0])
     ap.add_argument("--dataset", default=None, help="mnist, fashion_mnist, ... (default: mnist if "
@@ -260,8 +250,10 @@ def main(argv=None):
     for r in runs:
         if r not in RUNS:
             ap.error(f"unknown run {r!r}; choose from {RUNS}")
-    if a.malicious < 0 or a.clients < 2 * a.malicious + 3:
-        ap.error(f"Krum needs clients >= 2 * malicious + 3 (got {a.clients} clients, {a.malicious} malicious)")
+    krum = registry.get("krum")
+    if a.malicious < 0 or a.clients < krum.min_clients(a.malicious):
+        ap.error(f"Krum needs clients >= {krum.min_clients_text} with f = malicious (got {a.clients} clients, "
+                 f"{a.malicious} malicious)")
     data_dir = a.data_dir or os.environ.get("PGKERNELS_DATA")
     dataset = a.dataset
     if dataset is None:
@@ -276,7 +268,6 @@ def main(argv=None):
                    data_dir=os.environ.get("PGKERNELS_DATA"))
     cfg_dict = {k: v for k, v in dataclasses.asdict(cfg).items()}
     out = pathlib.Path(a.out)
-    out.mkdir(parents=True, exist_ok=True)
     print(f"Flower {_flwr_version()} simulation: {dataset}, {a.clients} clients ({a.malicious} malicious, "
           f"{a.attack}), {a.rounds} rounds", flush=True)
     results = []
@@ -291,13 +282,12 @@ def main(argv=None):
         a_sel, b_sel = by["flower-krum"]["selected"], by["pgkernels-krum"]["selected"]
         agree = sum(x == y for x, y in zip(a_sel, b_sel))
         md += (f"\n\nKrum's selected client agreed in {agree}/{len(a_sel)} rounds between Flower (clear) and "
-               f"pgkernels (MPC); final accuracy {_pct(by['flower-krum']['final_accuracy'])}% vs "
-               f"{_pct(by['pgkernels-krum']['final_accuracy'])}%.")
+               f"pgkernels (MPC); final accuracy {pct(by['flower-krum']['final_accuracy'])}% vs "
+               f"{pct(by['pgkernels-krum']['final_accuracy'])}%.")
     print("\n" + md)
-    (out / "flower_comparison.md").write_text(md + "\n")
-    (out / "flower_comparison.json").write_text(json.dumps(
-        {"config": cfg_dict, "flwr": _flwr_version(), "results": results, "krum_selection_agreement": agree},
-        indent=1, default=float))
+    write_text(md + "\n", out / "flower_comparison.md")
+    write_json({"config": cfg_dict, "flwr": _flwr_version(), "results": results, "krum_selection_agreement": agree},
+               out / "flower_comparison.json")
     plot(results, out / "flower_comparison.png")
     print(f"\nwrote {out}/flower_comparison.{{md,json,png}}")
     return 0

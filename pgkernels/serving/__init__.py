@@ -7,11 +7,12 @@ coordinator can still learn), :mod:`.client` (a client's shares),
 :mod:`.credentials` (mutual-TLS credentials; ``python -m
 pgkernels.serving.credentials``).
 
-An application of :mod:`pgkernels.protocols` and :mod:`pgkernels.defenses`;
+An application of :mod:`pgkernels.protocols` and :mod:`pgkernels.defenses`
+(the rules it serves, their arguments and limits: :mod:`pgkernels.defenses.registry`);
 :mod:`pgkernels.runtime` (processes, dealer, communication) does not import it.
 """
 
 from .client import mask
-from .service import AGGREGATORS, AggregationServers, MalformedShareError, PolicyError, serve
+from .service import AggregationServers, MalformedShareError, PolicyError, serve
 
-__all__ = ["AGGREGATORS", "AggregationServers", "MalformedShareError", "PolicyError", "mask", "serve"]
+__all__ = ["AggregationServers", "MalformedShareError", "PolicyError", "mask", "serve"]

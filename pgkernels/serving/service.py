@@ -127,7 +127,6 @@ has passed.
 
 import dataclasses
 import hashlib
-import inspect
 import json
 import logging
 import os
@@ -144,27 +143,18 @@ import time
 import numpy as np
 import torch
 
+from ..defenses import registry
+from ..runtime import comm
 from ..runtime.inputs import FRAC_BITS, MAX_ABS  # noqa: F401  (MAX_ABS: the |update| bound, re-exported)
 from . import wire
 from .client import BOX_BYTES, SEED_BYTES, SESSION_BYTES, mask, masked_digest, seal_context, share_context  # noqa: F401
 
 log = logging.getLogger("pgkernels.serving")
 
-# aggregator name -> (function name in pgkernels.defenses, how to read its selection)
-AGGREGATORS = {
-    "fedavg": ("fedavg", None),
-    "median": ("median", None),
-    "trimmed_mean": ("trimmed_mean", None),
-    "norm_clip": ("norm_clip", None),
-    "krum": ("krum", "onehot"),
-    "multi_krum": ("multi_krum", "bits"),
-    "bulyan": ("bulyan", "rows"),
-    "fltrust": ("fltrust", None),
-    "flame": ("flame", "bits"),
-    "auror": ("auror", "bits"),
-}
+# The rules the servers run, their keyword arguments, the secret-shared arrays
+# they take, their fewest clients and how their selection is read: all from
+# pgkernels.defenses.registry.
 MIN_CLIENTS_FLOOR = 3  # never aggregate fewer clients than this in aggregate_masked
-EXTRA_INPUTS = {"fltrust": {"server_update"}}  # array-valued (secret-shared) arguments a rule takes
 
 
 def encode(U, name="updates"):
@@ -199,29 +189,10 @@ class PolicyError(RuntimeError):
         self.server = server
 
 
-def rule_params(name):
-    """The keyword arguments rule ``name`` takes (``return_selection`` excluded)."""
-    if name not in AGGREGATORS:
-        raise ValueError(f"unknown aggregator {name!r}; choose from {sorted(AGGREGATORS)}")
-    from .. import defenses
-
-    params = inspect.signature(getattr(defenses, AGGREGATORS[name][0])).parameters
-    return {k for k in params if k not in ("U", "return_selection")}
-
-
-def rule_min_clients(name, kwargs):
-    """The fewest clients rule ``name`` works on with these kwargs (Krum: 2f + 3, Bulyan: 4f + 3)."""
-    from ..defenses.validity import min_clients
-
-    f = kwargs.get("num_malicious")
-    if isinstance(f, bool) or not isinstance(f, int) or f < 0:
-        return 1  # no valid f: the rule's own check reports it
-    return min_clients(name, f)
-
-
 def required_clients(name, kwargs, min_clients=None):
-    """What a server requires of an ``aggregate_masked`` request: never fewer than 3 clients."""
-    return max(MIN_CLIENTS_FLOOR, int(min_clients or 0), rule_min_clients(name, kwargs))
+    """What a server requires of an ``aggregate_masked`` request: the rule's minimum
+    (:meth:`pgkernels.defenses.registry.Rule.min_clients_for`), ``min_clients``, never fewer than 3."""
+    return max(MIN_CLIENTS_FLOOR, int(min_clients or 0), registry.get(name).min_clients_for(kwargs))
 
 
 # -- server side ----------------------------------------------------------------------
@@ -317,10 +288,10 @@ class ServerState:
         return [i for i in range(n) if i not in ok]
 
     def _kwargs(self, name, kwargs, extras):
-        if name not in AGGREGATORS:
+        if name not in registry.RULES:
             raise Refusal(f"unknown aggregator {name!r}")
-        allowed = rule_params(name)
-        bad = sorted(set(kwargs) - allowed) + sorted(set(extras) - EXTRA_INPUTS.get(name, set()))
+        rule = registry.get(name)
+        bad = sorted(set(kwargs) - set(rule.params)) + sorted(set(extras) - set(rule.arrays))
         if bad:
             raise Refusal(f"{name} takes no arguments {bad}")
 
@@ -346,7 +317,7 @@ class ServerState:
             if len(keep) < need:
                 raise Refusal(f"{name} over {len(keep)} clients; server {self.rank} aggregates no fewer than "
                               f"{need} (min_clients={self.min_clients}, the rule's minimum "
-                              f"{rule_min_clients(name, kwargs)}, never below {MIN_CLIENTS_FLOOR})")
+                              f"{registry.get(name).min_clients_for(kwargs)}, never below {MIN_CLIENTS_FLOOR})")
         except Refusal as e:
             return digest, str(e), None
         share = p.shares[torch.as_tensor(keep, dtype=torch.long)].contiguous()
@@ -372,8 +343,6 @@ class ServerState:
 def _agree(digest, refused):
     """Every server sends the others its request digest and verdict over the MPC
     communicator (one round); returns the (world_size, 33) table of all of them."""
-    from pgkernels.runtime import comm
-
     rows = torch.zeros(comm.world_size(), 33, dtype=torch.uint8)
     rows[comm.rank(), :32] = torch.frombuffer(bytearray(digest), dtype=torch.uint8)
     rows[comm.rank(), 32] = 1 if refused else 0
@@ -383,12 +352,17 @@ def _agree(digest, refused):
 
 def _session_nonce():
     """A nonce no single server chooses: SHA-256 of every server's 16 random bytes."""
-    from pgkernels.runtime import comm
-
     rows = torch.zeros(comm.world_size(), SESSION_BYTES, dtype=torch.uint8)
     rows[comm.rank()] = torch.frombuffer(bytearray(secrets.token_bytes(SESSION_BYTES)), dtype=torch.uint8)
     comm.exchange(sum_tensor=rows)
     return hashlib.sha256(b"pgkernels-session|" + rows.numpy().tobytes()).digest()[:SESSION_BYTES]
+
+
+def _shared(share):
+    """This server's int64 share tensor as an MPCTensor (16 fractional bits)."""
+    from ..runtime.inputs import Share, to_mpc
+
+    return to_mpc(Share(data=share, frac_bits=FRAC_BITS))
 
 
 @dataclasses.dataclass
@@ -418,20 +392,16 @@ def run_rule(share, name, kwargs, extras, validity="drop", max_norm=None, need=1
     it with agreed arguments (see :func:`_server`), and the validity vector is
     public to all of them, so they decide alike.
     """
-    from pgkernels import defenses
-    from pgkernels.defenses.validity import after_drop, input_bound, validate
-    from pgkernels.protocols import _shares
-    from pgkernels.protocols.validity import check_rows
-    from pgkernels.runtime import comm
+    from ..defenses.validity import after_drop, input_bound, validate
+    from ..protocols.validity import check_rows
 
-    fn_name, sel_kind = AGGREGATORS[name]
-    fn = getattr(defenses, fn_name)
-    U = _shares.like_shape(share, 2 ** FRAC_BITS)
+    rule = registry.get(name)
+    U = _shared(share)
     n, d = U.size()
     kw = dict(kwargs)
     alpha = kw.get("alpha", 2.0)
     for k, v in extras.items():  # shared extra inputs (e.g. FLTrust's server update)
-        x = _shares.like_shape(v, 2 ** FRAC_BITS)
+        x = _shared(v)
         if x.dim() != 1 or x.size(0) != d:
             raise Refusal(f"{k} must have shape ({d},), got {tuple(x.size())}")
         _, ok = check_rows(x.view(1, d), input_bound(name, n, d, alpha=alpha))
@@ -449,9 +419,9 @@ def run_rule(share, name, kwargs, extras, validity="drop", max_norm=None, need=1
     per_client = None
     if valid is not None:  # public and equal at every server: party 0 holds it, the others 0
         per_client = valid.long() if comm.rank() == 0 else torch.zeros(n, dtype=torch.long)
-    if sel_kind is None:
-        return RuleResult(fn(U, **kw).share, None, per_client)
-    out, sel = fn(U, return_selection=True, **kw)
+    if rule.selection is None:
+        return RuleResult(rule.mpc(U, **kw).share, None, per_client)
+    out, sel = rule.mpc(U, return_selection=True, **kw)
     sel = sel.share
     if rows is not None:  # back to the n clients of the request (dropped ones: 0)
         full = torch.zeros(sel.shape[:-1] + (n,), dtype=torch.long)
@@ -499,9 +469,6 @@ def _server(address, config, party_input=None):
     None: a fresh key), ``min_clients``, ``connect_timeout``, ``idle_timeout``,
     ``message_timeout``.
     """
-    import pgkernels
-    from pgkernels.runtime import comm
-
     from .credentials import load_x25519, own_rank, server_context
     from .sealing import new_keypair
 
@@ -567,7 +534,7 @@ def _server(address, config, party_input=None):
         if job is not None:  # clients left after the validity check: the rule's minimum, and the
             # server's own (never below 3) when clients shared their updates themselves
             need = (required_clients(job[1], job[2], state.min_clients) if op == "run"
-                    else rule_min_clients(job[1], job[2]))
+                    else registry.get(job[1]).min_clients_for(job[2]))
         table = _agree(digest, refusal is not None)
         if any(bytes(table[r, :32].tolist()) != digest for r in range(ws)):
             _error(sock, "disagree", f"server {rank}: the servers were sent different requests "
@@ -579,10 +546,10 @@ def _server(address, config, party_input=None):
                    f"server {rank}: refused because server(s) {refusers} refused", msg_timeout)
             continue
         try:
-            pgkernels.reset_stats()
+            comm.reset_stats()
             t0 = time.perf_counter()
             res = run_rule(*job, validity=validity, max_norm=max_norm, need=need)
-            stats = pgkernels.comm_stats().as_dict()
+            stats = comm.STATS.snapshot().as_dict()
             stats["seconds"] = time.perf_counter() - t0
         except Refusal as e:  # decided alike at every server (public validity bits): go on serving
             _error(sock, "policy", f"server {rank}: {e}", msg_timeout)
@@ -1029,13 +996,13 @@ class AggregationServers:
 
     def _prepare(self, name, kwargs):
         self._ready()
-        params = rule_params(name)
+        rule = registry.get(name)
         kw, extra = {}, {}
         for k, v in kwargs.items():
-            if k not in params:
+            if k not in rule.params:
                 continue
             if isinstance(v, (np.ndarray, torch.Tensor, list)):
-                if k not in EXTRA_INPUTS.get(name, ()):
+                if k not in rule.arrays:
                     raise TypeError(f"{name}: argument {k} must be a scalar")
                 extra[k] = split(encode(np.asarray(v), k), self.world_size)
             elif isinstance(v, np.generic):
@@ -1057,14 +1024,11 @@ class AggregationServers:
             self.last_per_client = sum(torch.from_numpy(rep.arrays["per_client"]) for rep in replies).numpy()
             self.last_invalid = np.flatnonzero(self.last_per_client == 0).tolist()
         kept = None
-        sel_kind = AGGREGATORS[name][1]
-        if sel_kind is not None and reveal_selection:
+        rule = registry.get(name)
+        if rule.selection is not None and reveal_selection:
             if not all("selection" in rep.arrays for rep in replies):
                 raise RuntimeError(f"a server returned no selection for {name}")
-            sel = sum(torch.from_numpy(rep.arrays["selection"]) for rep in replies)
-            if sel_kind == "rows":
-                sel = sel.sum(0)
-            kept = np.flatnonzero(sel.numpy() != 0)
+            kept = rule.selected(sum(torch.from_numpy(rep.arrays["selection"]) for rep in replies).numpy())
         return agg, kept
 
     # -- the channel -------------------------------------------------------------

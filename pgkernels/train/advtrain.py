@@ -33,7 +33,7 @@ trains each owner's model on its own records only (the local-model baseline
 the paper compares against, and the rule under which an owner accepts the
 joint model).
 
-Models are the fully connected ReLU networks of :func:`pgkernels.fl.models.mlp`
+Models are the fully connected ReLU networks of :func:`pgkernels.models.mlp`
 (``hidden=()`` gives multinomial logistic regression), initialised from the
 seed; minibatches follow one seeded permutation per epoch; the optimiser is
 SGD with optional momentum (torch's and CrypTen's updates are the same
@@ -47,7 +47,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..fl.models import mlp
+from ..models import mlp
 
 DEFENSES = ("none", "advtrain")
 VARIANTS = ("onehot", "uniform")

@@ -40,7 +40,6 @@ MPC runs report ``seconds``, ``bytes`` (sent per compute party) and
 """
 
 import dataclasses
-import json
 import math
 import pathlib
 import time
@@ -51,6 +50,7 @@ from .. import metrics as M
 from ..attacks import (ATTACKS, FRACTION_OF, attribute_mask, check_attackers, check_fraction, insert_words,
                        poison_parties)
 from ..data import DATASETS, make_parties
+from ..reporting import figure, jsonable, markdown_table, pct, save_figure, write_json, write_text
 
 DEFENSES = ("none", "advtrain", "safenet", "local")
 BACKENDS = ("plaintext", "mpc")
@@ -274,24 +274,6 @@ def _predict_sets(model, sets):
     return {k: M.predict(model, X) for k, X in sets.items()}
 
 
-def _jsonable(x):
-    if isinstance(x, dict):
-        return {str(k): _jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
-    if isinstance(x, np.ndarray):
-        return _jsonable(x.tolist())
-    if isinstance(x, (np.integer,)):
-        return int(x)
-    if isinstance(x, (np.floating,)):
-        return float(x)
-    if isinstance(x, (np.bool_,)):
-        return bool(x)
-    if hasattr(x, "indices") and hasattr(x, "values") and hasattr(x, "stamp"):  # a Trigger
-        return {"indices": list(x.indices), "values": list(x.values), "description": x.description}
-    return x
-
-
 def _per_owner_acc(pred_val, data, owner_val):
     """Accuracy on each owner's validation records; None for an owner with none
     (possible with attribute splits, or fewer validation records than owners)."""
@@ -420,7 +402,7 @@ def run(cfg, clean=None):
             if d in results:
                 results[d]["release"] = M.release_decision(results[d]["per_owner_val_acc"], local_own)
     attack_info = {k: v for k, v in info.items() if k != "indices"}
-    return _jsonable({
+    return jsonable({
         "config": dataclasses.asdict(cfg),
         "data": {"name": data.name, "parties": data.num_parties, "train_records": int(len(data.y)),
                  "per_party": data.party_sizes().tolist(), "val_records": int(len(data.y_val)),
@@ -444,14 +426,10 @@ def sweep(cfg, fractions):
     runs = []
     for f in fractions:
         runs.append(run(dataclasses.replace(cfg, fraction=f), clean=clean))
-    return _jsonable({"config": dataclasses.asdict(cfg), "fractions": fractions, "runs": runs})
+    return jsonable({"config": dataclasses.asdict(cfg), "fractions": fractions, "runs": runs})
 
 
 # ----------------------------------------------------------------------------- reporting
-
-def _pct(v):
-    return "–" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{100 * v:.1f}"
-
 
 def _mb(r):
     b = r.get("bytes")
@@ -474,21 +452,22 @@ def markdown(result):
     if metric:
         cols.append(f"{mname} (%)")
     cols += ["party inference (%)", "release", "seconds", "MB sent/party"]
-    lines = [head, "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    rows = []
     for r in runs:
         for d, res in r["results"].items():
             mi = res.get("membership_inference")
             rel = res.get("release")
             row = [f"{100 * r['config']['fraction']:g}%", str(r["attack"].get("poisoned", 0)), d,
-                   _pct(res.get("val_acc")), _pct(res.get("test_acc"))]
+                   pct(res.get("val_acc")), pct(res.get("test_acc"))]
             if metric:
-                row.append(_pct(res.get(metric)))
+                row.append(pct(res.get(metric)))
             # owners without validation records (release None) are not counted
             released = f"{sum(1 for v in rel if v)}/{sum(1 for v in rel if v is not None)}" if rel else "–"
-            row += [f"{_pct(mi['accuracy'])} (chance {_pct(mi['chance'])})" if mi else "–",
-                    released, f"{res.get('seconds', float('nan')):.1f}", _mb(res)]
-            lines.append("| " + " | ".join(row) + " |")
-    return "\n".join(lines) + "\n"
+            seconds = res.get("seconds")
+            row += [f"{pct(mi['accuracy'])} (chance {pct(mi['chance'])})" if mi else "–",
+                    released, "–" if seconds is None else f"{seconds:.1f}", _mb(res)]
+            rows.append(row)
+    return head + "\n\n" + markdown_table(cols, rows) + "\n"
 
 
 LABELS = {"none": "joint model, no defense", "advtrain": "joint model, adversarial training",
@@ -502,16 +481,12 @@ def plot(result, path):
     sweep, the attack's metric (contamination accuracy or attack success) and
     validation accuracy against the fraction of poisoned records, one line
     per defense (the local-model baseline dashed); for a single run, bars."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
     runs = result["runs"] if "runs" in result else [result]
     cfg = runs[0]["config"]
     metric = attack_metric_name(cfg["attack"])
     mlabel = {"contamination_acc": "contamination accuracy (%)", "asr": "attack success rate (%)"}.get(metric)
     panels = ([(metric, mlabel)] if metric else []) + [("val_acc", "validation accuracy (%)")]
-    fig = Figure(figsize=(5.2 * len(panels), 4.0), layout="constrained")
-    FigureCanvasAgg(fig)
+    fig = figure((5.2 * len(panels), 4.0))
     axes = fig.subplots(1, len(panels), squeeze=False)[0]
     defenses = [d for d in DEFENSES if d in runs[0]["results"]]
     title = (f"{runs[0]['data']['name']}: {cfg['attack']} by owner(s) {cfg['attackers']} "
@@ -532,25 +507,21 @@ def plot(result, path):
                    color=[STYLES[d][0] for d in defenses])
             ax.set_xticks(range(len(defenses)), [LABELS[d].replace(", ", "\n") for d in defenses], fontsize=8)
             for i, v in enumerate(vals):
-                ax.text(i, 0 if v is None else 100 * v, _pct(v), ha="center", va="bottom", fontsize=8)
+                ax.text(i, 0 if v is None else 100 * v, pct(v), ha="center", va="bottom", fontsize=8)
             ax.set_xlabel(f"{100 * cfg['fraction']:g}% poisoned")
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
     if len(runs) > 1:
         axes[0].legend(fontsize=8)
     fig.suptitle(title, fontsize=10)
-    path = pathlib.Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    return path
+    return pathlib.Path(save_figure(fig, path, dpi=120))
 
 
 def write_outputs(result, out_dir, name):
     """Write ``<name>.json``, ``<name>.md`` and ``<name>.png`` under ``out_dir``; returns the Markdown."""
     out = pathlib.Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     md = markdown(result)
-    (out / f"{name}.json").write_text(json.dumps(result, indent=1))
-    (out / f"{name}.md").write_text(md)
+    write_json(result, out / f"{name}.json")
+    write_text(md, out / f"{name}.md")
     plot(result, out / f"{name}.png")
     return md

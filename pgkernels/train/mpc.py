@@ -151,7 +151,7 @@ def _register_autograd():
     """
     from crypten import gradients as G
 
-    import pgkernels
+    from ..protocols.compare import gt
 
     if all(n in G.FUNCTION_REGISTRY for n in _AUTOGRAD_NAMES):
         return
@@ -159,7 +159,7 @@ def _register_autograd():
     class MaskedReLU(G.AutogradFunction):
         @staticmethod
         def forward(ctx, x):
-            mask = pgkernels.gt(x, 0.0)
+            mask = gt(x, 0.0)
             ctx.save_for_backward(mask)
             return x.mul(mask)
 
@@ -243,10 +243,10 @@ def _softmax_rows(z):
     enough steps for 2^-20 (3 for k = 2, 5 for k = 10): 2 rounds per step,
     against CrypTen's generic reciprocal (an exp and 10 steps).
     """
-    import pgkernels
+    from ..protocols import order
 
     k = z.size(1)
-    m = pgkernels.max(z, dim=1, keepdim=True)
+    m = order.max(z, dim=1, keepdim=True)
     e = (z - m).exp()
     s = e.sum(1, keepdim=True)
     b = 8.0 / (k * k + 6.0 * k + 1.0)
@@ -265,14 +265,14 @@ def _clip_and_step(module, opt):
     """
     import crypten
 
-    import pgkernels
+    from ..protocols.compare import lt
 
     params = [p for p in module.parameters() if p.grad is not None]
     if params:
         with crypten.no_grad():
             flat = crypten.cat([p.grad.reshape(-1) for p in params])
             n_all = flat.nelement()
-            below = pgkernels.lt(crypten.cat([flat, -flat]), GRAD_THRESHOLD)
+            below = lt(crypten.cat([flat, -flat]), GRAD_THRESHOLD)
             keep = below[:n_all].mul(below[n_all:])
             flat = flat.mul(keep)
             i = 0
@@ -284,13 +284,13 @@ def _clip_and_step(module, opt):
 
 
 def _decode_state(module, n_lin):
-    import pgkernels
+    from ..protocols._shares import decode
 
     out = {}
     for i in range(n_lin):
         lin = module._modules[str(2 * i)]
-        out[f"{1 + 2 * i}.weight"] = pgkernels.decode(lin.weight).to(torch.float32)
-        out[f"{1 + 2 * i}.bias"] = pgkernels.decode(lin.bias).to(torch.float32)
+        out[f"{1 + 2 * i}.weight"] = decode(lin.weight).to(torch.float32)
+        out[f"{1 + 2 * i}.bias"] = decode(lin.bias).to(torch.float32)
     return out
 
 
@@ -298,12 +298,12 @@ def _party_train(job, party_input):
     import crypten
     import crypten.communicator as ccomm
 
-    import pgkernels
+    from ..runtime import comm
 
     rank = ccomm.get().get_rank()
     P = job["P"]
     advtrain = job["defense"] == "advtrain"
-    start = pgkernels.comm_stats()
+    start = comm.STATS.snapshot()
     t0 = time.perf_counter()
 
     # this party's shares of the owners' inputs (see runtime.inputs)
@@ -372,6 +372,6 @@ def _party_train(job, party_input):
         bar.close()
     state = _decode_state(f, nf)  # the output: revealed to every party
     seconds = time.perf_counter() - t0
-    used = pgkernels.comm_stats().since(start)
+    used = comm.STATS.snapshot().since(start)
     return {"f_state": state if rank == 0 else None, "seconds": seconds, "bytes_sent": used.bytes_sent,
             "dealer_bytes": used.dealer_bytes, "rounds": used.rounds}

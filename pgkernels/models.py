@@ -1,4 +1,4 @@
-"""Small torch models for the federated-learning lab, and flat-vector helpers.
+"""Small torch models (the federated lab's, private training's, SafeNet's), and flat-vector helpers.
 
 Every model takes its input in any shape ``(N, ...)`` (the datasets give
 images as ``(N, side, side)``; the lab flattens them to ``(N, side * side)``)
@@ -14,6 +14,8 @@ import torch
 from torch import nn
 
 MODELS = ("logreg", "mlp", "cnn")
+
+__all__ = ["Flatten", "MODELS", "cnn", "get_flat", "logreg", "make_model", "mlp", "num_params", "set_flat"]
 
 
 def logreg(d_in, classes):
@@ -31,8 +33,9 @@ def mlp(d_in, classes, hidden=(64,)):
     return nn.Sequential(*layers)
 
 
-class _Flatten2(nn.Module):
-    """Flattens ``(N, ...)`` to ``(N, d)`` (so the CNN accepts images or flat rows)."""
+class Flatten(nn.Module):
+    """Flattens ``(N, ...)`` to ``(N, d)``: the CNN's first layer, so it accepts
+    images or flat rows. SafeNet's secure inference reads it as a flatten."""
 
     def forward(self, x):
         return x.reshape(x.shape[0], -1)
@@ -51,7 +54,7 @@ def cnn(side, classes, channels=(8, 16), hidden=64):
     c1, c2 = channels
     out_side = side // 2 // 2
     return nn.Sequential(
-        _Flatten2(), nn.Unflatten(1, (1, side, side)),
+        Flatten(), nn.Unflatten(1, (1, side, side)),
         nn.Conv2d(1, c1, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
         nn.Conv2d(c1, c2, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
         nn.Flatten(),
@@ -88,6 +91,7 @@ def make_model(name, dataset, seed=0, hidden=(64,)):
 
 
 def num_params(model):
+    """The number of parameters of ``model`` (the length of its flat vector)."""
     return sum(p.numel() for p in model.parameters())
 
 
