@@ -1,10 +1,12 @@
 """Robust aggregation inside MPC (see :mod:`pgkernels.defenses.robust` and
 :mod:`pgkernels.defenses.clustering`); plaintext references in
-:mod:`pgkernels.defenses.reference`."""
+:mod:`pgkernels.defenses.reference`. SafeNet's rule and reference are in
+:mod:`pgkernels.defenses.safenet`; the MPC job that runs it is
+:func:`pgkernels.train.safenet_mpc.safenet_mpc`."""
 
 from .clustering import auror, flame, flame_admitted
 from .robust import bulyan, fedavg, fltrust, krum, krum_scores, median, multi_krum, norm_clip, trimmed_mean
-from .safenet import safenet_mpc, safenet_reference
+from .safenet import safenet_reference
 
 __all__ = ["auror", "bulyan", "fedavg", "flame", "flame_admitted", "fltrust", "krum", "krum_scores", "median",
-           "multi_krum", "norm_clip", "safenet_mpc", "safenet_reference", "trimmed_mean"]
+           "multi_krum", "norm_clip", "safenet_reference", "trimmed_mean"]
