@@ -20,7 +20,7 @@ Part 3 -- private training on digits: ten data owners pool their records for a
 model trained inside MPC, and owner 0 plants a backdoor (a 2x2 pixel trigger
 relabelled to class 0 on 80% of its records). The undefended pooled model is
 trained on secret shares (:func:`pgkernels.train.mpc.train_mpc`); the SafeNet
-ensemble (:func:`pgkernels.defenses.safenet_mpc`) takes the owners' locally
+ensemble (:func:`pgkernels.train.safenet_mpc.safenet_mpc`) takes the owners' locally
 trained models as secret shares, filters them on the owners' shared
 validation records and answers the test queries by a secure majority vote.
 Prints clean accuracy, attack success, seconds and MB sent per party for
@@ -159,8 +159,8 @@ def _private_training(a):
 
     from . import attacks
     from .data import iid_split, load
-    from .defenses import safenet_mpc
     from .reporting import write_json
+    from .train.safenet_mpc import safenet_mpc
     from .train.advtrain import train_plaintext
     from .train.mpc import train_mpc
 

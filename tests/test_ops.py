@@ -1,5 +1,7 @@
 """The compiled ops on their own: PRG stream, bit slicing, layouts, argument checks."""
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -158,3 +160,166 @@ def test_ring_products_check_arguments():
         ops.ring_syr2k(torch.zeros(2, dtype=torch.long))
     with pytest.raises(RuntimeError, match="inner dimensions"):
         ops.ring_matmul_nt(torch.zeros(2, 3, dtype=torch.long), torch.zeros(2, 4, dtype=torch.long))
+
+
+# -- the typed wrappers (pgkernels.ops) and their fake kernels ----------------------
+
+def _schema_names():
+    import re
+    from pathlib import Path
+
+    src = (Path(__file__).resolve().parents[1] / "csrc" / "ops.cpp").read_text()
+    return sorted(set(re.findall(r'm\.def\("(\w+)\(', src)))
+
+
+def test_one_typed_wrapper_per_op():
+    from pgkernels import ops as K
+
+    names = _schema_names()
+    assert len(names) >= 13
+    for name in names:
+        assert name in K.__all__ and callable(getattr(K, name)), f"pgkernels.ops has no wrapper for {name}"
+        assert getattr(K, name).__doc__, name
+        assert hasattr(torch.ops.pgkernels, name)
+
+
+@pytest.mark.parametrize("n", [1, 63, 64, 65, 1000])
+@pytest.mark.parametrize("spec", [(64, 0, 0, 0), (64, 0, 3, -1), (64, 1, 2, 1), (9, 0, 1, 0), (5, 1, 0, 0),
+                                  (64, 2, 2, 0)])
+def test_layout_is_decoded_once_into_named_fields(n, spec):
+    from pgkernels import ops as K
+
+    k, mode, payloads, self_sign = spec
+    raw = torch.ops.pgkernels.cmp_layout(n, k, mode, payloads, self_sign)
+    lay = K.cmp_layout(n, k, mode, payloads, self_sign)
+    assert isinstance(lay, K.CmpLayout)
+    assert [lay.stream, lay.total, lay.levels, lay.W, lay.open1, lay.state] == raw[:6]
+    assert list(lay.open) == raw[6:] and len(lay.open) == lay.levels + 1
+    assert lay.W == (n + 63) // 64 and lay.open[-1] == lay.W and lay.corrected == lay.total - lay.stream
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        lay.total = 0
+
+
+def _rand(shape, g):
+    return torch.randint(-(2**63), 2**63 - 1, shape, generator=g, dtype=torch.long)
+
+
+def _cmp_cases():
+    """(name, op, args) for every comparison op on every mode, payload count and width."""
+    from pgkernels import ops as K
+
+    lib = K.load()
+    g = torch.Generator().manual_seed(11)
+    cases = []
+    for n in (1, 100):
+        for k, mode, P, ss in ((64, 0, 0, 0), (64, 0, 2, -1), (64, 1, 1, 1), (12, 0, 1, 0), (7, 1, 0, 0),
+                               (64, 2, 2, 0)):
+            tag = f"n{n}-k{k}-mode{mode}-P{P}-s{ss}"
+            lay = K.cmp_layout(n, k, mode, P, ss)
+            x, mat, v = _rand((n,), g), _rand((lay.total,), g), _rand((P * n,), g)
+            cases.append((f"cmp_open1-{tag}", lib.cmp_open1, (x, v, mat, k, mode, P, True, ss)))
+            if mode != K.CMP_MUX:
+                cases.append((f"cmp_start-{tag}", lib.cmp_start, (x, mat, k, mode, P, False, True, ss)))
+                for level in range(lay.levels):
+                    cases.append((f"cmp_step{level}-{tag}", lib.cmp_step,
+                                  (_rand((lay.open[level],), g), mat, _rand((lay.state,), g), n, k, mode, P,
+                                   level == 0, level, ss)))
+            cases.append((f"cmp_finish-{tag}", lib.cmp_finish,
+                          (_rand((lay.W,), g), mat, v, _rand((P * n,), g), n, k, mode, P, True, ss)))
+            mats = [_rand((lay.total,), g) for _ in range(3)]
+            cases.append((f"cmp_dealer_-{tag}", lib.cmp_dealer_,
+                          (torch.empty(lay.corrected, dtype=torch.long), mats, n, k, mode, P, ss)))
+    return cases
+
+
+def _other_cases():
+    from pgkernels import ops as K
+
+    lib = K.load()
+    g = torch.Generator().manual_seed(12)
+    x = _rand((130,), g)
+    a, b = _rand((5, 7), g), _rand((4, 7), g)
+    return [
+        ("prg_fill_", lib.prg_fill_, (torch.empty(9, dtype=torch.long), _key(2), 3, 1)),
+        ("bitslice", lib.bitslice, (x, 64)),
+        ("bitslice-k5", lib.bitslice, (x, 5)),
+        ("unbitslice", lib.unbitslice, (K.bitslice(x, 9), 130, 9)),
+        ("ring_matmul_nt", lib.ring_matmul_nt, (a, b)),
+        ("ring_matmul_nt-strided", lib.ring_matmul_nt, (a.T.contiguous().T[:, :3], b[:, :3])),
+        ("ring_syr2k", lib.ring_syr2k, (a,)),
+        ("ring_syr2k-b", lib.ring_syr2k, (a, a * 3 + 1)),
+    ]
+
+
+# torch's auto_functionalized, which AOT dispatch runs a mutating op through,
+# calls its mode-redirect as impl(mode, *args, **kwargs): an op argument named
+# "mode" (cmp_step's and cmp_dealer_'s) collides with it. Renaming the schema
+# argument (csrc/ops.cpp) fixes it; until then these two stop short of that test.
+_MODE_ARG_CLASH = ("cmp_step", "cmp_dealer_")
+ALL_TESTS = ("test_schema", "test_autograd_registration", "test_faketensor", "test_aot_dispatch_dynamic")
+
+
+@pytest.mark.parametrize("case", _cmp_cases() + _other_cases(), ids=lambda c: c[0])
+def test_opcheck(case):
+    name, op, args = case
+    tests = ALL_TESTS
+    if name.startswith(_MODE_ARG_CLASH):
+        tests = ALL_TESTS[:3]
+    torch.library.opcheck(op, args, test_utils=tests)
+
+
+@pytest.mark.parametrize("name", _MODE_ARG_CLASH)
+@pytest.mark.xfail(strict=True, reason="torch's auto_functionalized: an op argument named 'mode' collides with "
+                                       "impl(mode, ...); passes once the schema argument is renamed")
+def test_opcheck_aot_dispatch_of_mutating_ops_with_a_mode_argument(name):
+    op, args = next((op, args) for n, op, args in _cmp_cases() if n.startswith(name))
+    torch.library.opcheck(op, args, test_utils=("test_aot_dispatch_dynamic",))
+
+
+def test_opcheck_ops_without_tensor_inputs():
+    """The int-only ops run as they are under a fake mode (CompositeImplicitAutograd
+    in csrc/ops.cpp): cmp_layout and aesni_available pass every test."""
+    from pgkernels import ops as K
+
+    lib = K.load()
+    torch.library.opcheck(lib.cmp_layout, (100, 64, 0, 2, -1), test_utils=ALL_TESTS)
+    torch.library.opcheck(lib.aesni_available, (), test_utils=ALL_TESTS)
+    torch.library.opcheck(lib.sorting_network, (9, [4]), test_utils=ALL_TESTS[:2])
+
+
+@pytest.mark.xfail(strict=True, reason="sorting_network allocates its output in C++ under the fake mode: it needs "
+                                       "a CompositeExplicitAutograd registration (csrc/ops.cpp) to take a fake kernel")
+def test_opcheck_sorting_network_fake():
+    from pgkernels import ops as K
+
+    torch.library.opcheck(K.load().sorting_network, (9, [4]), test_utils=("test_faketensor",))
+
+
+def test_fake_kernels_trace_the_comparison_rounds():
+    """One comparison's local rounds (open1, start, steps, finish) under a fake
+    mode: the sizes the fake kernels give are the real kernels' sizes."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    from pgkernels import ops as K
+
+    n, k, mode, P, ss = 300, 64, K.CMP_LT, 2, -1
+    lay = K.cmp_layout(n, k, mode, P, ss)
+    g = torch.Generator().manual_seed(3)
+    real = [_rand((n,), g), _rand((P * n,), g), _rand((lay.total,), g)]
+
+    def rounds(x, v, mat):
+        open1, z = K.cmp_open1(x, v, mat, k, mode, P, True, ss)
+        state, buf = K.cmp_start(open1[:n].clone(), mat, k, mode, P, True, True, ss)
+        sizes = [open1.shape, z.shape, state.shape, buf.shape]
+        for level in range(lay.levels):
+            buf = K.cmp_step(buf, mat, state, n, k, mode, P, True, level, ss)
+            sizes.append(buf.shape)
+        out = K.cmp_finish(buf, mat, v, torch.cat([open1[:n], open1[n:]]), n, k, mode, P, True, ss)
+        return sizes + [out.shape]
+
+    want = rounds(*real)
+    with FakeTensorMode() as fm:
+        got = rounds(*[fm.from_tensor(t) for t in real])
+    assert got == want
+    assert want[0] == (lay.open1,) and want[2] == (lay.state,) and want[-1] == (P * n,)
+    assert [s[0] for s in want[3:3 + lay.levels + 1]] == list(lay.open)

@@ -170,7 +170,7 @@ def test_request_validation_units(monkeypatch):
         D.check_cmp_params(True, 64, 0, 0, 0)
     # the budget counts every party's stream plus the corrections
     lay = D.cmp_layout(10 ** 6, 64, 0, 0, 0)
-    assert D.request_bytes(lay["stream"], lay["total"], 3) == 8 * (3 * lay["total"] + lay["total"] - lay["stream"])
+    assert D.request_bytes(lay.stream, lay.total, 3) == 8 * (3 * lay.total + lay.corrected)
     assert D.max_request_bytes() == D.DEFAULT_MAX_BYTES or "PGKERNELS_DEALER_MAX_BYTES" in os.environ
     monkeypatch.setenv("PGKERNELS_DEALER_MAX_BYTES", "1000000")
     with pytest.raises(ValueError, match="over the budget"):

@@ -1,5 +1,6 @@
 """SafeNet ensembles: MPC (2 and 3 parties) against the plaintext reference, ties,
-filtering, the no-model-kept edge case, and bad inputs."""
+filtering, the no-model-kept edge case, and bad inputs; the batched secure
+inference (pgkernels.protocols.nn) it runs on."""
 
 import copy
 import math
@@ -10,9 +11,10 @@ import torch
 from torch import nn
 
 from pgkernels.data import load
-from pgkernels.defenses import safenet_mpc, safenet_reference
-from pgkernels.defenses.safenet import EmptyEnsembleError, min_correct
 from pgkernels import models as FM
+from pgkernels.defenses.safenet import EmptyEnsembleError, min_correct, safenet_reference
+from pgkernels.protocols import nn as secure_nn
+from pgkernels.train.safenet_mpc import safenet_mpc
 
 C = 10
 
@@ -200,11 +202,51 @@ def test_mpc_parties_receive_only_their_shares(monkeypatch):
     """Models, validation data and queries reach each compute party only as its own shares."""
     from _cases import spy_launch
 
-    import pgkernels
+    from pgkernels.runtime import launch
 
     models, X_val, y_val, X_q = _tie_instance()
     weights = [p.detach().numpy() for m in models for p in m.parameters()]
-    calls = spy_launch(monkeypatch, pgkernels, [X_val, X_q, np.eye(C)[y_val]] + weights)
+    calls = spy_launch(monkeypatch, launch, [X_val, X_q, np.eye(C)[y_val]] + weights)
     ref = safenet_reference(models, X_val, y_val, X_q, threshold=0.4)
     out = safenet_mpc(models, X_val, y_val, X_q, threshold=0.4, world_size=3)
     assert len(calls) == 1 and out["pred"].tolist() == ref["pred"].tolist()
+
+
+# -- the batched secure inference (pgkernels.protocols.nn) ------------------------------
+
+def test_parse_model_layers_signature_and_checks():
+    cnn = FM.cnn(8, C, channels=(4, 8), hidden=16)
+    with pytest.raises(TypeError, match="Flatten is not supported"):
+        secure_nn.parse_model(cnn, "cnn")                       # the lab's flatten must be named
+    layers = secure_nn.parse_model(cnn, "cnn", flatten_types=(type(cnn[0]),))
+    assert [layer.kind for layer in layers] == ["flatten", "unflatten", "conv", "relu", "maxpool", "conv", "relu",
+                                                "maxpool", "flatten", "linear", "relu", "linear"]
+    assert layers[1].hyper == (1, 8, 8) and layers[4].hyper == (2,) and layers[2].params[0] is cnn[2].weight
+    mlp = secure_nn.parse_model(nn.Sequential(nn.Flatten(), nn.Dropout(0.5), nn.Linear(4, 3), nn.ReLU(),
+                                              nn.Identity(), nn.Linear(3, 2)))
+    assert [layer.kind for layer in mlp] == ["flatten", "linear", "relu", "linear"]    # no-ops dropped
+    same = secure_nn.parse_model(nn.Sequential(nn.Flatten(), nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2)))
+    other = secure_nn.parse_model(nn.Sequential(nn.Flatten(), nn.Linear(4, 5), nn.ReLU(), nn.Linear(5, 2)))
+    assert secure_nn.signature(mlp) == secure_nn.signature(same) != secure_nn.signature(other)
+    for bad, match in ((nn.Linear(4, 4, bias=False), "without bias"), (nn.Flatten(0), "start_dim=1"),
+                       (nn.Conv2d(1, 2, 3, dilation=2), "dilation"), (nn.MaxPool2d(2, stride=1), "stride"),
+                       (nn.Sequential(nn.ReLU()), "no Linear or Conv2d"), ("model", "must be a torch.nn.Module")):
+        with pytest.raises(TypeError, match=match):
+            secure_nn.parse_model(bad if isinstance(bad, (str, nn.Sequential)) else nn.Sequential(bad, nn.Linear(4, 2)),
+                                  "m")
+
+
+def test_stack_params_batched_layouts_compute_every_models_logits():
+    """The stacked layouts give each model's own logits in plaintext (float64):
+    the first linear layer as one matmul, later ones batched."""
+    torch.manual_seed(1)
+    models = [nn.Sequential(nn.Flatten(), nn.Linear(6, 5), nn.ReLU(), nn.Linear(5, 3)).double() for _ in range(3)]
+    group = [secure_nn.parse_model(m) for m in models]
+    (_, (W1, b1), _, (W2, b2)) = secure_nn.stack_params(group)
+    assert W1.shape == (6, 15) and b1.shape == (15,) and W2.shape == (3, 5, 3) and b2.shape == (3, 1, 3)
+    x = torch.randn(4, 6, dtype=torch.float64)
+    h = (x @ W1 + b1).reshape(4, 3, 5).permute(1, 0, 2).relu()
+    logits = h @ W2 + b2                                                # (M, n, C)
+    with torch.no_grad():
+        want = torch.stack([m(x) for m in models])
+    torch.testing.assert_close(logits, want)

@@ -8,23 +8,20 @@ follow the same schedule step by step.
 
 import torch
 
-from ..protocols import _shares, order
-from ..protocols.compare import EQ, LT, compare_shares, mux_shares, relu
+from ..protocols import blocks, order
+from ..protocols.blocks import (EQ, LT, compare_shares, mux_shares, public_share, rank_bits, select_rows,
+                                weighted_sum)
+from ..protocols.compare import relu
 from ..protocols.linalg import cosine_similarity, row_sq_norms
 from ..protocols.roots import inv_sqrt, sqrt
 from ..protocols.truncation import div, exact
 from ..runtime import comm as _comm
 from ..runtime import rng
 from .reference import AUROR_TIE
-from .robust import _check_updates, _select_rows, _weighted_sum
+from .robust import check_updates
 
 
 # compare_shares(t, LT, negate=True) is [t < 0]; negate=False gives [t >= 0].
-
-
-
-def _public_like(t):
-    return t if _comm.rank() == 0 else torch.zeros_like(t)
 
 
 def _inverse_count(cnt, n, scale):
@@ -38,15 +35,11 @@ def _inverse_count(cnt, n, scale):
     """
     N = cnt.numel()
     cs = torch.arange(n + 1, dtype=torch.long).view(n + 1, 1)
-    t = cnt.reshape(1, N) - _public_like(cs.expand(n + 1, N).contiguous())
-    bits = compare_shares(t.reshape(-1), EQ, order._rank_bits(n), negate=False).view(n + 1, N)
+    t = cnt.reshape(1, N) - public_share(cs.expand(n + 1, N).contiguous())
+    bits = compare_shares(t.reshape(-1), EQ, rank_bits(n), negate=False).view(n + 1, N)
     inv = torch.zeros(n + 1, dtype=torch.long)
     inv[1:] = torch.round(scale / torch.arange(1, n + 1, dtype=torch.float64)).long()
     return (bits * inv.view(n + 1, 1)).sum(0).view(cnt.shape), bits[0].view(cnt.shape)
-
-
-def _mpc(share, scale):
-    return _shares.like_shape(share, scale)
 
 
 # --- FLAME --------------------------------------------------------------------------
@@ -73,20 +66,20 @@ def flame_admitted(U, num_malicious=None):
     per row (selection network on n - 1 values), stable ranks of the n core
     distances (6 rounds) and one small comparison. Reveals nothing.
     """
-    U = _check_updates(U)
+    U = check_updates(U)
     n = U.size(0)
     keep = _flame_keep(n, num_malicious)
     if n == 1:
-        return _public_like(torch.ones(1, dtype=torch.long)), keep
+        return public_share(torch.ones(1, dtype=torch.long)), keep
     k = n // 2
     C = cosine_similarity(U)
     idx = torch.tensor([[j for j in range(n) if j != i] for i in range(n)], dtype=torch.long)
     # distance 1 - cos: the public 1 only shifts every value; rank by -cos directly
-    negcos = _mpc(-C.share.gather(1, idx), C.encoder.scale)
+    negcos = blocks.like_shape(-C.share.gather(1, idx), C.encoder.scale)
     core = order.kthvalue(negcos, k, dim=1)[0]  # k-th smallest distance, minus 1
-    rank = order._ranks(_shares.flat_share(core).view(n, 1)).view(n)
-    t = rank - _public_like(torch.full((n,), keep, dtype=torch.long))
-    return compare_shares(t, LT, order._rank_bits(n), negate=True), keep  # [rank < keep]
+    rank = blocks.ranks(blocks.flat_share(core).view(n, 1)).view(n)
+    t = rank - public_share(torch.full((n,), keep, dtype=torch.long))
+    return compare_shares(t, LT, rank_bits(n), negate=True), keep  # [rank < keep]
 
 
 def _flame_keep(n, num_malicious):
@@ -119,7 +112,7 @@ def flame(U, num_malicious=None, noise_lambda=0.001, return_selection=False):
     ReLU, one bit injection round per row. Reveals nothing; with
     ``return_selection=True`` also returns the shared admission vector.
     """
-    U = _check_updates(U)
+    U = check_updates(U)
     n, d = U.size()
     if isinstance(noise_lambda, bool) or not isinstance(noise_lambda, (int, float)) or not noise_lambda >= 0:
         raise ValueError(f"noise_lambda must be a number >= 0, got {noise_lambda!r}")
@@ -130,17 +123,17 @@ def flame(U, num_malicious=None, noise_lambda=0.001, return_selection=False):
     with exact():  # S and the aggregate can be large: no truncation may fail
         a = div(inv_sqrt(sq, shift=8) * S, 256)       # S / ||u_i||
     factor = a - relu(a - 1)                          # min(1, S / ||u_i||)
-    w = mux_shares(admit, _shares.flat_share(factor).view(1, n)).view(n)  # admitted * factor
-    agg = div(_weighted_sum(_mpc(w, U.encoder.scale), U), keep)
+    w = mux_shares(admit, blocks.flat_share(factor).view(1, n)).view(n)  # admitted * factor
+    agg = div(weighted_sum(blocks.like_shape(w, U.encoder.scale), U), keep)
     if noise_lambda > 0:
         p = _comm.world_size()
         # this server's part of N(0, 1), from AES-CTR under a fresh secrets key: torch's
         # generator could be recomputed by another server from its seed and the noise stripped
         z = rng.normal(d) / p ** 0.5
-        zs = _shares.like_shape(torch.round(z * agg.encoder.scale).long(), agg.encoder.scale)
+        zs = blocks.like_shape(torch.round(z * agg.encoder.scale).long(), agg.encoder.scale)
         with exact():
             agg = agg + zs * (S * float(noise_lambda))
-    return (agg, _mpc(admit, 1)) if return_selection else agg
+    return (agg, blocks.like_shape(admit, 1)) if return_selection else agg
 
 
 # --- AUROR --------------------------------------------------------------------------
@@ -151,9 +144,9 @@ def _two_means_1d(X, iters, scale):
     (ties to the low center), each center the mean of its points (an empty
     cluster keeps its center). Returns (c0, c1) shares (d,) and b (n, d)."""
     n, d = X.shape
-    Xm = _mpc(X, scale)
-    c0 = _shares.flat_share(order.min(Xm, dim=0)).clone()
-    c1 = _shares.flat_share(order.max(Xm, dim=0)).clone()
+    Xm = blocks.like_shape(X, scale)
+    c0 = blocks.flat_share(order.min(Xm, dim=0)).clone()
+    c1 = blocks.flat_share(order.max(Xm, dim=0)).clone()
     b = None
     for _ in range(iters):
         diff = (c0 + c1).view(1, d) - 2 * X                        # < 0  <=>  2x > c0 + c1
@@ -162,11 +155,11 @@ def _two_means_1d(X, iters, scale):
         s1 = bx.sum(0)
         s0 = X.sum(0) - s1
         cnt1 = b.sum(0)
-        cnt0 = _public_like(torch.full((d,), n, dtype=torch.long)) - cnt1
+        cnt0 = public_share(torch.full((d,), n, dtype=torch.long)) - cnt1
         inv, zero = _inverse_count(torch.stack([cnt0, cnt1]), n, scale)
-        sums = _mpc(torch.stack([s0, s1]), scale) * _mpc(inv, scale)   # mean when nonempty
+        sums = blocks.like_shape(torch.stack([s0, s1]), scale) * blocks.like_shape(inv, scale)   # mean when nonempty
         kept = mux_shares(zero.reshape(-1), torch.stack([c0, c1]).reshape(1, -1)).view(2, d)
-        c = _shares.flat_share(sums).view(2, d) + kept
+        c = blocks.flat_share(sums).view(2, d) + kept
         c0, c1 = c[0].clone(), c[1].clone()
     return c0, c1, b
 
@@ -195,7 +188,7 @@ def auror(U, alpha=2.0, iters=3, return_selection=False):
     Reveals nothing; ``return_selection=True`` also returns the shared 0/1
     vector of kept clients.
     """
-    U = _check_updates(U)
+    U = check_updates(U)
     n, d = U.size()
     if isinstance(iters, bool) or not isinstance(iters, int) or iters < 1:
         raise ValueError(f"iters must be an int >= 1, got {iters!r}")
@@ -208,7 +201,7 @@ def auror(U, alpha=2.0, iters=3, return_selection=False):
 
 def _auror(U, n, d, alpha, iters, return_selection):
     scale = U.encoder.scale
-    X = _shares.flat_share(U).view(n, d)
+    X = blocks.flat_share(U).view(n, d)
     c0, c1, _ = _two_means_1d(X, iters, scale)
     gap = c1 - c0                                               # >= 0
     # [d gap_j > alpha sum gap]: alpha is public, so scale it into the ring
@@ -218,36 +211,36 @@ def _auror(U, n, d, alpha, iters, return_selection):
     V = mux_shares(ind.repeat(n), X.reshape(1, -1)).view(n, d)  # masked updates
     m0 = mux_shares(ind, c0.view(1, d)).view(d)
     m1 = mux_shares(ind, c1.view(1, d)).view(d)
-    Vm = _mpc(V, scale)
+    Vm = blocks.like_shape(V, scale)
     b = None
     for _ in range(iters):
-        C0, C1 = _mpc(m0, scale), _mpc(m1, scale)
+        C0, C1 = blocks.like_shape(m0, scale), blocks.like_shape(m1, scale)
         lhs = (Vm @ (C1 - C0)) * 2                              # (n,)
         # one truncation per norm (matmul), not d: keeps fixed-point noise a few LSBs
         rhs = (C1.view(1, d) @ C1.view(d, 1)).view(1) - (C0.view(1, d) @ C0.view(d, 1)).view(1)
         # [2 v (c1 - c0) - (|c1|^2 - |c0|^2) > TIE]: exact ties (e.g. no indicative
         # feature, so v = c0 = c1 = 0) must not be decided by truncation noise
-        b = compare_shares(_shares.flat_share(rhs - lhs).reshape(-1) + _public_like(torch.tensor(max(1, int(AUROR_TIE * scale)))),
+        b = compare_shares(blocks.flat_share(rhs - lhs).reshape(-1) + public_share(torch.tensor(max(1, int(AUROR_TIE * scale)))),
                            LT, 64, negate=True)
         cnt1 = b.sum()
-        cnt0 = _public_like(torch.tensor(n, dtype=torch.long)) - cnt1
+        cnt0 = public_share(torch.tensor(n, dtype=torch.long)) - cnt1
         s1 = mux_shares(b.repeat_interleave(d), V.reshape(1, -1)).view(n, d).sum(0)
         s0 = V.sum(0) - s1
         inv, zero = _inverse_count(torch.stack([cnt0, cnt1]), n, scale)
-        means = _mpc(torch.stack([s0, s1]), scale) * _mpc(inv, scale).view(2, 1)
+        means = blocks.like_shape(torch.stack([s0, s1]), scale) * blocks.like_shape(inv, scale).view(2, 1)
         kept = mux_shares(zero.repeat_interleave(d), torch.stack([m0, m1]).reshape(1, -1)).view(2, d)
-        c = _shares.flat_share(means).view(2, d) + kept
+        c = blocks.flat_share(means).view(2, d) + kept
         m0, m1 = c[0].clone(), c[1].clone()
     cnt1 = b.sum()
     # drop cluster 1 if 2 cnt1 < n, cluster 0 if 2 cnt1 > n
-    small1 = compare_shares((2 * cnt1 - _public_like(torch.tensor(n))).view(1), LT, order._rank_bits(2 * n),
+    small1 = compare_shares((2 * cnt1 - public_share(torch.tensor(n))).view(1), LT, rank_bits(2 * n),
                             negate=True)
-    small0 = compare_shares((_public_like(torch.tensor(n)) - 2 * cnt1).view(1), LT, order._rank_bits(2 * n),
+    small0 = compare_shares((public_share(torch.tensor(n)) - 2 * cnt1).view(1), LT, rank_bits(2 * n),
                             negate=True)
     # keep_i = 1 - b_i small1 - (1 - b_i) small0
     drop = mux_shares(b, torch.stack([small1.expand(n) - small0.expand(n)]).contiguous()).view(n)
-    keep = _public_like(torch.ones(n, dtype=torch.long)) - drop - small0.expand(n)
-    total = _select_rows(keep, U)
+    keep = public_share(torch.ones(n, dtype=torch.long)) - drop - small0.expand(n)
+    total = select_rows(keep, U)
     inv, _ = _inverse_count(keep.sum().view(1), n, scale)
-    agg = total * _mpc(inv, scale)
-    return (agg, _mpc(keep, 1)) if return_selection else agg
+    agg = total * blocks.like_shape(inv, scale)
+    return (agg, blocks.like_shape(keep, 1)) if return_selection else agg

@@ -8,15 +8,18 @@ function says so; the plaintext references with identical semantics are in
 
 import torch
 
-from ..protocols import _shares, order
-from ..protocols.compare import LT, compare_shares, mux_shares
-from ..protocols.truncation import div, exact
+from ..protocols import blocks, order
+from ..protocols.blocks import LT, compare_shares, select_rows, weighted_sum
+from ..protocols.compare import relu
 from ..protocols.linalg import pairwise_sq_dist, row_sq_norms
 from ..protocols.roots import inv_sqrt
+from ..protocols.truncation import div, exact
 
 
-def _check_updates(U):
-    U = _shares.check_mpc(U, "updates")
+def check_updates(U):
+    """U must be a shared 2-D (clients x parameters) MPCTensor with at least one
+    client: TypeError/ValueError naming ``updates`` otherwise. Returns U."""
+    U = blocks.check_mpc(U, "updates")
     if U.dim() != 2:
         raise ValueError(f"updates must be 2-D (clients x parameters), got shape {tuple(U.size())}")
     if U.size(0) == 0:
@@ -35,30 +38,22 @@ def _check_f(num_malicious, n, need, rule):
 def fedavg(U):
     """Plain mean of the updates (FedAvg with equal weights). Cost: local sum and
     one truncation. Reveals nothing."""
-    U = _check_updates(U)
+    U = check_updates(U)
     return div(U.sum(0), U.size(0))
 
 
 def median(U, method=None):
     """Coordinate-wise median (Yin et al. 2018; numpy's median: the mean of the two
     middle values for even n). Cost: see :func:`pgkernels.median`. Reveals nothing."""
-    U = _check_updates(U)
+    U = check_updates(U)
     return order.median(U, dim=0, method=method)
 
 
 def trimmed_mean(U, proportiontocut=0.1, method=None):
     """Coordinate-wise trimmed mean (Yin et al. 2018; scipy's ``trim_mean``: cut
     ``int(p n)`` values from each end). Reveals nothing."""
-    U = _check_updates(U)
+    U = check_updates(U)
     return order.trimmed_mean(U, dim=0, proportiontocut=proportiontocut, method=method)
-
-
-def _select_rows(bits_share, U):
-    """sum_i bit_i * U_i for shared 0/1 bits (n,) (scale 1): one round of bit injection."""
-    n, d = U.size()
-    flat_bits = bits_share.reshape(n, 1).expand(n, d).reshape(-1)
-    prod = mux_shares(flat_bits, _shares.flat_share(U).view(1, -1)).view(n, d)
-    return _shares.like_shape(prod.sum(0), U.encoder.scale)
 
 
 def krum_scores(U, num_malicious):
@@ -69,13 +64,13 @@ def krum_scores(U, num_malicious):
     smallest of each row's n - 1 off-diagonal distances by a selection network
     or ranks (see :func:`pgkernels.topk`), summed locally. Reveals nothing.
     """
-    U = _check_updates(U)
+    U = check_updates(U)
     n = U.size(0)
     _check_f(num_malicious, n, lambda f: 2 * f + 3, "Krum")
     m = n - num_malicious - 2
     D = pairwise_sq_dist(U)
     idx = torch.tensor([[j for j in range(n) if j != i] for i in range(n)], dtype=torch.long)
-    off = _shares.like_shape(D.share.gather(1, idx), D.encoder.scale)
+    off = blocks.like_shape(D.share.gather(1, idx), D.encoder.scale)
     vals, _ = order.topk(off, m, dim=1, largest=False)
     return vals.sum(1)
 
@@ -90,7 +85,7 @@ def krum(U, num_malicious, return_selection=False):
     """
     scores = krum_scores(U, num_malicious)
     onehot = order.argmin(scores, dim=0)
-    out = _select_rows(onehot.share, U)
+    out = select_rows(onehot.share, U)
     return (out, onehot) if return_selection else out
 
 
@@ -103,26 +98,18 @@ def multi_krum(U, num_malicious, to_keep, return_selection=False):
     round of bit injection, a truncation. Reveals nothing; the shared 0/1
     selection vector with ``return_selection=True``.
     """
-    U = _check_updates(U)
+    U = check_updates(U)
     n = U.size(0)
     if isinstance(to_keep, bool) or not isinstance(to_keep, int) or not 1 <= to_keep <= n:
         raise ValueError(f"to_keep must be an int in [1, {n}], got {to_keep!r}")
     scores = krum_scores(U, num_malicious)
-    rank = order._ranks(_shares.flat_share(scores).view(n, 1)).view(n)
-    t = rank - order._public(torch.full((n,), to_keep, dtype=torch.long))
-    keep = compare_shares(t, LT, order._rank_bits(n), negate=True)  # [rank < to_keep]
-    out = div(_select_rows(keep, U), to_keep)
+    rank = blocks.ranks(blocks.flat_share(scores).view(n, 1)).view(n)
+    t = rank - blocks.public_share(torch.full((n,), to_keep, dtype=torch.long))
+    keep = compare_shares(t, LT, blocks.rank_bits(n), negate=True)  # [rank < to_keep]
+    out = div(select_rows(keep, U), to_keep)
     if return_selection:
-        return out, _shares.like_shape(keep, 1)
+        return out, blocks.like_shape(keep, 1)
     return out
-
-
-def _weighted_sum(w, U):
-    """sum_i w_i u_i for shared weights w (n,) and rows U (n, d): one Beaver
-    matmul, so d values are truncated (exactly: they can be large) rather
-    than n d products."""
-    with exact():
-        return w.unsqueeze(0).matmul(U).view(U.size(1))
 
 
 def norm_clip(U, max_norm):
@@ -136,17 +123,15 @@ def norm_clip(U, max_norm):
     norms in [2^-16, 2^37) (see :mod:`pgkernels.defenses.validity` for the
     input bound). Reveals nothing.
     """
-    U = _check_updates(U)
+    U = check_updates(U)
     if isinstance(max_norm, bool) or not isinstance(max_norm, (int, float)) or not max_norm > 0:
         raise ValueError(f"max_norm must be a positive number, got {max_norm!r}")
-    from ..protocols.compare import relu
-
     # 256 min(1, N / ||u||): 8 more significant bits for the small factors of
     # long updates (1/24576 is 2.7 units at 16 fractional bits, 680 here)
     a = inv_sqrt(row_sq_norms(U), shift=8) * float(max_norm)
     factor = a - relu(a - 256)
     # a zero row has inv norm 0 -> factor 0; its contribution is 0 either way
-    return div(_weighted_sum(factor, U), 256 * U.size(0))
+    return div(weighted_sum(factor, U), 256 * U.size(0))
 
 
 def fltrust(U, server_update):
@@ -159,17 +144,15 @@ def fltrust(U, server_update):
     shape (d,)). Norms and the final 1 / sum come from the range-robust inverse
     square root. Reveals nothing.
     """
-    U = _check_updates(U)
+    U = check_updates(U)
     n, d = U.size()
-    mpc = _shares.mpc_module()
+    mpc = blocks.mpc_module()
     if not isinstance(server_update, mpc.MPCTensor):
-        g_plain = _shares.check_public(torch.as_tensor(server_update, dtype=torch.float64), "server_update")
-        server_update = _shares.to_mpc(g_plain, U)
-    g = _shares.check_mpc(server_update, "server_update")
+        g_plain = blocks.check_public(torch.as_tensor(server_update, dtype=torch.float64), "server_update")
+        server_update = blocks.to_mpc(g_plain, U)
+    g = blocks.check_mpc(server_update, "server_update")
     if tuple(g.size()) != (d,):
         raise ValueError(f"server_update must have shape ({d},), got {tuple(g.size())}")
-    from ..protocols.compare import relu
-
     # 2^8 / norm keeps 8 more significant bits of the small inverse norms
     A = inv_sqrt(row_sq_norms(U), shift=8)           # 256 / ||u_i||
     B = inv_sqrt(row_sq_norms(g.view(1, d)).view(()), shift=8)  # 256 / ||g||
@@ -178,7 +161,7 @@ def fltrust(U, server_update):
         trust = relu(cos)
         g_norm = div(row_sq_norms(g.view(1, d)).view(()) * B, 256)  # ||g||
         ratio = div(A * g_norm, 256)                     # ||g|| / ||u_i||
-        total = _weighted_sum(trust * ratio, U)
+        total = weighted_sum(trust * ratio, U)
         t = trust.sum()
     inv_t = inv_sqrt(t, shift=4)                         # 16 / sqrt(sum trust)
     with exact():
@@ -210,7 +193,7 @@ def bulyan(U, num_malicious, return_selection=False):
     below 2^62 at scale 2^32: inputs within
     :func:`pgkernels.defenses.validity.input_bound` ensure both.
     """
-    U = _check_updates(U)
+    U = check_updates(U)
     n, d = U.size()
     _check_f(num_malicious, n, lambda f: 4 * f + 3, "Bulyan")
     f = num_malicious
@@ -219,35 +202,33 @@ def bulyan(U, num_malicious, return_selection=False):
     scale = D.encoder.scale
     big = _removed_offset(n)
     idx = torch.tensor([[j for j in range(n) if j != i] for i in range(n)], dtype=torch.long)
-    alive = order._public(torch.ones(n, dtype=torch.long))  # shared 0/1, scale 1
+    alive = blocks.public_share(torch.ones(n, dtype=torch.long))  # shared 0/1, scale 1
     rows, picks = [], []
     for t in range(theta):
         m = (n - t) - f - 2
-        dead = order._public(torch.ones(n, dtype=torch.long)) - alive
+        dead = blocks.public_share(torch.ones(n, dtype=torch.long)) - alive
         off = D.share.gather(1, idx) + dead[idx] * big
-        off_t = _shares.like_shape(off, scale)
+        off_t = blocks.like_shape(off, scale)
         if m >= 1:
             vals, _ = order.topk(off_t, m, dim=1, largest=False)
             score = vals.sum(1)
         else:
-            score = _shares.like_shape(torch.zeros(n, dtype=torch.long), scale)
-        score = score + _shares.like_shape(dead * (big * n), scale)
+            score = blocks.like_shape(torch.zeros(n, dtype=torch.long), scale)
+        score = score + blocks.like_shape(dead * (big * n), scale)
         onehot = order.argmin(score, dim=0)
         picks.append(onehot)
-        rows.append(_select_rows(onehot.share, U))
+        rows.append(select_rows(onehot.share, U))
         alive = alive - onehot.share
-    mpc = _shares.mpc_module()
+    mpc = blocks.mpc_module()
     S = mpc.MPCTensor.stack(rows)  # (theta, d)
     med = order.median(S, dim=0)
     dist = S - med.unsqueeze(0)
-    from ..protocols.compare import relu
-
     absd = relu(dist) * 2 - dist
-    X = _shares.flat_share(absd).view(theta, d).clone()
-    vals = [_shares.flat_share(S).view(theta, d).clone()]
-    rows_net = order._network_rows(theta, list(range(beta)))
-    order._compare_exchange(X, vals, rows_net, descending=False)
-    out = div(_shares.like_shape(vals[0][:beta].sum(0), S.encoder.scale), beta)
+    X = blocks.flat_share(absd).view(theta, d).clone()
+    vals = [blocks.flat_share(S).view(theta, d).clone()]
+    rows_net = blocks.network_rows(theta, list(range(beta)))
+    blocks.compare_exchange(X, vals, rows_net, descending=False)
+    out = div(blocks.like_shape(vals[0][:beta].sum(0), S.encoder.scale), beta)
     if return_selection:
         return out, mpc.MPCTensor.stack(picks)
     return out

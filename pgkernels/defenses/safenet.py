@@ -13,8 +13,9 @@ and the servers
    poisoned owner among m can swing a query only where the honest models
    already split almost evenly).
 
-:func:`safenet_reference` is the plaintext algorithm and :func:`safenet_mpc`
-the same algorithm on secret shares, with identical semantics:
+:func:`safenet_reference` is the plaintext algorithm and
+:func:`safenet_on_shares` the same algorithm on secret shares, with identical
+semantics:
 
 * model ``j`` is kept iff ``correct_j >= ceil(threshold * n_val)`` --
   ``val_acc_j >= threshold`` decided on integer counts, so MPC and plaintext
@@ -27,24 +28,30 @@ the same algorithm on secret shares, with identical semantics:
   (default) raises :class:`EmptyEnsembleError`; ``on_empty="all"`` falls back
   to the vote of all models.
 
-Models: ``torch.nn.Sequential`` stacks of ``Flatten``, ``Unflatten``,
-``Linear``, ``ReLU``, ``Conv2d`` (no dilation, groups=1), ``MaxPool2d``
-(kernel = stride, no padding), ``Dropout``/``Identity`` (inference: no-ops) --
-what :mod:`pgkernels.fl.models` builds (``logreg``, ``mlp``, ``cnn``). Models
-with the same architecture are evaluated as one batch: their first layers are
-concatenated (one matmul or convolution of the shared inputs with all models'
-weights), later linear layers become one batched matmul and later
-convolutions one grouped convolution (``groups`` = number of models).
+Models: the stacks :mod:`pgkernels.protocols.nn` evaluates in batches
+(``Flatten``, ``Unflatten``, ``Linear``, ``ReLU``, ``Conv2d``, ``MaxPool2d``,
+``Dropout``/``Identity``) -- what :mod:`pgkernels.models` builds
+(``logreg``, ``mlp``, ``cnn``).
+
+Where the parts live: the rule on shares (:func:`safenet_on_shares`, run
+inside every compute party), its plaintext reference and the input checks
+are here; the batched secure inference is :mod:`pgkernels.protocols.nn`; the
+job that shares the owners' models and data and starts the parties is
+:func:`pgkernels.train.safenet_mpc.safenet_mpc`.
 """
 
+import copy
 import math
-import time
+from typing import NamedTuple
 
 import numpy as np
 import torch
 from torch import nn
 
-from ..runtime.inputs import FRAC_BITS, share
+from ..protocols import nn as secure_nn
+from ..protocols.compare import ge, lt
+from ..protocols.order import argmax
+from ..protocols.shares import decode
 
 ON_EMPTY = ("raise", "all")
 
@@ -53,86 +60,16 @@ class EmptyEnsembleError(ValueError):
     """No model reached the validation-accuracy threshold."""
 
 
-# ----------------------------------------------------------------------------
-# model parsing (shared by the reference's checks and the MPC forward)
-# ----------------------------------------------------------------------------
+def _flatten_types():
+    """Module classes besides ``nn.Flatten`` that flatten ``(N, ...)`` to ``(N, d)``."""
+    from ..models import Flatten
 
-def _leaf_layers(model):
-    if isinstance(model, nn.Sequential):
-        out = []
-        for m in model:
-            out += _leaf_layers(m)
-        return out
-    return [model]
-
-
-def _layer_spec(layer, where):
-    """(kind, hyper-parameters, [parameter tensors]) of one supported layer."""
-    if isinstance(layer, (nn.Dropout, nn.Identity)):
-        return None
-    from ..models import Flatten as _Flatten2
-
-    if isinstance(layer, (nn.Flatten, _Flatten2)):
-        if isinstance(layer, nn.Flatten) and (layer.start_dim != 1 or layer.end_dim != -1):
-            raise TypeError(f"{where}: only Flatten(start_dim=1, end_dim=-1) is supported")
-        return ("flatten", (), [])
-    if isinstance(layer, nn.Unflatten):
-        if layer.dim != 1:
-            raise TypeError(f"{where}: only Unflatten(1, shape) is supported")
-        return ("unflatten", tuple(int(s) for s in layer.unflattened_size), [])
-    if isinstance(layer, nn.Linear):
-        if layer.bias is None:
-            raise TypeError(f"{where}: Linear without bias is not supported")
-        return ("linear", (layer.in_features, layer.out_features), [layer.weight, layer.bias])
-    if isinstance(layer, nn.ReLU):
-        return ("relu", (), [])
-    if isinstance(layer, nn.Conv2d):
-        if layer.groups != 1 or tuple(layer.dilation) != (1, 1) or layer.bias is None \
-                or layer.padding_mode != "zeros" or isinstance(layer.padding, str):
-            raise TypeError(f"{where}: only Conv2d with groups=1, dilation 1, numeric zero padding "
-                            "and a bias is supported")
-        hyper = (layer.in_channels, layer.out_channels, tuple(layer.kernel_size),
-                 tuple(layer.stride), tuple(layer.padding))
-        return ("conv", hyper, [layer.weight, layer.bias])
-    if isinstance(layer, nn.MaxPool2d):
-        k = layer.kernel_size if isinstance(layer.kernel_size, int) else layer.kernel_size[0]
-        ks = (layer.kernel_size,) * 2 if isinstance(layer.kernel_size, int) else tuple(layer.kernel_size)
-        st = (layer.stride,) * 2 if isinstance(layer.stride, int) else tuple(layer.stride)
-        pad = layer.padding if isinstance(layer.padding, int) else max(layer.padding)
-        if ks != (k, k) or st != ks or pad != 0 or layer.dilation not in (1, (1, 1)) or layer.ceil_mode:
-            raise TypeError(f"{where}: only MaxPool2d with a square kernel equal to its stride, "
-                            "no padding and floor mode is supported")
-        return ("maxpool", (k,), [])
-    raise TypeError(f"{where}: layer {type(layer).__name__} is not supported by SafeNet's secure "
-                    "inference (use the Linear/ReLU/Conv2d/MaxPool2d/Flatten models of pgkernels.fl.models)")
-
-
-def _parse(model, j):
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"models[{j}] must be a torch.nn.Module, got {type(model).__name__}")
-    specs = []
-    for i, layer in enumerate(_leaf_layers(model)):
-        s = _layer_spec(layer, f"models[{j}] layer {i}")
-        if s is not None:
-            specs.append(s)
-    if not any(k in ("linear", "conv") for k, _, _ in specs):
-        raise TypeError(f"models[{j}] has no Linear or Conv2d layer")
-    for k, _, params in specs:
-        for p in params:
-            if not torch.isfinite(p.detach()).all():
-                raise ValueError(f"models[{j}] has NaN or inf parameters")
-    return specs
-
-
-def _signature(specs):
-    return tuple((k, h) for k, h, _ in specs)
+    return (Flatten,)
 
 
 @torch.no_grad()
 def _logits_plain(model, X, batch_size=8192):
     """float64 logits of a copy of ``model`` (eval mode) on the flat rows X."""
-    import copy
-
     m = copy.deepcopy(model).double().eval()
     out = [m(torch.from_numpy(X[i:i + batch_size])) for i in range(0, len(X), batch_size)]
     return torch.cat(out).numpy() if out else np.zeros((0, 0))
@@ -155,13 +92,34 @@ def _check_rows(X, name):
     return X
 
 
-def _check(models, X_val, y_val, X, threshold, classes, on_empty):
+class SafeNetInputs(NamedTuple):
+    """Checked inputs of SafeNet (see :func:`check_inputs`)."""
+
+    models: list          # the owners' torch models
+    layers: list          # per model, its parsed pgkernels.protocols.nn.Layer list
+    X_val: np.ndarray     # (n_val, d) float64
+    y_val: np.ndarray     # (n_val,) int64 class indices
+    X: np.ndarray         # (n, d) float64 query rows
+    threshold: float
+    classes: int          # number of classes the models output
+
+
+def check_inputs(models, X_val, y_val, X, threshold, classes=None, on_empty="raise"):
+    """Check SafeNet's arguments (see :func:`safenet_reference`) and return them
+    as :class:`SafeNetInputs` (rows flattened to float64, labels int64).
+
+    TypeError/ValueError naming the argument: models not a non-empty list of
+    supported models (:func:`pgkernels.protocols.nn.parse_model`), threshold
+    outside [0, 1], ``on_empty`` unknown, rows with NaN/inf or different
+    widths, labels that are not integer class indices of the models' outputs,
+    models that do not accept the rows or output different numbers of classes.
+    """
     if isinstance(models, nn.Module) or not hasattr(models, "__len__"):
         raise TypeError("models must be a list of torch.nn.Module (one per data owner)")
     models = list(models)
     if not models:
         raise ValueError("models is empty: SafeNet needs at least one owner's model")
-    specs = [_parse(m, j) for j, m in enumerate(models)]
+    layers = [secure_nn.parse_model(m, f"models[{j}]", _flatten_types()) for j, m in enumerate(models)]
     if isinstance(threshold, bool) or not isinstance(threshold, (int, float, np.integer, np.floating)):
         raise TypeError(f"threshold must be a number in [0, 1], got {type(threshold).__name__}")
     threshold = float(threshold)
@@ -205,7 +163,7 @@ def _check(models, X_val, y_val, X, threshold, classes, on_empty):
         raise ValueError(f"the models must output >= 2 class scores, got {num_classes}")
     if y_val.min() < 0 or y_val.max() >= num_classes:
         raise ValueError(f"y_val labels must lie in [0, {num_classes}), got range [{y_val.min()}, {y_val.max()}]")
-    return models, specs, X_val, y_val, X, threshold, num_classes
+    return SafeNetInputs(models, layers, X_val, y_val, X, threshold, num_classes)
 
 
 def min_correct(threshold, n_val):
@@ -238,7 +196,7 @@ def safenet_reference(models, X_val, y_val, X, threshold=0.5, classes=None, on_e
     ``votes`` (int (n, C), the kept models' vote counts), ``fallback`` (True
     when no model passed and ``on_empty="all"`` voted with all of them).
     """
-    models, _, X_val, y_val, X, threshold, C = _check(models, X_val, y_val, X, threshold, classes, on_empty)
+    models, _, X_val, y_val, X, threshold, C = check_inputs(models, X_val, y_val, X, threshold, classes, on_empty)
     n_val = len(X_val)
     P_val = np.stack([_logits_plain(m, X_val).argmax(1) for m in models])       # (m, n_val)
     correct = (P_val == y_val[None, :]).sum(1).astype(np.int64)
@@ -261,133 +219,67 @@ def safenet_reference(models, X_val, y_val, X, threshold=0.5, classes=None, on_e
 
 
 # ----------------------------------------------------------------------------
-# MPC
+# the rule on secret shares
 # ----------------------------------------------------------------------------
 
-def _stack_params(specs_group):
-    """Per layer, the group's stacked float64 parameters in the batched layouts
-    the MPC forward uses (see :func:`_forward`)."""
-    out = []
-    first = True
-    for li, (kind, hyper, _) in enumerate(specs_group[0]):
-        if kind not in ("linear", "conv"):
-            out.append(None)
-            continue
-        Ws = [s[li][2][0].detach().double() for s in specs_group]
-        bs = [s[li][2][1].detach().double() for s in specs_group]
-        if kind == "linear":
-            if first:   # (d, M * out): one matmul of the shared rows with every model
-                W = torch.cat([w.T for w in Ws], dim=1)
-                b = torch.cat(bs)
-            else:       # (M, in, out): one batched matmul
-                W = torch.stack([w.T for w in Ws])
-                b = torch.stack(bs).unsqueeze(1)
-        else:           # (M * c_out, c_in, k, k): concatenated / grouped convolution
-            W = torch.cat(Ws)
-            b = torch.cat(bs)
-        out.append((W, b))
-        first = False
-    return out
+def safenet_on_shares(groups, X_val, Y_val, X, min_correct, on_empty="raise", chunk=4096,
+                      reveal_selection=False):
+    """SafeNet's filter and vote on secret shares; runs in every compute party.
 
+    Args:
+        groups: list of ``(M, layers)``: M same-architecture models with their
+            :class:`pgkernels.protocols.nn.Layer` list, whose parameters are
+            shared MPCTensors in the layouts of
+            :func:`pgkernels.protocols.nn.stack_params`. The models' order is
+            the groups' concatenation.
+        X_val (n_val, d), Y_val (n_val, C): shared validation rows and one-hot
+            labels (scale 1); X (n, d): shared query rows.
+        min_correct: public count a model needs (:func:`min_correct`).
+        on_empty, reveal_selection: as in
+            :func:`pgkernels.train.safenet_mpc.safenet_mpc`.
+        chunk: rows evaluated per batch.
 
-def _forward(x, layers, M):
-    """Logits (M, n, C) of a group of M same-architecture models on shared rows x (n, d).
+    Protocol (C classes, m models, rows in chunks):
 
-    States: "plain" -- the shared input without a model dimension; "lin" --
-    (M, n, f); "conv" -- (n, M * c, H, W), the models' channels side by side.
+    1. Secure inference of every model per chunk of rows, each group at once
+       (:func:`pgkernels.protocols.nn.forward`), and each model's prediction as
+       the one-hot :func:`pgkernels.protocols.order.argmax` of its logits
+       (``6 ceil(log2 C)`` rounds).
+    2. Filter: ``correct_j = sum_rows <onehot_j, onehot(y)>`` as one Beaver
+       matmul per validation chunk (1 round; integers, no truncation), and
+       ``keep_j = [correct_j >= min_correct]`` with
+       :func:`pgkernels.protocols.compare.ge` on ``bit_length(max(n_val, m)) +
+       2`` bits. ``on_empty="raise"``: opens the single bit ``[no model kept]``
+       (1 more comparison and an opening). ``on_empty="all"``:
+       ``keep += 1 - [sum keep >= 1]`` on shares (nothing opened).
+    3. Vote: ``votes = keep^T onehot`` (1 Beaver matmul per chunk, integers)
+       and the ensemble's class, the argmax of the votes (ties to the lowest
+       class; ``6 ceil(log2 C)`` rounds), opened once at the end.
+
+    Reveals: the predicted class of every query row; with ``on_empty="raise"``
+    whether any model passed; with ``reveal_selection`` every model's count of
+    correct validation answers and the kept mask. Nothing else.
+
+    Returns dict: ``none_kept`` (True when ``on_empty="raise"`` and no model
+    passed: nothing else is computed), ``pred`` (int64 numpy (n,)), and with
+    ``reveal_selection`` ``correct`` and ``keep`` (int64 numpy (m,), models in
+    the groups' order).
     """
-    import pgkernels
-
-    state = "plain"
-    for kind, hyper, params in layers:
-        if kind == "flatten":
-            if state == "plain":
-                x = x.reshape(x.size(0), -1)
-            elif state == "conv":
-                n = x.size(0)
-                x = x.reshape(n, M, -1).permute(1, 0, 2)
-                state = "lin"
-        elif kind == "unflatten":
-            if state == "plain":
-                x = x.reshape(x.size(0), *hyper)
-            elif state == "lin":
-                if len(hyper) != 3:
-                    raise TypeError("Unflatten after a Linear layer must give (channels, height, width)")
-                n = x.size(1)
-                x = x.reshape(M, n, *hyper).permute(1, 0, 2, 3, 4).reshape(n, M * hyper[0], hyper[1], hyper[2])
-                state = "conv"
-            else:
-                raise TypeError("Unflatten of a convolution's output is not supported")
-        elif kind == "linear":
-            W, b = params
-            if state == "plain":
-                if x.dim() != 2:
-                    raise TypeError("a Linear layer on the input needs flat rows (add a Flatten)")
-                n = x.size(0)
-                x = (x.matmul(W) + b).reshape(n, M, -1).permute(1, 0, 2)
-            elif state == "lin":
-                x = x.matmul(W) + b
-            else:
-                raise TypeError("a Linear layer after a convolution needs a Flatten in between")
-            state = "lin"
-        elif kind == "conv":
-            W, b = params
-            _, _, _, stride, padding = hyper
-            if state == "plain":
-                if x.dim() != 4:
-                    raise TypeError("a Conv2d layer on the input needs (n, channels, H, W) rows (add an Unflatten)")
-                x = x.conv2d(W, stride=stride, padding=padding)
-            elif state == "conv":
-                x = x.conv2d(W, stride=stride, padding=padding, groups=M)
-            else:
-                raise TypeError("a Conv2d layer after a Linear layer needs an Unflatten in between")
-            x = x + b.reshape(1, -1, 1, 1)
-            state = "conv"
-        elif kind == "relu":
-            x = pgkernels.relu(x)
-        elif kind == "maxpool":
-            k = hyper[0]
-            if x.dim() != 4:
-                raise TypeError("MaxPool2d needs (n, channels, H, W) inputs")
-            n, c, H, Wd = x.size()
-            h, w = H // k, Wd // k
-            x = x[:, :, :h * k, :w * k].reshape(n, c, h, k, w, k).permute(0, 1, 2, 4, 3, 5)
-            x = pgkernels.max(x.reshape(n, c, h, w, k * k), dim=-1)
-    if state != "lin":
-        raise TypeError("the models must end with a Linear layer giving the class scores")
-    return x
-
-
-def _load_party_inputs(data):
-    from ..runtime.inputs import to_mpc
-
-    groups = []
-    for g in data["groups"]:
-        layers = []
-        for kind, hyper, p in g["layers"]:
-            layers.append((kind, hyper, None if p is None else (to_mpc(p[0]), to_mpc(p[1]))))
-        groups.append((g["M"], layers))
-    return groups, to_mpc(data["X_val"]), to_mpc(data["Y_val"]), to_mpc(data["X"])
-
-
-def _party(meta, party_input):
-    """Runs in every compute party: expand its own shares, run SafeNet, open the outputs."""
     import crypten
 
-    import pgkernels
-
-    groups, X_val, Y_val, X = _load_party_inputs(party_input)
-    del party_input
-    pgkernels.reset_stats()
-    t0 = time.perf_counter()
-    chunk, C, n_val, n = meta["chunk"], meta["classes"], meta["n_val"], meta["n"]
+    if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
+        raise ValueError(f"chunk must be a positive int, got {chunk!r}")
+    if on_empty not in ON_EMPTY:
+        raise ValueError(f"on_empty must be one of {list(ON_EMPTY)}, got {on_empty!r}")
+    n_val, C = Y_val.size()
+    n = X.size(0)
     M = sum(g[0] for g in groups)
 
     def votes_of(rows):
-        """One-hot predictions (M, r, C) of every model (internal order), scale 1."""
-        logits = [_forward(rows, layers, Mg) for Mg, layers in groups]
+        """One-hot predictions (M, r, C) of every model (groups' order), scale 1."""
+        logits = [secure_nn.forward(rows, layers, Mg) for Mg, layers in groups]
         logits = logits[0] if len(logits) == 1 else crypten.cat(logits, dim=0)
-        return pgkernels.argmax(logits, dim=-1)
+        return argmax(logits, dim=-1)
 
     # filter: correct_j = <one-hot predictions of model j, one-hot labels>
     correct = None
@@ -397,161 +289,31 @@ def _party(meta, party_input):
         c = P.reshape(M, r * C).matmul(Y_val[i:i + r].reshape(r * C))
         correct = c if correct is None else correct + c
     bits = max(n_val, M).bit_length() + 2  # counts and their differences fit
-    keep = pgkernels.ge(correct, meta["min_correct"], bits=bits)          # (M,) 0/1, scale 1
-    if meta["on_empty"] == "raise":
+    keep = ge(correct, min_correct, bits=bits)          # (M,) 0/1, scale 1
+    if on_empty == "raise":
         # the one documented extra opening: does any model pass?
-        if pgkernels.decode(pgkernels.lt(keep.sum(), 1, bits=bits)).item() == 1:
-            return {"none_kept": True, "stats": pgkernels.comm_stats().as_dict(),
-                    "seconds": time.perf_counter() - t0}
+        if decode(lt(keep.sum(), 1, bits=bits)).item() == 1:
+            return {"none_kept": True}
     else:
         # keep + [no model kept]: all ones when none passed, unchanged otherwise
-        keep = keep + (1 - pgkernels.ge(keep.sum(), 1, bits=bits))
+        keep = keep + (1 - ge(keep.sum(), 1, bits=bits))
     preds = []
     for i in range(0, n, chunk):
         P = votes_of(X[i:i + chunk])
         r = P.size(1)
         V = keep.reshape(1, M).matmul(P.reshape(M, r * C)).reshape(r, C)   # kept models' votes
-        preds.append(pgkernels.argmax(V, dim=-1, one_hot=False))
+        preds.append(argmax(V, dim=-1, one_hot=False))
     out = {"none_kept": False}
     if preds:
         pred = preds[0] if len(preds) == 1 else crypten.cat(preds, dim=0)
-        out["pred"] = pgkernels.decode(pred).round().long().numpy()
+        out["pred"] = decode(pred).round().long().numpy()
     else:
         out["pred"] = np.zeros(0, dtype=np.int64)
-    if meta["reveal_selection"]:
-        out["correct"] = pgkernels.decode(correct).round().long().numpy()
-        out["keep"] = pgkernels.decode(keep).round().long().numpy()
-    out["seconds"] = time.perf_counter() - t0
-    out["stats"] = pgkernels.comm_stats().as_dict()
+    if reveal_selection:
+        out["correct"] = decode(correct).round().long().numpy()
+        out["keep"] = decode(keep).round().long().numpy()
     return out
 
 
-def safenet_mpc(models, X_val, y_val, X, threshold=0.5, world_size=2, classes=None, on_empty="raise",
-                reveal_selection=False, chunk=4096, timeout=3600.0, threads=1):
-    """SafeNet on secret shares: secure inference of every owner's model, filtering
-    by validation accuracy and a secure majority vote; reveals only the predictions.
-
-    Same semantics and arguments as :func:`safenet_reference`, plus the session's
-    ``world_size`` (compute parties; a dealer process supplies all correlated
-    randomness), ``reveal_selection``, ``chunk`` (rows evaluated per batch),
-    ``timeout`` (seconds) and ``threads`` (torch threads per party).
-
-    Sharing: the caller plays the data owners -- it encodes every model's
-    parameters, the validation rows, the one-hot validation labels and the
-    queries in fixed point (16 fractional bits; NaN/inf and magnitudes >= 2^30
-    refused) and splits them into additive shares mod 2^64 with
-    :mod:`pgkernels.runtime.inputs` (party ``i >= 1`` gets fresh AES-CTR keys,
-    party 0 the encodings minus those streams); compute party i's process
-    receives only its own shares, never the models or data in the clear.
-
-    Protocol (all on shares; ``C`` classes, ``m`` models, rows in chunks):
-
-    1. Secure inference, per chunk of rows, all models of one architecture at
-       once: the first layer is one Beaver matmul / convolution of the shared
-       rows with the concatenated weights of all models, later layers batched
-       matmuls / grouped convolutions (1 round each, opening the masked
-       operands: ``8 (rows x features + weights)`` bytes per party, with
-       CrypTen's truncation, local for 2 parties and its wraps protocol from
-       the dealer for more); ReLU is :func:`pgkernels.relu` (6 rounds, 13.25
-       bytes per element for 2 parties); 2x2 max pooling
-       :func:`pgkernels.max` (2 tournament levels, 12 rounds).
-    2. Each model's prediction: :func:`pgkernels.argmax` of its logits over
-       the classes, one-hot (``6 ceil(log2 C)`` rounds).
-    3. Filter: ``correct_j = sum_rows <onehot_j, onehot(y)>`` as one Beaver
-       matmul per validation chunk (1 round; integers, no truncation), and
-       ``keep_j = [correct_j >= ceil(threshold * n_val)]`` with
-       :func:`pgkernels.ge` on ``bit_length(n_val) + 2`` bits (a few rounds).
-       ``on_empty="raise"``: opens the single bit ``[no model kept]`` (1 more
-       comparison and an opening) and raises :class:`EmptyEnsembleError` when
-       it is 1. ``on_empty="all"``: ``keep += 1 - [sum keep >= 1]`` on shares
-       (nothing opened).
-    4. Vote: ``votes = keep^T onehot`` (1 Beaver matmul per chunk, integers)
-       and the ensemble's class :func:`pgkernels.argmax` of the votes (ties to
-       the lowest class; ``6 ceil(log2 C)`` rounds), opened once at the end.
-
-    Rounds: per chunk of rows about ``(1 + 6) * linear/conv layers + 12 *
-    pools + 6 ceil(log2 C) + 1`` plus one opening; bytes are dominated by the
-    first layer's masked rows (8 bytes per feature per row per party for 2
-    parties) and the ReLUs (13.25 bytes per hidden unit per model per row).
-    The measured totals are returned. Measured (2 parties, this 2-core host
-    shared with other jobs): 10 MNIST MLPs 784-512-10, 1,000 validation rows
-    and 19,020 queries: 81 s, 2.6 GB sent per party, 330 rounds.
-
-    Fixed point: the models run on 16 fractional bits, and two-party
-    truncation (CrypTen's, local) is off by 2^48 with probability about
-    ``|x| 2^-32`` per product entry x (about 2e-9 for |x| = 10). Such an
-    error turns one model's vote on one row; logits closer than about 1e-4
-    may also be ranked differently than in float64.
-
-    Reveals: the ensemble's predicted class for every query row -- nothing
-    else by default: not the models, their predictions, the validation data,
-    the accuracies or which models were kept. ``on_empty="raise"`` also
-    reveals whether at least one model passed. ``reveal_selection=True`` also
-    opens every model's validation count (so ``val_acc``) and the kept mask
-    (``kept``), as the lab's detection metrics need; otherwise those entries
-    are None.
-
-    Returns dict: ``pred`` (int64 (n,)), ``kept`` (list of kept model indices,
-    or None), ``val_acc`` (float (m,) or None), ``fallback`` (as in the
-    reference, or None), ``seconds`` (MPC time at party
-    0, shares loaded), ``wall_seconds`` (including start-up and sharing),
-    ``bytes`` (list: bytes sent by each party), ``dealer_bytes`` (list, bytes
-    each party received from the dealer), ``rounds`` (party 0).
-    """
-    import pgkernels
-
-    models, specs, X_val, y_val, X, threshold, C = _check(models, X_val, y_val, X, threshold, classes, on_empty)
-    if isinstance(world_size, bool) or not isinstance(world_size, int) or world_size < 2:
-        raise ValueError(f"world_size must be an int >= 2, got {world_size!r}")
-    if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
-        raise ValueError(f"chunk must be a positive int, got {chunk!r}")
-    t_wall = time.perf_counter()
-    # group the models by architecture; internal order = concatenated groups
-    by_sig = {}
-    for j, s in enumerate(specs):
-        by_sig.setdefault(_signature(s), []).append(j)
-    order = [j for idx in by_sig.values() for j in idx]
-    Y_val = np.eye(C, dtype=np.float64)[y_val]
-    shares = [dict(groups=[]) for _ in range(world_size)]
-    for key, a, bits in (("X_val", X_val, FRAC_BITS), ("X", X, FRAC_BITS), ("Y_val", Y_val, 0)):
-        for r, sh in enumerate(share(a, world_size, key, bits)):
-            shares[r][key] = sh
-    for gi, (sig, idx) in enumerate(by_sig.items()):
-        stacked = _stack_params([specs[j] for j in idx])
-        per_rank = [[] for _ in range(world_size)]
-        for li, ((kind, hyper), p) in enumerate(zip(sig, stacked)):
-            if p is None:
-                for r in range(world_size):
-                    per_rank[r].append((kind, hyper, None))
-                continue
-            Ws = share(p[0], world_size, f"models' {kind} weights")
-            bs = share(p[1], world_size, f"models' {kind} biases")
-            for r in range(world_size):
-                per_rank[r].append((kind, hyper, (Ws[r], bs[r])))
-        for r in range(world_size):
-            shares[r]["groups"].append({"M": len(idx), "layers": per_rank[r]})
-    meta = {"chunk": chunk, "classes": C, "n_val": len(X_val), "n": len(X),
-            "min_correct": min_correct(threshold, len(X_val)), "on_empty": on_empty,
-            "reveal_selection": bool(reveal_selection)}
-    # party r's process receives only shares[r] (launch's party_inputs)
-    res = pgkernels.launch(_party, world_size=world_size, args=(meta,), timeout=timeout, threads=threads,
-                           party_inputs=shares)
-    del shares
-    r0 = res[0]
-    if r0["none_kept"]:
-        raise EmptyEnsembleError(f"no model reaches validation accuracy {threshold} "
-                                 f"(needs {meta['min_correct']} of {len(X_val)} validation rows correct)")
-    kept = val_acc = fallback = None
-    if reveal_selection:
-        keep = np.zeros(len(models), dtype=bool)
-        correct = np.zeros(len(models), dtype=np.int64)
-        keep[order] = r0["keep"].astype(bool)
-        correct[order] = r0["correct"]
-        val_acc = correct / len(X_val)
-        fallback = bool(keep.all() and (correct < meta["min_correct"]).all())
-        kept = [] if fallback else [int(j) for j in np.flatnonzero(keep)]
-    return {"pred": np.asarray(r0["pred"], dtype=np.int64), "kept": kept, "val_acc": val_acc, "fallback": fallback,
-            "seconds": r0["seconds"], "wall_seconds": time.perf_counter() - t_wall,
-            "bytes": [r["stats"]["bytes_sent"] for r in res],
-            "dealer_bytes": [r["stats"]["dealer_bytes"] for r in res],
-            "rounds": r0["stats"]["rounds"]}
+__all__ = ["ON_EMPTY", "EmptyEnsembleError", "SafeNetInputs", "check_inputs", "min_correct", "safenet_on_shares",
+           "safenet_reference"]

@@ -44,20 +44,16 @@ import os
 
 import torch
 
+from .. import ops
 from ..runtime import comm as _comm
 from ..runtime.session import dealer_client
-from . import _shares
+from . import shares
 
-LT, EQ, MUX = 0, 1, 2
+# comparison modes (csrc/core/compare.h): [x >= 0], [x == 0], and bit * payload
+LT, EQ, MUX = ops.CMP_LT, ops.CMP_EQ, ops.CMP_MUX
 
 # Ask the dealer for the next comparison's material early (see compare_shares).
 PREFETCH = os.environ.get("PGKERNELS_PREFETCH", "1") != "0"
-
-
-def _ops():
-    import pgkernels._C  # noqa: F401
-
-    return torch.ops.pgkernels
 
 
 def _check_bits(bits):
@@ -76,6 +72,14 @@ def _narrow_dtype(bits):
 
 def compare_shares(share, mode, bits=64, negate=False, payloads=None, prefetch=None, self_sign=0):
     """Run the comparison on this party's flat int64 share (n elements).
+
+    ``mode`` LT gives ``[t >= 0]`` (``negate=True``: ``[t < 0]``), EQ gives
+    ``[t == 0]`` (``negate=True``: ``[t != 0]``), on the low ``bits`` bits of t
+    (see the module docstring for the protocol and the input bound).
+    Rounds: ``2 + ceil(log2 ceil((bits - 1) / 4))`` (6 at 64 bits); bytes
+    sent per element to every other party: ``compare_cost(bits, mode, P,
+    self_sign)[1]`` of :mod:`.cost` (13.25 at 64 bits without payloads, 8 more
+    per payload row). Reveals nothing.
 
     Returns the shares of the output bit (n words, scale 1), or, with
     ``payloads`` (a (P, n) int64 share tensor), the shares of bit * payload for
@@ -101,7 +105,6 @@ def compare_shares(share, mode, bits=64, negate=False, payloads=None, prefetch=N
     if prefetch is not None and prefetch[0] > 0 and PREFETCH:
         client.prefetch_cmp(*prefetch)
     words = mat.words
-    ops = _ops()
     v = payloads.reshape(-1).contiguous() if P else share.new_empty(0)
     open1, _ = ops.cmp_open1(share, v, words, bits, mode, P, rank0, self_sign)
     # Only the low `bits` bits of c matter: send them in the narrowest dtype.
@@ -120,7 +123,7 @@ def compare_shares(share, mode, bits=64, negate=False, payloads=None, prefetch=N
         e = torch.cat([(c - off) * self_sign, e])
     mat.wait()
     state, buf = ops.cmp_start(c, words, bits, mode, P, rank0, negate, self_sign)
-    for level in range(lay["levels"]):
+    for level in range(lay.levels):
         _comm.exchange(xor_tensor=buf)
         buf = ops.cmp_step(buf, words, state, n, bits, mode, P, rank0, level, self_sign)
     _comm.exchange(xor_tensor=buf)
@@ -129,9 +132,12 @@ def compare_shares(share, mode, bits=64, negate=False, payloads=None, prefetch=N
 
 
 def mux_shares(bit_share, values):
-    """bit * values for a 0/1 arithmetic sharing (n,) and (P, n) value shares.
+    """bit * values for a 0/1 arithmetic sharing (n,) and (P, n) value shares:
+    shares (P, n) with the values' scale.
 
-    One round: open ``bit ^ s`` (1 bit per element) and ``values + m``.
+    Bit injection (see :func:`where`): one round, opening ``bit ^ s`` (1 bit per
+    element, XOR) and ``values + m`` (8 bytes per value, SUM), both padded by
+    the dealer's s and m. Reveals nothing.
     """
     n = bit_share.numel()
     P = values.shape[0]
@@ -140,7 +146,6 @@ def mux_shares(bit_share, values):
     client = dealer_client()
     rank0 = _comm.rank() == 0
     mat, _ = client.cmp(n, 64, MUX, P)
-    ops = _ops()
     v = values.reshape(-1).contiguous()
     sum_open, xor_open = ops.cmp_open1(bit_share.contiguous(), v, mat.words, 64, MUX, P, rank0)
     _comm.exchange(sum_tensor=sum_open, xor_tensor=xor_open)
@@ -150,15 +155,15 @@ def mux_shares(bit_share, values):
 
 def _compare(x, mode, bits, negate, inject=None):
     _check_bits(bits)
-    flat = _shares.flat_share(x)
+    flat = shares.flat_share(x)
     if inject is not None:
         # ReLU multiplies the bit into x itself: at 64 bits its opening is free
         self_sign = 1 if (inject is x and bits == 64) else 0
-        out = compare_shares(flat, mode, bits, negate, _shares.flat_share(inject).view(1, -1),
+        out = compare_shares(flat, mode, bits, negate, shares.flat_share(inject).view(1, -1),
                              self_sign=self_sign)
-        return _shares.like(inject, out.view(-1), scale=inject.encoder.scale)
+        return shares.like(inject, out.view(-1), scale=inject.encoder.scale)
     out = compare_shares(flat, mode, bits, negate)
-    return _shares.like(x, out, scale=1)
+    return shares.like(x, out, scale=1)
 
 
 def ltz(x, bits=64):
@@ -167,13 +172,13 @@ def ltz(x, bits=64):
     Protocol and cost: see the module docstring (6 rounds and 13.25 bytes sent
     per element per party for 2 parties at bits=64). Reveals nothing.
     """
-    x = _shares.check_mpc(x, "x")
+    x = shares.check_mpc(x, "x")
     return _compare(x, LT, bits, negate=True)
 
 
 def _diff(x, y, name_x="x", name_y="y"):
-    x = _shares.check_mpc(x, name_x)
-    y = _shares.check_operand(y, name_y, x)
+    x = shares.check_mpc(x, name_x)
+    y = shares.check_operand(y, name_y, x)
     return x - y
 
 
@@ -188,13 +193,13 @@ def lt(x, y, bits=64):
 
 def gt(x, y, bits=64):
     """Shared ``[x > y]`` = ``ltz(y - x)``; reveals nothing."""
-    x = _shares.check_mpc(x, "x")
+    x = shares.check_mpc(x, "x")
     return _compare(-_diff(x, y), LT, bits, negate=True)
 
 
 def le(x, y, bits=64):
     """Shared ``[x <= y]`` = ``1 - [x > y]``, computed as ``msb(y - x) == 0``; reveals nothing."""
-    x = _shares.check_mpc(x, "x")
+    x = shares.check_mpc(x, "x")
     return _compare(-_diff(x, y), LT, bits, negate=False)
 
 
@@ -232,7 +237,7 @@ def relu(x, bits=64):
     multiplication (9 rounds, 232 bytes). With bits < 64, e = x + m is opened in
     round 1 (8 more bytes). Reveals nothing.
     """
-    x = _shares.check_mpc(x, "x")
+    x = shares.check_mpc(x, "x")
     return _compare(x, LT, bits, negate=False, inject=x)
 
 
@@ -260,8 +265,8 @@ def where(condition, a, b):
     multiplications (32 bytes). If both a and b are public the select is local.
     Reveals nothing.
     """
-    condition = _shares.check_mpc(condition, "condition", allow_public=True)
-    crypten_mpc = _shares.mpc_module()
+    condition = shares.check_mpc(condition, "condition", allow_public=True)
+    crypten_mpc = shares.mpc_module()
     if not isinstance(condition, crypten_mpc.MPCTensor):
         cond = torch.as_tensor(condition)
         if cond.dtype == torch.bool:
@@ -272,8 +277,8 @@ def where(condition, a, b):
                          f"got scale {condition.encoder.scale}")
     if not any(isinstance(t, crypten_mpc.MPCTensor) for t in (a, b)):
         # public branches: c * encode(a - b) is exact locally (c is an integer 0/1)
-        a = _shares.check_public(a, "a")
-        b = _shares.check_public(b, "b")
+        a = shares.check_public(a, "a")
+        b = shares.check_public(b, "b")
         d = torch.as_tensor(a, dtype=torch.float64) - torch.as_tensor(b, dtype=torch.float64)
         enc = crypten_mpc.MPCTensor.from_shares(condition.share.clone(), precision=16)
         dq = enc.encoder.encode(d)
@@ -281,16 +286,16 @@ def where(condition, a, b):
         share = (condition.share.expand(shape) * dq.expand(shape)).contiguous()
         return crypten_mpc.MPCTensor.from_shares(share, precision=16) + b
     ref = a if isinstance(a, crypten_mpc.MPCTensor) else b
-    a = _shares.check_operand(a, "a", ref)
-    b = _shares.check_operand(b, "b", ref)
+    a = shares.check_operand(a, "a", ref)
+    b = shares.check_operand(b, "b", ref)
     d = a - b
     if not isinstance(d, crypten_mpc.MPCTensor):
-        d = _shares.to_mpc(d, ref)
+        d = shares.to_mpc(d, ref)
     shape = torch.broadcast_shapes(condition.size(), d.size())
     c = condition.expand(shape) if condition.size() != shape else condition
     d = d.expand(shape) if d.size() != shape else d
-    out = mux_shares(_shares.flat_share(c), _shares.flat_share(d).view(1, -1)).view(-1)
-    prod = _shares.like(d, out, scale=d.encoder.scale)
+    out = mux_shares(shares.flat_share(c), shares.flat_share(d).view(1, -1)).view(-1)
+    prod = shares.like(d, out, scale=d.encoder.scale)
     return prod + b
 
 
@@ -298,3 +303,7 @@ def _public_select(cond, a, b):
     if not set(torch.unique(cond).tolist()) <= {0, 1}:
         raise ValueError("a public condition must be boolean or 0/1")
     return a * cond + b * (1 - cond)
+
+
+__all__ = ["EQ", "LT", "MUX", "compare_shares", "eq", "ge", "gt", "le", "lt", "ltz", "mux_shares", "ne", "relu",
+           "sign", "where"]

@@ -16,7 +16,7 @@ import functools
 import math
 import os
 
-import torch
+from .. import ops
 
 
 @dataclasses.dataclass
@@ -47,15 +47,13 @@ def configure(latency=None, bandwidth=None, compare_s=None, payload_s=None):
 
 @functools.lru_cache(maxsize=None)
 def compare_cost(bits, mode, payloads, self_sign=0):
-    """(rounds, bytes sent per element per peer) of one comparison."""
-    import pgkernels._C  # noqa: F401
-
-    lay = torch.ops.pgkernels.cmp_layout(64, bits, mode, payloads, self_sign)  # W = 1 word per plane
-    levels = lay[2]
-    open_planes = lay[6:6 + levels]  # bits per element opened at each tree level
+    """(rounds, bytes sent per element per peer) of one comparison (mode LT or
+    EQ) on ``bits`` bits with ``payloads`` values multiplied into its bit."""
+    lay = ops.cmp_layout(64, bits, mode, payloads, self_sign)  # n = 64: one word per bit plane
+    open_planes = lay.open[:lay.levels]  # bits per element opened at each tree level
     c_bytes = next(w for w in (1, 2, 4, 8) if bits <= 8 * w)
     nbytes = c_bytes + 8 * (payloads - (1 if self_sign else 0)) + (sum(open_planes) + 1) / 8
-    return 2 + levels, nbytes
+    return 2 + lay.levels, nbytes
 
 
 # Largest single batched comparison a plan may issue: its correlated randomness

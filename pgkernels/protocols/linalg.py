@@ -20,9 +20,10 @@
 
 import torch
 
+from .. import ops
 from ..runtime import comm as _comm
 from ..runtime.session import dealer_client
-from . import _shares
+from . import shares
 
 
 def _truncate(share, frac):
@@ -33,13 +34,7 @@ def _truncate(share, frac):
     from .truncation import div_shares
 
     (out,) = div_shares([share.reshape(-1).contiguous()], [2 ** frac]) if frac else (share.reshape(-1),)
-    return _shares.like_shape(out.view(share.shape), 2 ** frac)
-
-
-def _ops():
-    import pgkernels._C  # noqa: F401
-
-    return torch.ops.pgkernels
+    return shares.like_shape(out.view(share.shape), 2 ** frac)
 
 
 def ring_matmul_nt(a, b):
@@ -47,7 +42,7 @@ def ring_matmul_nt(a, b):
     CPU (about 1.3x torch's int64 matmul here), torch elsewhere."""
     if a.is_cuda or b.is_cuda:
         return a @ b.T
-    return _ops().ring_matmul_nt(a, b)
+    return ops.ring_matmul_nt(a, b)
 
 
 def ring_syr2k(a, b=None):
@@ -55,7 +50,7 @@ def ring_syr2k(a, b=None):
     half (a quarter with b) of the multiplications of the general products."""
     if a.is_cuda:
         return a @ a.T if b is None else a @ b.T + b @ a.T
-    return _ops().ring_syr2k(a, b)
+    return ops.ring_syr2k(a, b)
 
 
 _SCRATCH = {}
@@ -74,13 +69,13 @@ def _scratch(name, shape):
 
 def gram(X):
     """``X @ X.T`` for a shared 2-D X (m, k): shared (m, m), X's encoding. 1 round, m k words opened."""
-    X = _shares.check_mpc(X, "X")
+    X = shares.check_mpc(X, "X")
     if X.dim() != 2:
         raise ValueError(f"X must be 2-D (clients x parameters), got shape {tuple(X.size())}")
     m, k = X.size()
-    frac = _shares.frac_bits(X.encoder.scale)
+    frac = shares.frac_bits(X.encoder.scale)
     if m == 0 or k == 0:
-        return _shares.like_shape(torch.zeros(m, m, dtype=torch.long), X.encoder.scale)
+        return shares.like_shape(torch.zeros(m, m, dtype=torch.long), X.encoder.scale)
     mat = dealer_client().crypten({"fn": "gram", "size": [m, k]})
     words = mat.words
     A = words[: m * k].view(m, k)  # stream part: ready now
@@ -98,7 +93,7 @@ def gram(X):
     # the result is exactly symmetric (equal distances stay exact ties).
     share = out.share
     sym = torch.triu(share) + torch.triu(share, 1).T
-    return _shares.like_shape(sym.contiguous(), out.encoder.scale)
+    return shares.like_shape(sym.contiguous(), out.encoder.scale)
 
 
 def pairwise_sq_dist(X):
@@ -111,7 +106,7 @@ def pairwise_sq_dist(X):
     G = gram(X)
     diag = G.share.diagonal().clone()
     D = diag.view(-1, 1) + diag.view(1, -1) - 2 * G.share
-    return _shares.like_shape(D, G.encoder.scale)
+    return shares.like_shape(D, G.encoder.scale)
 
 
 def row_sq_norms(X):
@@ -124,16 +119,16 @@ def row_sq_norms(X):
     """
     from .validity import square_sums
 
-    X = _shares.check_mpc(X, "X")
+    X = shares.check_mpc(X, "X")
     if X.dim() != 2:
         raise ValueError(f"X must be 2-D (rows x features), got shape {tuple(X.size())}")
     n, d = X.size()
-    sq = square_sums(_shares.flat_share(X).view(n, d))
-    return _truncate(sq, _shares.frac_bits(X.encoder.scale))
+    sq = square_sums(shares.flat_share(X).view(n, d))
+    return _truncate(sq, shares.frac_bits(X.encoder.scale))
 
 
 def _diag(G):
-    return _shares.like_shape(G.share.diagonal().clone(), G.encoder.scale)
+    return shares.like_shape(G.share.diagonal().clone(), G.encoder.scale)
 
 
 def cosine_similarity(X, Y=None):
@@ -150,7 +145,7 @@ def cosine_similarity(X, Y=None):
     """
     from .roots import inv_sqrt
 
-    X = _shares.check_mpc(X, "X")
+    X = shares.check_mpc(X, "X")
     if X.dim() != 2:
         raise ValueError(f"X must be 2-D (rows x features), got shape {tuple(X.size())}")
     # squared norms from Gram diagonals: one truncation per norm (a sum of
@@ -161,7 +156,7 @@ def cosine_similarity(X, Y=None):
         P = gram(X)
         ax = ay = inv_sqrt(_diag(P), shift=8, floor=-6)
     else:
-        Y = _shares.check_mpc(Y, "Y")
+        Y = shares.check_mpc(Y, "Y")
         if Y.dim() != 2 or Y.size(1) != X.size(1):
             raise ValueError(f"Y must be 2-D with {X.size(1)} columns like X, got shape {tuple(Y.size())}")
         P = X.matmul(Y.t())

@@ -51,29 +51,19 @@ import math
 import torch
 
 from ..runtime import comm as _comm
-from . import _shares, truncation
+from . import shares, truncation
+from .blocks import compare_exchange, network_rows, public_share, rank_bits, ranks
 from .compare import EQ, LT, compare_shares
 from .cost import Plan, choose, compare_cost
 
 
-def _ops():
-    import pgkernels._C  # noqa: F401
-
-    return torch.ops.pgkernels
-
-
 # --- plumbing -------------------------------------------------------------------
-
-def _public(t):
-    """A public integer tensor as a trivial sharing (party 0 holds it)."""
-    return t if _comm.rank() == 0 else torch.zeros_like(t)
-
 
 class _Columns:
     """x moved to (n, d): dim first, every other position a column."""
 
     def __init__(self, x, dim, name="x"):
-        x = _shares.check_mpc(x, name)
+        x = shares.check_mpc(x, name)
         if x.dim() == 0:
             x = x.unsqueeze(0)
             self.scalar = True
@@ -104,25 +94,17 @@ class _Columns:
             t = t.squeeze(self.dim)
         if self.scalar and not keepdim:
             t = t.reshape(()) if t.numel() == 1 else t.squeeze(0)
-        return _shares.like_shape(t.contiguous(), scale if scale is not None else self.scale)
+        return shares.like_shape(t.contiguous(), scale if scale is not None else self.scale)
 
 
 def _parties():
     return _comm.world_size()
 
 
-def _rank_bits(n):
-    return builtins.max(2, int(n).bit_length() + 1)
-
-
 # --- cost plans -------------------------------------------------------------------
 
-def _network_rows(n, outputs):
-    return _ops().sorting_network(n, list(outputs) if outputs is not None else [])
-
-
 def _plan_network(n, outputs, payloads):
-    rows = _network_rows(n, outputs)
+    rows = network_rows(n, outputs)
     depth = int(rows[:, 0].max()) + 1 if rows.numel() else 0
     r, b = compare_cost(64, LT, payloads, -1)
     C = rows.shape[0]
@@ -133,7 +115,7 @@ def _plan_network(n, outputs, payloads):
 def _plan_rank(n, npos, payloads):
     pairs = n * (n - 1) // 2
     r1, b1 = compare_cost(64, LT, 0)
-    r2, b2 = compare_cost(_rank_bits(n), EQ, payloads)
+    r2, b2 = compare_cost(rank_bits(n), EQ, payloads)
     return Plan("rank", r1 + r2, pairs * b1 + n * npos * b2, pairs + n * npos, n * npos * payloads,
                 builtins.max(pairs, n * npos * (1 + payloads)))
 
@@ -159,62 +141,18 @@ def _plan_pairwise(n, payloads):
     return dataclasses.replace(_plan_rank(n, 1, payloads), method="pairwise")
 
 
-# --- building blocks --------------------------------------------------------------
-
-def _compare_exchange(X, extra, rows, descending):
-    """Run a comparator network in place on X (n, d) and payload rows extra[k] (n, d)."""
-    if rows.numel() == 0:
-        return
-    d = X.shape[1]
-    layer_ids = rows[:, 0]
-    width = torch.bincount(layer_ids).tolist()
-    P = 1 + len(extra)
-    for layer in range(len(width)):
-        sel = rows[layer_ids == layer]
-        i, j = sel[:, 1], sel[:, 2]
-        A, B = X[i], X[j]
-        diff = (A - B) if descending else (B - A)  # swap iff it is negative
-        pay = [A - B] + [e[i] - e[j] for e in extra]
-        # payload row 0, a - b, is -diff (ascending) or diff: its opening is free
-        sign = 1 if descending else -1
-        nxt = (width[layer + 1] * d, 64, LT, P, sign) if layer + 1 < len(width) else None
-        out = compare_shares(diff.reshape(-1), LT, 64, negate=True,
-                             payloads=torch.stack(pay).reshape(len(pay), -1), prefetch=nxt,
-                             self_sign=sign)
-        out = out.view(len(pay), len(i), d)
-        X[i] = A - out[0]
-        X[j] = B + out[0]
-        for k, e in enumerate(extra):
-            ei, ej = e[i], e[j]
-            e[i] = ei - out[1 + k]
-            e[j] = ej + out[1 + k]
-
-
-def _ranks(X, descending=False, prefetch=None):
-    """Stable ranks (n, d) of the columns of X; shares with scale 1."""
-    n, d = X.shape
-    rank = _public(torch.arange(n, dtype=torch.long).view(n, 1).expand(n, d).contiguous())
-    if n < 2:
-        return rank
-    iu, ju = torch.triu_indices(n, n, 1)
-    # ascending: c = [x_j < x_i] adds to rank_i; descending: c = [x_i < x_j]
-    diff = (X[iu] - X[ju]) if descending else (X[ju] - X[iu])
-    c = compare_shares(diff.reshape(-1), LT, 64, negate=True, prefetch=prefetch).view(-1, d)
-    rank.index_add_(0, iu, c)
-    rank.index_add_(0, ju, -c)
-    return rank
-
+# --- selection by rank ------------------------------------------------------------
 
 def _select(X, rank, positions, want_index):
     """Values (and indices) at the given rank positions: (len(positions), d)."""
     n, d = X.shape
     S = len(positions)
     pos = torch.tensor(positions, dtype=torch.long).view(S, 1, 1)
-    t = rank.unsqueeze(0) - _public(pos.expand(S, n, d).contiguous())
+    t = rank.unsqueeze(0) - public_share(pos.expand(S, n, d).contiguous())
     pay = [X.unsqueeze(0).expand(S, n, d)]
     if want_index:
-        pay.append(_public(torch.ones(S, n, d, dtype=torch.long)))
-    out = compare_shares(t.reshape(-1), EQ, _rank_bits(n), negate=False,
+        pay.append(public_share(torch.ones(S, n, d, dtype=torch.long)))
+    out = compare_shares(t.reshape(-1), EQ, rank_bits(n), negate=False,
                          payloads=torch.stack(pay).reshape(len(pay), -1))
     out = out.view(len(pay), S, n, d)
     vals = out[0].sum(1)
@@ -232,13 +170,13 @@ def _positions(cols, positions, descending, want_index, method, ascending_only_r
     plan = choose(plans, d, _parties(), method)
     if plan.method == "network":
         X = cols.X.clone()
-        extra = [_public(torch.arange(n, dtype=torch.long).view(n, 1).expand(n, d).contiguous())] \
+        extra = [public_share(torch.arange(n, dtype=torch.long).view(n, 1).expand(n, d).contiguous())] \
             if want_index else []
-        _compare_exchange(X, extra, _network_rows(n, positions), descending)
+        compare_exchange(X, extra, network_rows(n, positions), descending)
         p = torch.tensor(positions, dtype=torch.long)
         return X[p], (extra[0][p] if want_index else None)
     P = 1 + int(want_index)
-    rank = _ranks(cols.X, descending, prefetch=(len(positions) * n * d, _rank_bits(n), EQ, P))
+    rank = ranks(cols.X, descending, prefetch=(len(positions) * n * d, rank_bits(n), EQ, P))
     return _select(cols.X, rank, positions, want_index)
 
 
@@ -371,29 +309,29 @@ def trimmed_mean(x, dim=-1, proportiontocut=0.1, keepdim=False, method=None):
         return truncation.div(cols.out(total, keepdim=keepdim, squeeze=True), keep)
     plans = [_plan_network(n, None, 1)]
     r1, b1 = compare_cost(64, LT, 0)
-    r2, b2 = compare_cost(_rank_bits(n), LT, 1)
+    r2, b2 = compare_cost(rank_bits(n), LT, 1)
     pairs = n * (n - 1) // 2
     plans.append(Plan("rank", r1 + r2, pairs * b1 + 2 * n * b2, pairs + 2 * n, 2 * n,
                       builtins.max(pairs, 4 * n)))
     plan = choose(plans, cols.d, _parties(), method)
     if plan.method == "network":
         X = cols.X.clone()
-        _compare_exchange(X, [], _network_rows(n, None), False)
+        compare_exchange(X, [], network_rows(n, None), False)
         total = X[c:n - c].sum(0, keepdim=True)
     else:
         d = cols.d
-        rank = _ranks(cols.X, prefetch=(2 * n * d, _rank_bits(n), LT, 1))
+        rank = ranks(cols.X, prefetch=(2 * n * d, rank_bits(n), LT, 1))
         thr = torch.tensor([c, n - c], dtype=torch.long).view(2, 1, 1).expand(2, n, d).contiguous()
-        t = rank.unsqueeze(0) - _public(thr)
+        t = rank.unsqueeze(0) - public_share(thr)
         pay = cols.X.unsqueeze(0).expand(2, n, d).reshape(1, -1)
-        out = compare_shares(t.reshape(-1), LT, _rank_bits(n), negate=False, payloads=pay).view(2, n, d)
+        out = compare_shares(t.reshape(-1), LT, rank_bits(n), negate=False, payloads=pay).view(2, n, d)
         total = (out[0] - out[1]).sum(0, keepdim=True)
     return truncation.div(cols.out(total, keepdim=keepdim, squeeze=True), keep)
 
 
 def _flatten_for_none(x, dim):
     if dim is None:
-        x = _shares.check_mpc(x, "x")
+        x = shares.check_mpc(x, "x")
         return x.flatten(), 0
     return x, dim
 
@@ -416,7 +354,7 @@ def _extreme(x, dim, largest, want_onehot, method):
 def _extreme_tournament(X, largest, want_onehot):
     n, d = X.shape
     V = X
-    H = _public(torch.ones(n, 1, d, dtype=torch.long)) if want_onehot else None
+    H = public_share(torch.ones(n, 1, d, dtype=torch.long)) if want_onehot else None
     s = 1
     while V.shape[0] > 1:
         m = V.shape[0]
@@ -455,11 +393,11 @@ def _extreme_pairwise(X, largest, want_onehot):
     """The stable rank-0 element (lowest index among equal extremes), with the
     rank method's comparisons and one equality test per element."""
     n, d = X.shape
-    rank = _ranks(X, descending=largest, prefetch=(n * d, _rank_bits(n), EQ, 1 + int(want_onehot)))
+    rank = ranks(X, descending=largest, prefetch=(n * d, rank_bits(n), EQ, 1 + int(want_onehot)))
     pay = [X]
     if want_onehot:
-        pay.append(_public(torch.ones(n, d, dtype=torch.long)))
-    out = compare_shares(rank.reshape(-1), EQ, _rank_bits(n), negate=False,
+        pay.append(public_share(torch.ones(n, d, dtype=torch.long)))
+    out = compare_shares(rank.reshape(-1), EQ, rank_bits(n), negate=False,
                          payloads=torch.stack(pay).reshape(len(pay), -1)).view(len(pay), n, d)
     V = out[0].sum(0, keepdim=True)
     return V, (out[1] if want_onehot else None)
@@ -482,7 +420,7 @@ def min(x, dim=None, keepdim=False, method=None):  # noqa: A001
 
 
 def _arg(x, dim, keepdim, one_hot, largest, method):
-    shape = tuple(_shares.check_mpc(x, "x").size())
+    shape = tuple(shares.check_mpc(x, "x").size())
     flat = dim is None
     x, dim = _flatten_for_none(x, dim)
     cols, _, H = _extreme(x, dim, largest, True, method)
@@ -508,3 +446,6 @@ def argmax(x, dim=None, keepdim=False, one_hot=True, method=None):
 def argmin(x, dim=None, keepdim=False, one_hot=True, method=None):
     """Shared position of the minimum along ``dim``; ties go to the lowest index."""
     return _arg(x, dim, keepdim, one_hot, False, method)
+
+
+__all__ = ["argmax", "argmin", "kthvalue", "max", "median", "min", "plan", "sort", "topk", "trimmed_mean"]

@@ -34,7 +34,7 @@ functions return 0 there. Reveals nothing.
 import torch
 
 from ..runtime import comm as _comm
-from . import _shares
+from . import shares
 from .compare import LT, compare_shares, mux_shares
 
 J = list(range(-8, 16))  # thresholds 4^j; the top bucket is open-ended
@@ -55,13 +55,13 @@ def _bucket_bits(x_flat, frac):
 def _scaled_copies(x, powers, frac):
     """Stack of x * 2^p for the public integer exponents p (MPCTensor, x's scale)."""
     K = len(powers)
-    rows = _shares.like_shape(x.share.reshape(1, -1).expand(K, -1).contiguous(), x.encoder.scale)
+    rows = shares.like_shape(x.share.reshape(1, -1).expand(K, -1).contiguous(), x.encoder.scale)
     return _scaled_rows(rows, powers, frac)
 
 
 def _scaled_rows(t, powers, frac):
     """Row k of the (K, N) MPCTensor t times 2^powers[k] (truncation for negative powers)."""
-    mpc = _shares.mpc_module()
+    mpc = shares.mpc_module()
     up = torch.tensor([2 ** p if p >= 0 else 1 for p in powers], dtype=torch.long).view(-1, 1)
     down = torch.tensor([2 ** -p if p < 0 else 1 for p in powers], dtype=torch.long).view(-1, 1)
     out = mpc.MPCTensor.from_shares((t.share * up).contiguous(), precision=frac)
@@ -77,7 +77,7 @@ def _select(h, values):
     """sum_j h_j * values_j for one-hot bit shares h (K, N) and an MPCTensor (K, N)."""
     K, N = h.shape
     prod = mux_shares(h.reshape(-1), values.share.reshape(1, -1)).view(K, N)
-    return _shares.like_shape(prod.sum(0), values.encoder.scale)
+    return shares.like_shape(prod.sum(0), values.encoder.scale)
 
 
 def _inv_sqrt_near_one(m):
@@ -87,12 +87,12 @@ def _inv_sqrt_near_one(m):
 
 
 def _normalized(x, floor=-8):
-    x = _shares.check_mpc(x, "x")
+    x = shares.check_mpc(x, "x")
     if isinstance(floor, bool) or not isinstance(floor, int) or not J[0] <= floor <= J[-1]:
         raise ValueError(f"floor must be an int in [{J[0]}, {J[-1]}], got {floor!r}")
-    frac = _shares.frac_bits(x.encoder.scale)
+    frac = shares.frac_bits(x.encoder.scale)
     flat = x.flatten()
-    fs = _shares.flat_share(flat)
+    fs = shares.flat_share(flat)
     h = _bucket_bits(fs, frac)
     h[: floor - J[0]] = 0  # inputs below 4^floor count as 0 (a local change of a one-hot)
     K, N = h.shape
@@ -100,7 +100,7 @@ def _normalized(x, floor=-8):
     # row by 4^-j: only the selected copy of x is ever truncated, so CrypTen's
     # truncation (which fails with probability ~|x| 2^-63) runs once per element.
     picked = mux_shares(h.reshape(-1), fs.view(1, N).expand(K, N).reshape(1, -1)).view(K, N)
-    rows = _shares.like_shape(picked.contiguous(), x.encoder.scale)
+    rows = shares.like_shape(picked.contiguous(), x.encoder.scale)
     m = _scaled_rows(rows, [-2 * j for j in J], frac).sum(0)  # in [1, 4)
     return x, flat, h, m, frac
 
@@ -135,5 +135,5 @@ def sqrt(x):
 
 def norm(X, dim=-1, keepdim=False):
     """Euclidean norm of a shared tensor along ``dim`` (sum of squares, then :func:`sqrt`)."""
-    X = _shares.check_mpc(X, "X")
+    X = shares.check_mpc(X, "X")
     return sqrt((X * X).sum(dim, keepdim=keepdim))

@@ -138,11 +138,11 @@ def div(x, divisor):
     Protocols call it wherever the value can be large (sums of client
     products, Gram entries, norms, weighted sums, averages): see the module
     docstring for why CrypTen's local truncation is not enough there."""
-    from . import _shares
+    from . import shares
 
     out = x.clone()
     div_(out._tensor, divisor)
-    return _shares.like_shape(out.share, x.encoder.scale)
+    return shares.like_shape(out.share, x.encoder.scale)
 
 
 _ORIGINAL = {}

@@ -71,16 +71,13 @@ import torch
 from ..runtime import comm as _comm
 from ..runtime.dealer import stream
 from ..runtime.session import dealer_client
-from . import _shares
+from . import shares
+from .blocks import public_share
 from .compare import EQ, LT, compare_shares, mux_shares
 from .linalg import ring_matmul_nt
 
 POLICIES = ("drop", "clamp")
 MAX_BOUND = 2 ** 62
-
-
-def _public(t):
-    return t if _comm.rank() == 0 else torch.zeros_like(t)
 
 
 def _check_ring_bound(value, name):
@@ -121,7 +118,7 @@ METHODS = ("carry", "compare")
 
 
 def _const(value, shape):
-    return _public(torch.full(shape, value, dtype=torch.long))
+    return public_share(torch.full(shape, value, dtype=torch.long))
 
 
 def _carry_sketches(X, k):
@@ -184,14 +181,14 @@ def check_rows(U, bound, max_norm=None, policy="drop", method=None):
     ring units) or ``"compare"`` (two 64-bit comparisons per coordinate,
     deterministic); by default the one :func:`plan` expects to be faster. Protocols, rounds and bytes: see the module docstring.
     """
-    U = _shares.check_mpc(U, "U")
+    U = shares.check_mpc(U, "U")
     if U.dim() != 2:
         raise ValueError(f"U must be 2-D (rows x coordinates), got shape {tuple(U.size())}")
     if policy not in POLICIES:
         raise ValueError(f"policy must be one of {POLICIES}, got {policy!r}")
     if method is not None and method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-    frac = _shares.frac_bits(U.encoder.scale)
+    frac = shares.frac_bits(U.encoder.scale)
     if isinstance(bound, bool) or not isinstance(bound, (int, float)) or not bound > 0:
         raise ValueError(f"bound must be a positive number, got {bound!r}")
     B = _ring(bound, frac, "bound")
@@ -206,7 +203,7 @@ def check_rows(U, bound, max_norm=None, policy="drop", method=None):
     n, d = U.size()
     if method is None:
         method = plan(n, d, B.bit_length(), _comm.world_size()) if power_of_two else "compare"
-    X = _shares.flat_share(U).view(n, d)
+    X = shares.flat_share(U).view(n, d)
     if policy == "clamp":
         return _clamp(U, X, B, max_norm, frac), None
     if n == 0:
@@ -236,7 +233,7 @@ def check_rows(U, bound, max_norm=None, policy="drop", method=None):
     if bool(valid.all()):
         return U, valid
     rows = torch.nonzero(valid).view(-1)
-    kept = _shares.like_shape(X[rows].contiguous(), U.encoder.scale)
+    kept = shares.like_shape(X[rows].contiguous(), U.encoder.scale)
     return kept, valid
 
 
@@ -244,17 +241,17 @@ def _clamp(U, X, B, max_norm, frac):
     n, d = X.shape
     if n * d == 0:
         return U
-    hi_t = X - _public(torch.full((1, 1), B, dtype=torch.long))
-    lo_t = -X - _public(torch.full((1, 1), B + 1, dtype=torch.long))
+    hi_t = X - public_share(torch.full((1, 1), B, dtype=torch.long))
+    lo_t = -X - public_share(torch.full((1, 1), B + 1, dtype=torch.long))
     bits = compare_shares(torch.cat([hi_t.reshape(-1), lo_t.reshape(-1)]), LT, 64, negate=False)
     hi, lo = bits[: n * d], bits[n * d:]
     # v = lo ? -B : x, then out = hi ? B - 1 : v -- in range whatever x is, even when
     # both bits are set (x within B of +-2^63, where x - B or -x - B wraps)
-    to_lo = (-X - _public(torch.full((1, 1), B, dtype=torch.long))).reshape(1, -1)
+    to_lo = (-X - public_share(torch.full((1, 1), B, dtype=torch.long))).reshape(1, -1)
     v = X.reshape(-1) + mux_shares(lo, to_lo).view(-1)
-    to_hi = (_public(torch.full((n * d,), B - 1, dtype=torch.long)) - v).view(1, -1)
+    to_hi = (public_share(torch.full((n * d,), B - 1, dtype=torch.long)) - v).view(1, -1)
     out = (v + mux_shares(hi, to_hi).view(-1)).view(n, d)
-    C = _shares.like_shape(out, U.encoder.scale)
+    C = shares.like_shape(out, U.encoder.scale)
     if max_norm is None:
         return C
     from .compare import relu
@@ -262,7 +259,7 @@ def _clamp(U, X, B, max_norm, frac):
     from .truncation import div_shares
 
     (sq,) = div_shares([square_sums(out)], [2 ** frac])  # squared norms at U's scale
-    a = inv_sqrt(_shares.like_shape(sq, U.encoder.scale)) * float(max_norm)
+    a = inv_sqrt(shares.like_shape(sq, U.encoder.scale)) * float(max_norm)
     factor = a - relu(a - 1)  # min(1, N / ||x||); 0 for a zero row, whose product is 0 anyway
     return C * factor.unsqueeze(1)
 

@@ -53,6 +53,7 @@ import secrets
 
 import torch
 
+from .. import ops
 from . import comm as _comm
 
 # request kinds (header word 0)
@@ -77,16 +78,10 @@ class DealerError(RuntimeError):
     """The dealer refused a request, or stopped answering."""
 
 
-def _ops():
-    import pgkernels._C  # noqa: F401  (registers torch.ops.pgkernels)
-
-    return torch.ops.pgkernels
-
-
 def stream(key, seq, nwords):
     out = torch.empty(nwords, dtype=torch.long)
     if nwords:
-        _ops().prg_fill_(out, key, seq, 0)
+        ops.prg_fill_(out, key, seq, 0)
     return out
 
 
@@ -119,7 +114,7 @@ def check_cmp_params(n, k, mode, payloads, self_sign=0):
         raise ValueError(f"dealer request: comparison n must be in [1, 2^40], got {n}")
     if not 2 <= k <= 64:
         raise ValueError(f"dealer request: comparison bits k must be in [2, 64], got {k}")
-    if mode not in (0, 1, 2):
+    if mode not in ops.CMP_MODES:
         raise ValueError(f"dealer request: comparison mode must be 0 (LT), 1 (EQ) or 2 (MUX), got {mode}")
     if not 0 <= payloads <= MAX_CMP_PAYLOADS:
         raise ValueError(f"dealer request: comparison payloads must be in [0, 2^16], got {payloads}")
@@ -159,10 +154,9 @@ def check_budget(stream_words, total_words, world_size, what="request"):
 
 
 def cmp_layout(n, k, mode, payloads, self_sign=0):
-    n, k, mode, payloads, self_sign = check_cmp_params(n, k, mode, payloads, self_sign)
-    lay = _ops().cmp_layout(n, k, mode, payloads, self_sign)
-    return {"stream": lay[0], "total": lay[1], "levels": lay[2], "W": lay[3],
-            "open1": lay[4], "state": lay[5], "open": lay[6:]}
+    """The :class:`pgkernels.ops.CmpLayout` of a comparison request, after the
+    range checks of :func:`check_cmp_params`."""
+    return ops.cmp_layout(*check_cmp_params(n, k, mode, payloads, self_sign))
 
 
 def _numel(size):
@@ -347,7 +341,7 @@ def _crypten_corrections(req, mats):
         rows, k = req["size"]
         nk = rows * k
         a = sum(m[:nk] for m in mats).view(rows, k)
-        return _ops().ring_syr2k(a).reshape(-1) - sum(m[nk:] for m in others)
+        return ops.ring_syr2k(a).reshape(-1) - sum(m[nk:] for m in others)
     raise ValueError(f"unknown dealer request {fn!r}")
 
 
@@ -397,7 +391,7 @@ class DealerCore:
             nwords = stream_words if i == p else total_words
             buf = self.pool.get(("mat", i), nwords)
             if nwords:
-                _ops().prg_fill_(buf, key, seq, 0)
+                ops.prg_fill_(buf, key, seq, 0)
             mats.append(buf)
         return mats
 
@@ -408,16 +402,16 @@ class DealerCore:
         if kind == CMP:
             n, k, mode, payloads, self_sign = check_cmp_params(*params)
             lay = cmp_layout(n, k, mode, payloads, self_sign)
-            check_budget(lay["stream"], lay["total"], ws, "comparison")
+            check_budget(lay.stream, lay.total, ws, "comparison")
         elif kind == CRYPTEN:
             stream_words, total = crypten_layout(params, ws)
         else:
             raise ValueError(f"unknown dealer request kind {kind}")
         self.seq += 1
         if kind == CMP:
-            mats = self._streams(self.seq, lay["stream"], lay["total"])
-            corr = self.pool.get("corr", lay["total"] - lay["stream"])
-            _ops().cmp_dealer_(corr, mats, n, k, mode, payloads, self_sign)
+            mats = self._streams(self.seq, lay.stream, lay.total)
+            corr = self.pool.get("corr", lay.corrected)
+            ops.cmp_dealer_(corr, mats, n, k, mode, payloads, self_sign)
             return corr
         mats = self._streams(self.seq, stream_words, total)
         return _crypten_corrections(params, mats).contiguous()
@@ -542,7 +536,7 @@ class DealerClient:
         # everything but the corrected party's corrected segment comes from the stream
         drawn = total_words if self.rank != corrected else stream_words
         if drawn:
-            _ops().prg_fill_(words[:drawn], self.key, self.seq, 0)
+            ops.prg_fill_(words[:drawn], self.key, self.seq, 0)
         if self.rank != corrected:
             return Material(words, stream_words, seq=self.seq)
         corr = words[stream_words:]
@@ -568,7 +562,7 @@ class DealerClient:
                                    f"next comparison is {params}")
             return ahead[1], ahead[2]
         lay = cmp_layout(*params)
-        return self._request(CMP, params, lay["stream"], lay["total"], header_extra=params), lay
+        return self._request(CMP, params, lay.stream, lay.total, header_extra=params), lay
 
     def prefetch_cmp(self, n, k, mode, payloads, self_sign=0):
         """Ask now for the material of the next comparison, so that the dealer
@@ -578,7 +572,7 @@ class DealerClient:
             raise RuntimeError("pgkernels: only one comparison can be asked for ahead")
         params = check_cmp_params(n, k, mode, int(payloads), int(self_sign))
         lay = cmp_layout(*params)
-        mat = self._request(CMP, params, lay["stream"], lay["total"], header_extra=params)
+        mat = self._request(CMP, params, lay.stream, lay.total, header_extra=params)
         self._ahead = (params, mat, lay)
 
     def crypten(self, req):

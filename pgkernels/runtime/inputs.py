@@ -1,7 +1,7 @@
 """Private inputs of an MPC job: one share per compute party, delivered to that party only.
 
 The caller of a job (:func:`pgkernels.train.train_mpc`,
-:func:`pgkernels.defenses.safenet_mpc`) plays the data owners. For every
+:func:`pgkernels.train.safenet_mpc.safenet_mpc`) plays the data owners. For every
 private array it
 
 1. encodes it in CrypTen's fixed point (``frac_bits`` fractional bits, 16 by

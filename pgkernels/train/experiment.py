@@ -24,7 +24,7 @@ One run:
    * ``"safenet"`` -- the owners' local models filtered on the first
      ``safenet_val`` validation records and majority-voted
      (:func:`pgkernels.defenses.safenet_reference`, or
-     :func:`~pgkernels.defenses.safenet_mpc` with ``backend="mpc"``, which
+     :func:`~pgkernels.train.safenet_mpc.safenet_mpc` with ``backend="mpc"``, which
      answers every evaluation query in one MPC session);
 
 4. metrics on clean held-out data: validation and test accuracy, the
@@ -370,7 +370,8 @@ def run(cfg, clean=None):
                     r["g_accuracy_last_epoch"] = stats["epochs"][-1]["g_accuracy"]
             results[defense] = r
         elif defense == "safenet":
-            from ..defenses import safenet_mpc, safenet_reference
+            from ..defenses.safenet import safenet_reference
+            from .safenet_mpc import safenet_mpc
 
             models = need_local()
             nv = min(int(cfg.safenet_val), len(data.X_val))
