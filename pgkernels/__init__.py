@@ -6,6 +6,7 @@ CrypTen after it (``import pgkernels, crypten``) or via
 """
 
 from ._compat import import_crypten, patch_torch_for_crypten
+from ._version import __version__
 
 patch_torch_for_crypten()
 
@@ -20,8 +21,6 @@ from . import defenses  # noqa: E402,F401
 from .runtime.comm import CommStats, reset_stats  # noqa: E402
 from .runtime.launch import PartyError, launch  # noqa: E402
 from .runtime.session import ConfigError  # noqa: E402
-
-__version__ = "0.1.0"
 
 
 def comm_stats():
