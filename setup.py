@@ -9,6 +9,7 @@ builds them; DEBUG=1 compiles with -O0 -g.
 
 import glob
 import os
+import re
 
 from setuptools import find_packages, setup
 
@@ -16,6 +17,17 @@ import torch
 from torch.utils.cpp_extension import BuildExtension, CppExtension, CUDAExtension, CUDA_HOME
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
+
+
+def read_version():
+    """The version in pgkernels/_version.py, parsed (not imported: importing
+    the package needs the extension this file builds) with the pattern
+    CMakeLists.txt uses."""
+    with open(os.path.join(ROOT, "pgkernels", "_version.py")) as f:
+        found = re.search(r'^__version__ = "(\d+\.\d+\.\d+)"$', f.read(), re.M)
+    if found is None:
+        raise RuntimeError('pgkernels/_version.py has no line __version__ = "MAJOR.MINOR.PATCH"')
+    return found.group(1)
 
 
 def sources(pattern):
@@ -33,6 +45,9 @@ def extension():
     cxx = ["-std=c++17", "-O0" if debug else "-O3", "-fvisibility=hidden"]
     if debug:
         cxx.append("-g")
+    # The torch-free core (public headers in csrc/pgkernels/, included as
+    # <pgkernels/...>) is compiled into the extension; csrc/cpu/<family>_cpu.cpp
+    # hold the ATen wrappers.
     srcs = (
         ["csrc/ops.cpp", "csrc/module.cpp"]
         + sources("csrc/core/*.cpp")
@@ -53,7 +68,7 @@ def extension():
 
 setup(
     name="pgkernels",
-    version="0.1.0",
+    version=read_version(),
     description="Fast secure kernels for defending private ML against data poisoning, on CrypTen shares",
     packages=find_packages(include=["pgkernels", "pgkernels.*"]),
     python_requires=">=3.9",

@@ -1,11 +1,11 @@
 #pragma once
 // One place that turns op arguments into a validated CmpSpec for the ATen
-// wrappers: the checks themselves live in csrc/core (pgk::cmp_check).
+// wrappers: the checks themselves live in the core (pgk::cmp_check, <pgkernels/compare.h>).
 #include <stdexcept>
 
 #include <torch/library.h>
 
-#include "core/compare.h"
+#include <pgkernels/compare.h>
 
 namespace pgk_aten {
 

@@ -1,13 +1,16 @@
 // Every pgkernels op schema, declared once. Backends register implementations
 // in csrc/cpu/*.cpp and csrc/cuda/*.cu with TORCH_LIBRARY_IMPL, so a CPU-only
-// build simply leaves the CUDA files out.
+// build simply leaves the CUDA files out. Op <op> has its CPU implementation
+// <op>_cpu in csrc/cpu/<family>_cpu.cpp (prg, bits, compare, ring), next to
+// the torch-free core function it wraps (<pgkernels/<family>.h>).
 #include <ATen/ATen.h>
 #include <torch/library.h>
 
+#include <pgkernels/compare.h>
+#include <pgkernels/network.h>
+#include <pgkernels/prg.h>
+
 #include "cmp_spec.h"
-#include "core/compare.h"
-#include "core/network.h"
-#include "core/prg.h"
 
 namespace {
 
@@ -57,12 +60,12 @@ TORCH_LIBRARY(pgkernels, m) {
   m.def("sorting_network(int n, int[] outputs) -> Tensor", &sorting_network_op);
   // AES-128-CTR stream (key: 16 uint8) written over an int64 tensor.
   m.def("prg_fill_(Tensor(a!) out, Tensor key, int nonce, int first_block) -> ()");
-  // Ring (mod 2^64) matrix products on int64 tensors; see csrc/core/ring.h.
+  // Ring (mod 2^64) matrix products on int64 tensors; see <pgkernels/ring.h>.
   m.def("ring_matmul_nt(Tensor a, Tensor b) -> Tensor");  // a @ b.T
   m.def("ring_syr2k(Tensor a, Tensor? b=None) -> Tensor");  // a @ b.T + b @ a.T, or a @ a.T
   m.def("bitslice(Tensor values, int k) -> Tensor");
   m.def("unbitslice(Tensor planes, int n, int k) -> Tensor");
-  // Comparison rounds; see csrc/core/compare.h for the protocol.
+  // Comparison rounds; see <pgkernels/compare.h> for the protocol.
   m.def("cmp_open1(Tensor x, Tensor v, Tensor mat, int k, int mode, int payloads, bool rank0, int self_sign=0) -> (Tensor, Tensor)");
   m.def("cmp_start(Tensor c, Tensor mat, int k, int mode, int payloads, bool rank0, bool negate, int self_sign=0) -> (Tensor, Tensor)");
   m.def("cmp_step(Tensor opened, Tensor mat, Tensor(a!) state, int n, int k, int mode, int payloads, bool rank0, int level, int self_sign=0) -> Tensor");

@@ -6,6 +6,7 @@ CrypTen after it (``import pgkernels, crypten``) or via
 """
 
 from ._compat import import_crypten, patch_torch_for_crypten
+from ._version import __version__
 
 patch_torch_for_crypten()
 
@@ -20,8 +21,7 @@ from . import defenses  # noqa: E402,F401
 from .runtime.comm import CommStats, reset_stats  # noqa: E402
 from .runtime.launch import PartyError, launch  # noqa: E402
 from .runtime.session import ConfigError  # noqa: E402
-
-__version__ = "0.1.0"
+from .runtime.session import init_from_env as init, shutdown_party as uninit  # noqa: E402
 
 
 def comm_stats():
@@ -33,6 +33,6 @@ def comm_stats():
 
 __all__ = [
     "ConfigError", "CommStats", "PartyError", "comm_stats", "decode", "eq", "ge", "gt", "import_crypten",
-    "launch", "le", "lt", "ltz", "ne", "relu", "reset_stats", "sign", "where",
+    "init", "launch", "le", "lt", "ltz", "ne", "relu", "reset_stats", "sign", "uninit", "where",
     "argmax", "argmin", "cosine_similarity", "cost_model", "defenses", "gram", "inv_sqrt", "norm", "sqrt", "pairwise_sq_dist", "kthvalue", "max", "median", "min", "sort", "topk", "trimmed_mean",
 ]

@@ -24,6 +24,11 @@ the default, does so for any non-loopback rendezvous). Once per process::
 
 then add ``--identity party0.key --roster roster.json`` (each process its own
 key) to the commands above. ``--channel plain`` sends in the clear.
+
+A program that starts its parties CrypTen's way (``RANK``, ``WORLD_SIZE``,
+``RENDEZVOUS`` in each party's environment) needs only the dealer line above,
+with the same world size and rendezvous, and ``pgkernels.init()`` in place of
+``crypten.init()`` in every party (:func:`pgkernels.runtime.session.init_from_env`).
 """
 
 import argparse

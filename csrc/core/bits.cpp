@@ -1,4 +1,4 @@
-#include "core/bits.h"
+#include <pgkernels/bits.h>
 
 #include <algorithm>
 #include <cstring>

@@ -1,10 +1,10 @@
-#include "core/compare.h"
+#include <pgkernels/compare.h>
 
 #include <algorithm>
 #include <stdexcept>
 #include <string>
 
-#include "core/bits.h"
+#include <pgkernels/bits.h>
 
 namespace pgk {
 namespace {

@@ -1,4 +1,4 @@
-#include "core/network.h"
+#include <pgkernels/network.h>
 
 #include <algorithm>
 #include <stdexcept>

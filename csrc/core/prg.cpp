@@ -1,4 +1,4 @@
-#include "core/prg.h"
+#include <pgkernels/prg.h>
 
 #include <cstring>
 

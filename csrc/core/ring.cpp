@@ -1,4 +1,4 @@
-#include "core/ring.h"
+#include <pgkernels/ring.h>
 
 #include <algorithm>
 #include <vector>

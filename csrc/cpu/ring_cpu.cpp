@@ -1,8 +1,8 @@
-// ATen wrappers of the ring matrix products (csrc/core/ring.h).
+// ATen wrappers of the ring matrix products (<pgkernels/ring.h>).
 #include <ATen/ATen.h>
 #include <torch/library.h>
 
-#include "core/ring.h"
+#include <pgkernels/ring.h>
 
 namespace {
 

@@ -21,8 +21,9 @@
 #include <cstdio>
 #include <vector>
 
-#include "core/compare.h"
-#include "core/prg.h"
+#include <pgkernels/compare.h>
+#include <pgkernels/prg.h>
+#include <pgkernels/version.h>
 
 using u64 = uint64_t;
 
@@ -42,6 +43,7 @@ u64 encode(double v) { return u64(int64_t(std::llround(v * double(1 << kFracBits
 }  // namespace
 
 int main() {
+  std::printf("pgkernels %s\n", PGKERNELS_VERSION);
   const std::vector<double> values = {-3.5, -0.25, -1.0 / 65536, 0.0, 1.0 / 65536, 0.25, 2.75,
                                       -1000.0, 1000.0, -123456.789, 123456.789};
   const size_t n = values.size();

@@ -28,8 +28,17 @@ Channels (``channel=``, :mod:`pgkernels.runtime.channel`):
 In every mode CrypTen's object messages (``send_obj``/``recv_obj``/
 ``broadcast_obj``) use a JSON encoding instead of pickle
 (:mod:`pgkernels.runtime.communicator`).
+
+Programs that start their parties CrypTen's way (every process gets
+``RANK``, ``WORLD_SIZE`` and ``RENDEZVOUS`` in its environment and calls
+``crypten.init()``) call :func:`init_from_env` (``pgkernels.init()``) instead
+of ``crypten.init()``, and start the dealer as one more process with
+:func:`dealer_command`'s command line (``python -m pgkernels.party --role
+dealer``); ``crypten.uninit()`` or ``pgkernels.uninit()``
+(:func:`shutdown_party`) ends the session.
 """
 
+import atexit
 import datetime
 import ipaddress
 import os
@@ -142,7 +151,9 @@ def _setup_communicator(rank, world_size, rendezvous, dealer, timeout, secure=No
     inst.ttp_group = dist.new_group(list(range(total)), timeout=td)
     inst.ttp_comm_group = dist.new_group([0, total - 1], timeout=td)
     inst.main_group = dist.new_group(list(range(world_size)), timeout=td)
-    inst.ttp_initialized = has_dealer_process(dealer)
+    # Only CrypTen's TTPServer understands the "terminate" that crypten.uninit()
+    # sends when this is set; the pgkernels dealer stops on every party's STOP.
+    inst.ttp_initialized = dealer == "crypten-ttp"
     if secure is None:
         inst.pgk_tx = PlainTransport()
     else:
@@ -190,26 +201,166 @@ def init_party(rank, world_size, rendezvous, dealer="ttp", timeout=300.0, insecu
     return client
 
 
+def dealer_command(world_size=None, rendezvous=None, dealer="ttp"):
+    """The command line that starts the dealer process of a session
+    (``WORLD_SIZE``/``RENDEZVOUS`` from the environment when not given)."""
+    world_size = os.environ.get("WORLD_SIZE", "K") if world_size is None else world_size
+    rendezvous = os.environ.get("RENDEZVOUS", "URL") if rendezvous is None else rendezvous
+    cmd = f"python -m pgkernels.party --role dealer --world-size {world_size} --rendezvous {rendezvous}"
+    return cmd if dealer == "ttp" else f"{cmd} --dealer {dealer}"
+
+
+def _how_to_start():
+    return (
+        "In a program that starts its parties CrypTen's way (RANK, WORLD_SIZE, RENDEZVOUS in the "
+        "environment), call pgkernels.init() instead of crypten.init() in every party and start the dealer "
+        f"as one more process: {dealer_command()} . Otherwise run the parties with pgkernels.launch(...) or "
+        "python -m pgkernels.party."
+    )
+
+
 def dealer_client():
+    """This party's connection to the pgkernels dealer; RuntimeError (saying
+    how to get one) when the process has none."""
     client = _STATE.get("client")
     if client is None:
         if not _STATE:
-            raise RuntimeError(
-                "pgkernels is not initialised in this process: run inside pgkernels.launch(...) "
-                "or python -m pgkernels.party"
-            )
+            crypten = import_crypten()
+            if crypten.is_initialized():
+                raise RuntimeError(
+                    "pgkernels kernels need the pgkernels dealer, and this process has none: crypten.init() "
+                    "starts no pgkernels dealer. " + _how_to_start()
+                )
+            raise RuntimeError("pgkernels is not initialised in this process. " + _how_to_start())
         raise RuntimeError(
-            f"pgkernels kernels need the pgkernels dealer (dealer='ttp'), not {_STATE['dealer']!r}"
+            f"pgkernels kernels need the pgkernels dealer (dealer='ttp'), not {_STATE['dealer']!r}: start "
+            "the session with dealer='ttp', the default of pgkernels.launch, python -m pgkernels.party and "
+            "pgkernels.init()"
         )
     return client
 
 
+def _env(name):
+    value = os.environ.get(name)
+    if value is None or not value.strip():
+        raise ConfigError(
+            f"pgkernels.init() reads the session from the environment, as crypten.init() does: set {name} "
+            "(RANK: this party, 0..WORLD_SIZE-1; WORLD_SIZE: the number of compute parties; RENDEZVOUS: "
+            "tcp://HOST:PORT or file:///path, the same in every party and the dealer)"
+        )
+    return value.strip()
+
+
+def _env_int(name):
+    value = _env(name)
+    try:
+        return int(value)
+    except ValueError:
+        raise ConfigError(f"environment variable {name} must be an integer, got {value!r}") from None
+
+
+def init_from_env(config_file=None, party_name=None, *, dealer="ttp", timeout=300.0, channel="auto",
+                  identity=None, roster=None, insecure=False):
+    """``pgkernels.init()``: :func:`init_party` configured the way ``crypten.init()`` is.
+
+    Call it in every compute party instead of ``crypten.init()``. It reads
+    ``RANK``, ``WORLD_SIZE`` and ``RENDEZVOUS`` (and, if set,
+    ``DISTRIBUTED_BACKEND``, which must be ``gloo``) from the environment,
+    joins the session's torch.distributed group with the dealer at rank
+    ``WORLD_SIZE``, and sets CrypTen up on that group, so CrypTen's own ops
+    run as after ``crypten.init()`` (their triples from the same dealer) and
+    pgkernels' kernels run too. Start the dealer as one more process with
+    :func:`dealer_command` (``python -m pgkernels.party --role dealer
+    --world-size K --rendezvous URL``); until it joins, this call waits (at
+    most ``timeout`` seconds). ``config_file`` and ``party_name`` are
+    ``crypten.init()``'s; ``dealer``, ``timeout``, ``channel``, ``identity``,
+    ``roster`` and ``insecure`` are :func:`init_party`'s. End with
+    ``pgkernels.uninit()`` (:func:`shutdown_party`) or ``crypten.uninit()``
+    (routed to it while this session is open, so that the dealer hears that
+    the party is done); a party that calls neither is shut down at
+    interpreter exit.
+
+    Returns the dealer client (None for ``dealer="tfp"``)."""
+    crypten = import_crypten()
+    if _STATE:
+        warnings.warn("pgkernels is already initialised in this process.", RuntimeWarning, stacklevel=2)
+        return _STATE.get("client")
+    if crypten.is_initialized():
+        raise ConfigError(
+            "CrypTen is already initialised (crypten.init() was called). Call pgkernels.init() instead of "
+            "crypten.init(), not after it: it sets CrypTen up itself, on the same RANK/WORLD_SIZE/RENDEZVOUS "
+            f"group, with the pgkernels dealer as rank WORLD_SIZE ({dealer_command()})."
+        )
+    backend = os.environ.get("DISTRIBUTED_BACKEND", "gloo")
+    if backend != "gloo":
+        raise ConfigError(f"pgkernels sessions run on gloo; DISTRIBUTED_BACKEND is {backend!r}")
+    world_size, rank, rendezvous = _env_int("WORLD_SIZE"), _env_int("RANK"), _env("RENDEZVOUS")
+    if rank == world_size and has_dealer_process(dealer):
+        raise ConfigError(
+            f"RANK={rank} is the dealer's rank; start the dealer with "
+            f"{dealer_command(world_size, rendezvous, dealer)} instead of calling pgkernels.init() in it"
+        )
+    if not 0 <= rank < world_size:
+        raise ConfigError(f"RANK must be in [0, WORLD_SIZE) = [0, {world_size}), got {rank}")
+    if config_file is not None:
+        crypten.cfg.load_config(config_file)
+    try:
+        client = init_party(rank, world_size, rendezvous, dealer, timeout, insecure, channel, identity,
+                            roster)
+    except ConfigError:
+        raise
+    except Exception as e:
+        if dist.is_initialized() or not has_dealer_process(dealer):
+            raise
+        # The group never formed: most often the dealer (or a party) was not started.
+        raise RuntimeError(
+            f"pgkernels.init(): the session at {rendezvous} did not form within {timeout} s ({e}). Every "
+            f"compute party (RANK 0..{world_size - 1}) must call pgkernels.init() and the dealer must run: "
+            f"{dealer_command(world_size, rendezvous, dealer)}"
+        ) from e
+    if party_name is not None:
+        crypten.communicator.get().set_name(party_name)
+    token = _STATE["opened_by"] = object()
+    atexit.register(_shutdown_at_exit, token)
+    _route_crypten_uninit(crypten)
+    return client
+
+
+def _route_crypten_uninit(crypten):
+    """Make ``crypten.uninit()`` (which calls ``crypten.communicator.uninit``)
+    end an :func:`init_from_env` session with :func:`shutdown_party`:
+    CrypTen's own shutdown would drop the connections without telling the
+    dealer, which then fails on the closed connection. Other sessions, and
+    CrypTen after this one ends, keep CrypTen's function."""
+    comm = crypten.communicator
+    if getattr(comm.uninit, "_pgkernels_routed", False):
+        return
+    crypten_uninit = comm.uninit
+
+    def uninit():
+        if _STATE.get("opened_by") is not None:
+            return shutdown_party()
+        return crypten_uninit()
+
+    uninit._pgkernels_routed = True
+    comm.uninit = uninit
+
+
+def _shutdown_at_exit(token):
+    # Only the session this init_from_env call opened, and only if still open.
+    if _STATE.get("opened_by") is token:
+        shutdown_party()
+
+
 def shutdown_party():
+    """Leave the session: tell the dealer this party is done (every party does;
+    the dealer stops when all have) and destroy the process group.
+    ``pgkernels.uninit()``; safe to call twice."""
     client = _STATE.pop("client", None)
     dealer = _STATE.pop("dealer", None)
     _STATE.clear()
     try:
-        if client is not None:
+        if client is not None and dist.is_initialized():
             client.stop()
         if dealer == "crypten-ttp":
             import crypten.communicator as cc

@@ -5,8 +5,8 @@
 #include <random>
 #include <vector>
 
-#include "core/bits.h"
-#include "core/compare.h"
+#include <pgkernels/bits.h>
+#include <pgkernels/compare.h>
 
 #include "check.h"
 

@@ -6,7 +6,7 @@
 #include <random>
 #include <vector>
 
-#include "core/network.h"
+#include <pgkernels/network.h>
 
 #include "check.h"
 

@@ -1,5 +1,5 @@
-// Self-contained tests for core/prg.{h,cpp}. Exit status is non-zero on failure.
-#include "core/prg.h"
+// Self-contained tests for pgkernels/prg.h (csrc/core/prg.cpp). Exit status is non-zero on failure.
+#include <pgkernels/prg.h>
 
 #include <chrono>
 #include <cstdio>

@@ -3,7 +3,8 @@
 #include <random>
 #include <vector>
 
-#include "core/ring.h"
+#include <pgkernels/ring.h>
+
 #include "check.h"
 
 using namespace pgk;
