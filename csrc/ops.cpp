@@ -54,10 +54,15 @@ at::Tensor sorting_network_op(int64_t n, std::vector<int64_t> outputs) {
 
 }  // namespace
 
+// Comparison ops name their mode argument cmp_mode: torch's
+// auto_functionalized calls impl(mode, *args), so an op argument called
+// "mode" breaks functionalization of the mutating ones (cmp_step, cmp_dealer_).
 TORCH_LIBRARY(pgkernels, m) {
   m.def("aesni_available() -> bool", &aesni_available_op);
-  m.def("cmp_layout(int n, int k, int mode, int payloads, int self_sign=0) -> int[]", &cmp_layout_op);
-  m.def("sorting_network(int n, int[] outputs) -> Tensor", &sorting_network_op);
+  m.def("cmp_layout(int n, int k, int cmp_mode, int payloads, int self_sign=0) -> int[]", &cmp_layout_op);
+  // CompositeExplicitAutograd (below), not a function-pointer def (implicit): a
+  // fake kernel can then be registered, so opcheck and tracing run on it.
+  m.def("sorting_network(int n, int[] outputs) -> Tensor");
   // AES-128-CTR stream (key: 16 uint8) written over an int64 tensor.
   m.def("prg_fill_(Tensor(a!) out, Tensor key, int nonce, int first_block) -> ()");
   // Ring (mod 2^64) matrix products on int64 tensors; see <pgkernels/ring.h>.
@@ -66,10 +71,14 @@ TORCH_LIBRARY(pgkernels, m) {
   m.def("bitslice(Tensor values, int k) -> Tensor");
   m.def("unbitslice(Tensor planes, int n, int k) -> Tensor");
   // Comparison rounds; see <pgkernels/compare.h> for the protocol.
-  m.def("cmp_open1(Tensor x, Tensor v, Tensor mat, int k, int mode, int payloads, bool rank0, int self_sign=0) -> (Tensor, Tensor)");
-  m.def("cmp_start(Tensor c, Tensor mat, int k, int mode, int payloads, bool rank0, bool negate, int self_sign=0) -> (Tensor, Tensor)");
-  m.def("cmp_step(Tensor opened, Tensor mat, Tensor(a!) state, int n, int k, int mode, int payloads, bool rank0, int level, int self_sign=0) -> Tensor");
-  m.def("cmp_finish(Tensor z, Tensor mat, Tensor v, Tensor e, int n, int k, int mode, int payloads, bool rank0, int self_sign=0) -> Tensor");
+  m.def("cmp_open1(Tensor x, Tensor v, Tensor mat, int k, int cmp_mode, int payloads, bool rank0, int self_sign=0) -> (Tensor, Tensor)");
+  m.def("cmp_start(Tensor c, Tensor mat, int k, int cmp_mode, int payloads, bool rank0, bool negate, int self_sign=0) -> (Tensor, Tensor)");
+  m.def("cmp_step(Tensor opened, Tensor mat, Tensor(a!) state, int n, int k, int cmp_mode, int payloads, bool rank0, int level, int self_sign=0) -> Tensor");
+  m.def("cmp_finish(Tensor z, Tensor mat, Tensor v, Tensor e, int n, int k, int cmp_mode, int payloads, bool rank0, int self_sign=0) -> Tensor");
   // Dealer: writes the corrected party's words (its material is mats[0]) into corr.
-  m.def("cmp_dealer_(Tensor(a!) corr, Tensor[] mats, int n, int k, int mode, int payloads, int self_sign=0) -> ()");
+  m.def("cmp_dealer_(Tensor(a!) corr, Tensor[] mats, int n, int k, int cmp_mode, int payloads, int self_sign=0) -> ()");
+}
+
+TORCH_LIBRARY_IMPL(pgkernels, CompositeExplicitAutograd, m) {
+  m.impl("sorting_network", &sorting_network_op);
 }

@@ -10,7 +10,7 @@ from ._version import __version__
 
 patch_torch_for_crypten()
 
-from .protocols._shares import decode  # noqa: E402
+from .protocols.shares import decode  # noqa: E402
 from .protocols.compare import eq, ge, gt, le, lt, ltz, ne, relu, sign, where  # noqa: E402
 from .protocols.order import (  # noqa: E402
     argmax, argmin, kthvalue, max, median, min, sort, topk, trimmed_mean)

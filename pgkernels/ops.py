@@ -16,10 +16,11 @@ explicitly. Loading also registers a fake (meta) kernel for every op with
 tensor inputs, computing its output sizes from the same C++ layout as the real
 kernel, so the ops trace under ``torch.compile``/``torch.export`` and
 ``torch.library.opcheck`` runs all its tests on them. The three ops without
-tensor inputs (:func:`aesni_available`, :func:`cmp_layout`,
-:func:`sorting_network`) are host-side functions of Python ints: the C++ side
-registers them as ``CompositeImplicitAutograd`` functions, which cannot take a
-fake kernel (a graph captures ``sorting_network``'s result as a constant).
+tensor inputs are host-side functions of Python ints: :func:`aesni_available`
+and :func:`cmp_layout` run as they are under a fake mode
+(``CompositeImplicitAutograd``); :func:`sorting_network` returns a tensor, so
+it is ``CompositeExplicitAutograd`` with a fake kernel that runs the (cheap,
+deterministic) real network outside the fake mode for its size.
 """
 
 import dataclasses
@@ -203,6 +204,14 @@ def _register_fakes():
         _check_words(out, "out")
         torch._check(key.dtype == torch.uint8 and key.numel() == 16,
                      lambda: "key must be a contiguous uint8 tensor of 16 bytes")
+
+    @torch.library.register_fake("pgkernels::sorting_network")
+    def _sorting_network(n, outputs):
+        from torch._subclasses.fake_tensor import unset_fake_temporarily
+
+        with unset_fake_temporarily():  # the same checks and size as the kernel
+            rows = torch.ops.pgkernels.sorting_network(n, outputs).shape[0]
+        return torch.empty((rows, 3), dtype=torch.long)
 
     @torch.library.register_fake("pgkernels::bitslice")
     def _bitslice(values, k):

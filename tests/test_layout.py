@@ -2,6 +2,7 @@
 
 Layers, bottom to top; a module imports only from its own layer or those below it:
 
+* ``ops.py`` -- one typed wrapper per compiled op (the extension ``_C``);
 * ``runtime/`` -- processes, the dealer, communication;
 * ``protocols/`` -- rounds of local kernels and communication (``nn/``, a
   batched MPC inference engine, if there is one, sits beside it);
@@ -30,10 +31,11 @@ ROOT = pathlib.Path(__file__).resolve().parents[1] / "pgkernels"
 PKG = "pgkernels"
 
 # The root's private modules serve the whole distribution: the compiled
-# extension (``_C``, imported for its ops) and the CrypTen compatibility shim.
-ROOT_PRIVATE = {"_C", "_compat"}
+# extension (``_C``, imported for its ops), the CrypTen compatibility shim and
+# the one version string.
+ROOT_PRIVATE = {"_C", "_compat", "_version"}
 
-_MPC = {"runtime", "protocols", "nn", "defenses"}
+_MPC = {"ops", "runtime", "protocols", "nn", "defenses"}
 _ML = {"data", "models", "attacks", "metrics", "reporting"}
 _LIBRARY = _MPC | _ML
 
@@ -41,50 +43,31 @@ _LIBRARY = _MPC | _ML
 # is a leaf (torch only), so the MPC layers above runtime may read its layer
 # types (SafeNet's secure inference recognises the CNN's Flatten).
 ALLOWED = {
-    "runtime": set(),
-    "protocols": {"runtime", "models"},
-    "nn": {"runtime", "protocols", "models"},
-    "defenses": {"runtime", "protocols", "nn", "models"},
+    "ops": set(),
+    "runtime": {"ops"},
+    "protocols": {"ops", "runtime", "models"},
+    "nn": {"ops", "runtime", "protocols", "models"},
+    "defenses": {"ops", "runtime", "protocols", "nn", "models"},
     "data": set(),
     "models": set(),
     "attacks": {"data"},
     "metrics": {"data", "models", "attacks"},
     "reporting": set(),
-    "serving": {"runtime", "protocols", "defenses"},
+    "serving": {"ops", "runtime", "protocols", "defenses"},
     "fl": _LIBRARY | {"serving"},
     "train": _LIBRARY,
     "integrations": _LIBRARY | {"serving", "fl"},
-    "party": {"runtime"},
+    "party": {"ops", "runtime"},
     "cli": _LIBRARY | {"serving", "fl", "train", "integrations", "demo", "party"},
     "demo": _LIBRARY | {"serving", "fl", "train", "integrations"},
-    "__init__": {"runtime", "protocols", "defenses"},  # the root facade: the library's public names
+    "__init__": {"ops", "runtime", "protocols", "defenses"},  # the root facade: the library's public names
 }
 APPLICATIONS = {"serving", "fl", "train", "integrations", "cli", "demo", "party"}
 
-# Known violations, each waiting for a branch of issue 14 being done in
-# parallel; the integrator deletes an entry once its fix is merged (the test
-# fails on any violation not listed here, and on any entry that no longer
-# occurs). Keys: (module, kind, what it imports).
-KNOWN = {
-    # item 3 (a public protocol API: ranks, compare-exchange, network rows,
-    # public-value helpers, share plumbing and decode without underscores)
-    (f"{PKG}", "private", f"{PKG}.protocols._shares.decode"),
-    (f"{PKG}.defenses.robust", "private", f"{PKG}.protocols._shares"),
-    (f"{PKG}.defenses.robust", "private", f"{PKG}.protocols.order._ranks"),
-    (f"{PKG}.defenses.robust", "private", f"{PKG}.protocols.order._public"),
-    (f"{PKG}.defenses.robust", "private", f"{PKG}.protocols.order._rank_bits"),
-    (f"{PKG}.defenses.robust", "private", f"{PKG}.protocols.order._network_rows"),
-    (f"{PKG}.defenses.robust", "private", f"{PKG}.protocols.order._compare_exchange"),
-    (f"{PKG}.defenses.clustering", "private", f"{PKG}.protocols._shares"),
-    (f"{PKG}.defenses.clustering", "private", f"{PKG}.protocols.order._ranks"),
-    (f"{PKG}.defenses.clustering", "private", f"{PKG}.protocols.order._rank_bits"),
-    # applications that decode results: pgkernels.decode has no home below the
-    # root facade until item 3 gives protocols/_shares.py's decode a public one
-    (f"{PKG}.demo", "private", f"{PKG}.protocols._shares.decode"),
-    (f"{PKG}.train.mpc", "private", f"{PKG}.protocols._shares.decode"),
-    # item 4 (the SafeNet split): its kernels through the package root
-    (f"{PKG}.defenses.safenet", "root", f"import {PKG}"),
-}
+# Known violations: none. (While issue 14 was done in parallel branches this
+# listed the ones each branch would fix; keep it for a future move done in steps.)
+# Keys: (module, kind, what it imports).
+KNOWN = {}
 
 
 def _modules(root):

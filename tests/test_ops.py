@@ -251,48 +251,41 @@ def _other_cases():
     ]
 
 
-# torch's auto_functionalized, which AOT dispatch runs a mutating op through,
-# calls its mode-redirect as impl(mode, *args, **kwargs): an op argument named
-# "mode" (cmp_step's and cmp_dealer_'s) collides with it. Renaming the schema
-# argument (csrc/ops.cpp) fixes it; until then these two stop short of that test.
-_MODE_ARG_CLASH = ("cmp_step", "cmp_dealer_")
 ALL_TESTS = ("test_schema", "test_autograd_registration", "test_faketensor", "test_aot_dispatch_dynamic")
 
 
 @pytest.mark.parametrize("case", _cmp_cases() + _other_cases(), ids=lambda c: c[0])
 def test_opcheck(case):
+    """Every test of opcheck on every op with tensor inputs, the mutating ones
+    (prg_fill_, cmp_step, cmp_dealer_) included: their schemas name the mode
+    argument cmp_mode, so torch's auto_functionalized (impl(mode, ...)) runs them."""
     name, op, args = case
-    tests = ALL_TESTS
-    if name.startswith(_MODE_ARG_CLASH):
-        tests = ALL_TESTS[:3]
-    torch.library.opcheck(op, args, test_utils=tests)
-
-
-@pytest.mark.parametrize("name", _MODE_ARG_CLASH)
-@pytest.mark.xfail(strict=True, reason="torch's auto_functionalized: an op argument named 'mode' collides with "
-                                       "impl(mode, ...); passes once the schema argument is renamed")
-def test_opcheck_aot_dispatch_of_mutating_ops_with_a_mode_argument(name):
-    op, args = next((op, args) for n, op, args in _cmp_cases() if n.startswith(name))
-    torch.library.opcheck(op, args, test_utils=("test_aot_dispatch_dynamic",))
+    torch.library.opcheck(op, args, test_utils=ALL_TESTS)
 
 
 def test_opcheck_ops_without_tensor_inputs():
-    """The int-only ops run as they are under a fake mode (CompositeImplicitAutograd
-    in csrc/ops.cpp): cmp_layout and aesni_available pass every test."""
+    """The int-only ops: cmp_layout and aesni_available run as they are under a
+    fake mode (CompositeImplicitAutograd); sorting_network has a fake kernel
+    (CompositeExplicitAutograd), full and pruned to some outputs."""
     from pgkernels import ops as K
 
     lib = K.load()
     torch.library.opcheck(lib.cmp_layout, (100, 64, 0, 2, -1), test_utils=ALL_TESTS)
     torch.library.opcheck(lib.aesni_available, (), test_utils=ALL_TESTS)
-    torch.library.opcheck(lib.sorting_network, (9, [4]), test_utils=ALL_TESTS[:2])
+    for args in ((9, [4]), (9, []), (1, []), (0, []), (33, [0, 32])):
+        torch.library.opcheck(lib.sorting_network, args, test_utils=ALL_TESTS)
 
 
-@pytest.mark.xfail(strict=True, reason="sorting_network allocates its output in C++ under the fake mode: it needs "
-                                       "a CompositeExplicitAutograd registration (csrc/ops.cpp) to take a fake kernel")
-def test_opcheck_sorting_network_fake():
+def test_sorting_network_fake_checks_like_the_kernel():
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
     from pgkernels import ops as K
 
-    torch.library.opcheck(K.load().sorting_network, (9, [4]), test_utils=("test_faketensor",))
+    lib = K.load()
+    with FakeTensorMode():
+        assert lib.sorting_network(9, [4]).shape == K.sorting_network(9, [4]).shape
+        with pytest.raises(RuntimeError, match="out of range"):
+            lib.sorting_network(9, [9])
 
 
 def test_fake_kernels_trace_the_comparison_rounds():

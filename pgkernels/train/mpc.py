@@ -284,7 +284,7 @@ def _clip_and_step(module, opt):
 
 
 def _decode_state(module, n_lin):
-    from ..protocols._shares import decode
+    from ..protocols.shares import decode
 
     out = {}
     for i in range(n_lin):
