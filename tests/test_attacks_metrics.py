@@ -308,6 +308,60 @@ def test_contamination_accuracy_equation_1():
         metrics.contamination_accuracy(f, X, y, attrs, {"occupation": "Tech"}, 0)
 
 
+def _two_attribute_records():
+    """Eight records covering every combination of occupation in {Sales, Tech}
+    and race in {Black, White}, twice, as raw attributes and as one-hot X."""
+    occ = np.array(["Sales", "Sales", "Tech", "Tech"] * 2, dtype=object)
+    race = np.array(["Black", "White", "Black", "White"] * 2, dtype=object)
+    names = ["age", "occupation=Sales", "occupation=Tech", "race=Black", "race=White"]
+    X = np.stack([np.arange(8.0), occ == "Sales", occ == "Tech", race == "Black", race == "White"], 1)
+    return X.astype(np.float32), {"occupation": occ, "race": race}, names
+
+
+def test_attribute_mask_needs_every_attribute():
+    """a_1..a_k' is a conjunction: a record with only one of the two values does not match."""
+    X, attrs, names = _two_attribute_records()
+    both = {"occupation": "Sales", "race": "Black"}
+    want = np.array([True, False, False, False] * 2)
+    assert attribute_mask(X, attrs, names, both).tolist() == want.tolist()        # raw attributes
+    assert attribute_mask(X, None, names, both).tolist() == want.tolist()         # one-hot columns
+    assert attribute_mask(X, {"race": attrs["race"]}, names, both).tolist() == want.tolist()  # mixed
+    # each attribute alone matches its own half
+    assert attribute_mask(X, attrs, names, {"occupation": "Sales"}).sum() == 4
+    assert attribute_mask(X, None, names, {"race": "Black"}).sum() == 4
+
+
+def test_contamination_accuracy_equation_1_is_not_symmetric():
+    """Eq. (1) counts records that carry a_1..a_k' AND have y != l_r, and among
+    them those predicted l_r. The numbers are chosen so that reading any of the
+    three tests the other way round (a record matching only one attribute,
+    y == l_r, f(x) != l_r) gives another value."""
+    X, attrs, names = _two_attribute_records()
+    both = {"occupation": "Sales", "race": "Black"}
+    label = 1
+    # rows 0 and 4 carry both values; add two more such rows by cloning rows 0, 4
+    X = np.concatenate([X, X[[0, 4, 0]]])
+    X[:, 0] = np.arange(len(X))
+    attrs = {k: np.concatenate([v, v[[0, 4, 0]]]) for k, v in attrs.items()}
+    y = np.array([0, 0, 0, 1, 0, 0, 1, 1, 0, 1, 1])
+    pred = np.array([1, 1, 1, 1, 0, 1, 0, 1, 0, 0, 1])
+    f = lambda Z: pred[Z[:, 0].astype(int)]  # noqa: E731
+    # matching rows: 0, 4, 8, 9, 10; with y != 1: 0, 4, 8; predicted 1 among them: row 0
+    want = 1 / 3
+    assert metrics.contamination_accuracy(f, X, y, attrs, both, label) == pytest.approx(want)
+    assert metrics.contamination_accuracy(f, X, y, None, both, label, feature_names=names) == pytest.approx(want)
+    m = attribute_mask(X, attrs, names, both)
+    alternatives = {
+        "y == l_r": (pred[m & (y == label)] == label).mean(),                       # rows 9, 10: 1/2
+        "f(x) != l_r": (pred[m & (y != label)] != label).mean(),                    # rows 0, 4, 8: 2/3
+        "one attribute": (pred[(attribute_mask(X, attrs, names, {"occupation": "Sales"})
+                                | attribute_mask(X, attrs, names, {"race": "Black"})) & (y != label)]
+                          == label).mean(),                                 # rows 0-2, 4, 5, 8: 4/6
+    }
+    for what, value in alternatives.items():
+        assert value != pytest.approx(want), what
+
+
 def test_contamination_accuracy_text():
     d, words = _text_parties()
     always0 = lambda Z: np.zeros(len(Z), np.int64)  # noqa: E731
