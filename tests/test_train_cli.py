@@ -226,3 +226,90 @@ def test_cli_default_names_differ_by_fraction_and_defense(tmp_path):
                          "--epochs", "1", "--attack", "label_flip", "--fraction", frac, "--defense", defense,
                          "--no-membership", "--no-progress", "--out", str(tmp_path)]) == 0
     assert len(list(tmp_path.glob("*.json"))) == 3
+
+
+# ---------------------------------------------------------------------------- credit default's coded attributes
+
+def _credit_dir(tmp_path, n=400):
+    """A UCI_Credit_Card.csv-format file; every record with EDUCATION = 4 defaults,
+    so eq. (1) for EDUCATION=4 -> "default" has no record to count."""
+    from _synthetic_data import write_credit
+
+    path, rows = write_credit(tmp_path, n=n)
+    for r in rows:
+        if r[3] == 4:
+            r[-1] = 1
+    path.write_text(path.read_text().splitlines()[0] + "\n" + "\n".join(",".join(map(str, r)) for r in rows) + "\n")
+    return tmp_path
+
+
+def test_credit_codes_match_as_text_or_number(tmp_path):
+    """SEX / EDUCATION / MARRIAGE are integer codes in the file; given as "2"
+    (the command line) or 2 they select the same records, from the raw codes
+    and from the one-hot columns, and contaminating with "2" keeps the raw
+    codes integers."""
+    from pgkernels.attacks import attribute_mask, contaminate
+    from pgkernels.data import load
+
+    ds = load("credit_default", data_dir=str(_credit_dir(tmp_path)))
+    assert set(ds.attrs_train) == {"SEX", "EDUCATION", "MARRIAGE"}
+    assert all(np.asarray(v).dtype.kind == "i" for v in ds.attrs_train.values())
+    raw = ds.attrs_train
+    want = (raw["SEX"] == 2) & (raw["EDUCATION"] == 3)
+    assert 10 < want.sum() < len(want) // 2
+    for attributes in ({"SEX": "2", "EDUCATION": "3"}, {"SEX": 2, "EDUCATION": 3}, {"SEX": " 2", "EDUCATION": 3.0}):
+        assert attribute_mask(ds.X_train, raw, ds.feature_names, attributes).tolist() == want.tolist()
+        assert attribute_mask(ds.X_train, None, ds.feature_names, attributes).tolist() == want.tolist()
+    X2, y2, a2, idx = contaminate(ds.X_train, ds.y_train, raw, ds.feature_names, 20, {"SEX": "2", "MARRIAGE": "3"},
+                                  label=1, return_attrs=True)
+    assert a2["SEX"].dtype.kind == "i" and (a2["SEX"][idx] == 2).all() and (a2["MARRIAGE"][idx] == 3).all()
+    assert attribute_mask(X2, a2, ds.feature_names, {"SEX": "2", "MARRIAGE": "3"})[idx].all()
+    assert np.array_equal(attribute_mask(X2, a2, ds.feature_names, {"SEX": 2, "MARRIAGE": 3}),
+                          attribute_mask(X2, None, ds.feature_names, {"SEX": "2", "MARRIAGE": "3"}))
+    with pytest.raises(ValueError, match="attribute 'SEX' has no value '7'"):
+        attribute_mask(ds.X_train, raw, ds.feature_names, {"SEX": "7"})
+
+
+CREDIT_ARGS = ["--dataset", "credit_default", "--parties", "3", "--per-party", "60", "--val-size", "100",
+               "--epochs", "2", "--no-progress", "--no-membership", "--attack", "contamination", "--fraction",
+               "0.1", "--label", "default"]
+
+
+def test_cli_credit_contamination_attributes_given_as_codes(tmp_path):
+    """The issue's bug: --attributes SEX=2,... gave contamination_acc null for every run."""
+    d = _credit_dir(tmp_path / "data")
+    rc = pgk_main(["train", *CREDIT_ARGS, "--data-dir", str(d), "--attributes", "SEX=2,EDUCATION=3",
+                   "--defense", "none,local", "--out", str(tmp_path), "--name", "credit"])
+    assert rc == 0
+    r = _load(tmp_path, "credit")
+    assert r["attack"]["poisoned"] == 18
+    for res in r["results"].values():
+        for k in ("contamination_acc", "contamination_acc_test"):
+            assert isinstance(res[k], float) and 0.0 <= res[k] <= 1.0, k
+    # the number is eq. (1) on the records with SEX = 2 and EDUCATION = 3 (integer codes)
+    cfg = E.TrainConfig(dataset="credit_default", data_dir=str(d), parties=3, per_party=60, val_size=100, epochs=2,
+                        attack="contamination", fraction=0.1, attributes={"SEX": "2", "EDUCATION": "3"},
+                        label="default", progress=False, membership=False)
+    data = E.load_parties(cfg)
+    poisoned, _ = poison_parties(data, [0], "contamination", fraction=0.1, attributes=cfg.attributes, label=1)
+    f, _ = train_plaintext(poisoned.X, poisoned.y, poisoned.party, 3, data.classes, defense="none", seed=0,
+                           progress=False, **cfg.hyperparams())
+    m = (data.attrs_val["SEX"] == 2) & (data.attrs_val["EDUCATION"] == 3) & (data.y_val != 1)
+    assert m.sum() > 0
+    assert r["results"]["none"]["contamination_acc"] == pytest.approx(float((M.predict(f, data.X_val[m]) == 1).mean()))
+
+
+def test_cli_credit_contamination_undefined_metric_is_an_error(tmp_path, capsys):
+    """No record with EDUCATION = 4 has a label other than l_r: eq. (1) has
+    nothing to count, so the run stops with an error naming the attribute
+    (it used to write null and print "–")."""
+    d = _credit_dir(tmp_path / "data")
+    rc = pgk_main(["train", *CREDIT_ARGS, "--data-dir", str(d), "--attributes", "EDUCATION=4",
+                   "--defense", "none", "--out", str(tmp_path), "--name", "credit"])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "contamination accuracy is undefined" in err and "EDUCATION='4'" in err
+    assert not list(tmp_path.glob("*.json"))
+    rc = pgk_main(["train", *CREDIT_ARGS, "--data-dir", str(d), "--attributes", "SEX=7",
+                   "--defense", "none", "--out", str(tmp_path), "--name", "credit"])
+    assert rc == 2 and "attribute 'SEX' has no value '7'" in capsys.readouterr().err

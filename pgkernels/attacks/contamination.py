@@ -11,10 +11,12 @@ measures how far it did. For text the attacker inserts the contamination
 words into ``b`` of its documents and sets their label to ``l_r``.
 """
 
+import math
+
 import numpy as np
 
 __all__ = ["attribute_columns", "attribute_mask", "contaminate", "contaminate_text", "default_contamination_words",
-           "insert_words"]
+           "insert_words", "value_key"]
 
 
 def _choose(n, budget, candidates, seed):
@@ -29,9 +31,48 @@ def _choose(n, budget, candidates, seed):
     return np.sort(np.random.default_rng(seed).choice(pool, size=int(budget), replace=False)).astype(np.int64)
 
 
+def value_key(value):
+    """An attribute value as the text it is compared by: numbers by their value
+    (``2``, ``2.0``, ``"2"``, ``" 2 "`` and ``np.int64(2)`` are all ``"2"``),
+    other text stripped. Values given on the command line are text, while raw
+    attributes and one-hot column names may hold numeric codes (credit
+    default's SEX, EDUCATION, MARRIAGE): both sides go through this."""
+    if isinstance(value, bytes):
+        value = value.decode()
+    if isinstance(value, (bool, np.bool_)):
+        return str(bool(value))
+    if isinstance(value, (int, np.integer)):
+        return str(int(value))
+    if not isinstance(value, (float, np.floating)):
+        text = str(value).strip()
+        try:
+            value = float(text)
+        except ValueError:
+            return text
+    x = float(value)
+    if not math.isfinite(x):
+        return str(x)
+    return str(int(x)) if x.is_integer() else repr(x)
+
+
+def _keys(raw):
+    """:func:`value_key` of each entry of a raw attribute array (each distinct value converted once)."""
+    cache = {}
+    out = np.empty(len(raw), dtype=object)
+    for i, r in enumerate(raw):
+        try:
+            out[i] = cache[r]
+        except KeyError:
+            out[i] = cache[r] = value_key(r)
+        except TypeError:  # unhashable entry
+            out[i] = value_key(r)
+    return out
+
+
 def attribute_columns(feature_names, attribute, value):
     """For a categorical ``attribute`` one-hot encoded as ``"attribute=v"``
-    columns: ``(all its column indices, the column of value)``; for a
+    columns: ``(all its column indices, the column of value)`` (values
+    compared by :func:`value_key`: ``"2"`` finds ``"SEX=2"``); for a
     numerical feature named ``attribute``: ``([its column], its column)``.
     Raises ValueError naming the attribute or value when absent."""
     if feature_names is None:
@@ -40,11 +81,12 @@ def attribute_columns(feature_names, attribute, value):
     prefix = f"{attribute}="
     cols = [i for i, nm in enumerate(names) if nm.startswith(prefix)]
     if cols:
-        key = f"{attribute}={value}"
-        if key not in names:
+        want = value_key(value)
+        hits = [i for i in cols if value_key(names[i][len(prefix):]) == want]
+        if not hits:
             known = [names[i][len(prefix):] for i in cols]
             raise ValueError(f"attribute {attribute!r} has no value {value!r}; its values: {known}")
-        return cols, names.index(key)
+        return cols, hits[0]
     if attribute in names:
         return [names.index(attribute)], names.index(attribute)
     raise ValueError(f"unknown attribute {attribute!r}: no feature named {attribute!r} or {prefix}...")
@@ -52,24 +94,49 @@ def attribute_columns(feature_names, attribute, value):
 
 def attribute_mask(X, attrs, feature_names, attributes):
     """Boolean per row: does the record carry every ``attribute: value`` of
-    ``attributes``? Read from the raw ``attrs`` when they hold the attribute,
-    else from the one-hot columns of ``X`` (numerical features: equality)."""
+    ``attributes`` (all of them, not any)? Read from the raw ``attrs`` when
+    they hold the attribute, else from the one-hot columns of ``X``
+    (numerical features: equality). Values are compared by :func:`value_key`,
+    so ``"2"`` from a command line matches a raw integer code 2."""
     if not attributes:
         raise ValueError("attributes must name at least one attribute value")
     X = np.asarray(X)
     mask = np.ones(len(X), dtype=bool)
     for a, v in attributes.items():
         if attrs and a in attrs:
-            raw = np.asarray(attrs[a], dtype=object)
-            if not (raw == v).any() and feature_names is not None:
+            match = _keys(np.asarray(attrs[a], dtype=object).reshape(-1)) == value_key(v)
+            if not match.any() and feature_names is not None:
                 attribute_columns(feature_names, a, v)  # a clear error for a misspelt value
-            mask &= raw == v
+            mask &= match
         else:
             cols, col = attribute_columns(feature_names, a, v)
             flat = X.reshape(len(X), -1)
             numeric = feature_names[col] == a
             mask &= flat[:, col] == (float(v) if numeric else 1.0)
     return mask
+
+
+def _like_raw(arr, value):
+    """``value`` as the raw attribute array ``arr`` holds it: the existing entry
+    with the same :func:`value_key` (``"2"`` becomes the integer code 2), else
+    converted to ``arr``'s numeric dtype when it is a number, else as given."""
+    key = value_key(value)
+    flat = np.asarray(arr).reshape(-1)
+    for r in dict.fromkeys(flat.tolist()):
+        if value_key(r) == key:
+            return r
+    if flat.dtype.kind in "iu":
+        try:
+            x = float(key)
+        except ValueError:
+            return value
+        return int(x) if x.is_integer() else x
+    if flat.dtype.kind == "f":
+        try:
+            return float(key)
+        except ValueError:
+            return value
+    return value
 
 
 def _check_label(label, num_classes):
@@ -105,9 +172,10 @@ def _contaminate(X, y, attrs, feature_names, budget, attributes, label, seed=0, 
             flat[idx, col] = 1.0
         if a in new_attrs:
             arr = new_attrs[a]
-            if arr.dtype != object and not np.can_cast(np.asarray(v).dtype, arr.dtype):
+            v_raw = _like_raw(arr, v)
+            if arr.dtype != object and not np.can_cast(np.asarray(v_raw).dtype, arr.dtype):
                 arr = new_attrs[a] = arr.astype(object)
-            arr[idx] = v
+            arr[idx] = v_raw
     y[idx] = label
     return flat.reshape(X.shape), y, new_attrs, idx
 

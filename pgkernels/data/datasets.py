@@ -132,7 +132,8 @@ def credit_default(root=None, test_fraction=0.2, seed=0):
     """UCI default of credit card clients (``UCI_Credit_Card.csv``, 30,000 rows).
 
     No official split exists: a seeded stratified ``test_fraction`` split.
-    SEX, EDUCATION, MARRIAGE one-hot; the other 20 attributes standardized.
+    SEX, EDUCATION, MARRIAGE one-hot (columns ``"SEX=2"``, ...) and kept raw
+    as their integer codes in ``attrs_*``; the other 20 attributes standardized.
     """
     import pandas as pd
     from sklearn.model_selection import train_test_split
@@ -147,8 +148,9 @@ def credit_default(root=None, test_fraction=0.2, seed=0):
     categorical = ["SEX", "EDUCATION", "MARRIAGE"]
     numerical = [c for c in X.columns if c not in categorical]
     Xtr, Xte, names = _one_hot_frame(tr, te, categorical, numerical)
+    # the raw codes of every categorical attribute, for attribute splits and contamination
     return Dataset("credit_default", Xtr, ytr, Xte, yte, ["no default", "default"], names,
-                   {"SEX": tr["SEX"].to_numpy()}, {"SEX": te["SEX"].to_numpy()})
+                   {c: tr[c].to_numpy() for c in categorical}, {c: te[c].to_numpy() for c in categorical})
 
 
 def _read_idx(path):

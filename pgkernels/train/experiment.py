@@ -223,23 +223,40 @@ def evaluation_sets(data, info):
     attack = info["attack"]
     if attack == "contamination":
         label = info["label"]
-        if "words" in info:
-            keep = data.y_val != label
-            docs = insert_words(np.asarray(data.attrs_val["text"], dtype=object)[keep], info["words"])
-            sets["contam_val"] = data.vectorizer.transform(list(docs)).toarray().astype(np.float32)
-        else:
-            attrs = info["attributes"]
-            for split, X, y, a in (("val", data.X_val, data.y_val, data.attrs_val),
-                                   ("test", data.X_test, data.y_test, data.attrs_test)):
-                mask = attribute_mask(X, a, data.feature_names, attrs) & (y != label)
-                if mask.any():
-                    sets[f"contam_{split}"] = X[mask]
+        for split, X, y, a in (("val", data.X_val, data.y_val, data.attrs_val),
+                               ("test", data.X_test, data.y_test, data.attrs_test)):
+            if "words" in info:
+                keep = y != label
+                if not keep.any():
+                    raise ValueError(f"contamination accuracy is undefined on the {SPLIT_NAMES[split]} set: "
+                                     f"every record has the label l_r = {label}")
+                docs = insert_words(np.asarray(a["text"], dtype=object)[keep], info["words"])
+                sets[f"contam_{split}"] = data.vectorizer.transform(list(docs)).toarray().astype(np.float32)
+            else:
+                mask = attribute_mask(X, a, data.feature_names, info["attributes"]) & (y != label)
+                if not mask.any():
+                    raise ValueError(_no_contamination_records(data, split, X, a, y, info["attributes"], label))
+                sets[f"contam_{split}"] = X[mask]
     elif attack == "backdoor":
         keep = data.y_test != info["target"]
         sets["backdoor_test"] = info["trigger"].stamp(data.X_test[keep])
     elif attack == "targeted":
         sets["targeted_test"] = data.X_test[data.y_test == info["source"]]
     return sets
+
+
+SPLIT_NAMES = {"val": "validation", "test": "test"}
+
+
+def _no_contamination_records(data, split, X, attrs, y, attributes, label):
+    """The error for an eq. (1) with no records: how many records carry each
+    attribute value, so the one that matches nothing is named."""
+    counts = ", ".join(f"{a}={v!r}: {int(attribute_mask(X, attrs, data.feature_names, {a: v}).sum())}"
+                       for a, v in attributes.items())
+    both = int(attribute_mask(X, attrs, data.feature_names, attributes).sum())
+    return (f"contamination accuracy is undefined on the {SPLIT_NAMES[split]} set: no record carries "
+            f"{attributes} with a true label other than l_r = {label} (records per attribute value: {counts}; "
+            f"with all of them: {both})")
 
 
 def metrics_from_predictions(preds, data, info):
@@ -251,8 +268,8 @@ def metrics_from_predictions(preds, data, info):
         # Hayes & Ohrimenko's eq. (1): records with a_1..a_k' and y != l_r classified l_r
         for split in ("val", "test"):
             key = f"contam_{split}"
-            out["contamination_acc" + ("" if split == "val" else "_test")] = (
-                float((preds[key] == info["label"]).mean()) if key in preds and len(preds[key]) else None)
+            out["contamination_acc" + ("" if split == "val" else "_test")] = float(
+                (preds[key] == info["label"]).mean())  # evaluation_sets made sure the set is not empty
     elif attack == "backdoor":
         out["asr"] = float((preds["backdoor_test"] == info["target"]).mean())
     elif attack == "targeted":
