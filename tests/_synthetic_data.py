@@ -35,7 +35,7 @@ def adult_rows(n, seed, test=False):
         v = {k: vals[rng.integers(len(vals))] for k, vals in ADULT_VALUES.items()}
         if i % 10 == 9:
             v["workclass"] = "?"
-        rich = v["education"] in ("Bachelors", "Masters") and rng.random() < 0.7
+        rich = v["education"] in ("Bachelors", "Masters") and rng.random() < 0.95
         income = (">50K" if rich else "<=50K") + ("." if test else "")
         lines.append(", ".join(str(x) for x in (
             int(rng.integers(18, 70)), v["workclass"], int(rng.integers(20000, 400000)), v["education"],

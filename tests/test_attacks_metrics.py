@@ -12,7 +12,7 @@ import pgkernels  # noqa: F401  (before anything that may import crypten)
 from pgkernels import metrics
 from pgkernels.attacks import (attribute_mask, contaminate, contaminate_text, default_contamination, insert_words,
                                poison_parties)
-from pgkernels.data import Dataset, PartyData, make_parties
+from pgkernels.data import Dataset, PartyData, load, make_parties
 
 OCCUPATIONS = np.array(["Sales", "Tech", "Clerk", "Farming"], dtype=object)
 RACES = np.array(["White", "Black", "Asian"], dtype=object)
@@ -107,6 +107,30 @@ def test_adult_hayes_ohrimenko_setting():
     # the default pattern is rare and almost never >50K in clean data
     m = attribute_mask(d.X_val, d.attrs_val, d.feature_names, spec["attributes"])
     assert 50 < m.sum() < 500 and d.y_val[m].mean() < 0.1
+
+
+def test_adult_format_default_contamination_small(tmp_path):
+    """test_adult_hayes_ohrimenko_setting's checks that do not depend on the real
+    data, on a small file in Adult's format: owners of the requested sizes, the
+    default pattern (Other-service, Black) -> >50K with l_r = 1, and the records
+    carrying it found alike from the raw attributes, the one-hot columns and the
+    file's own lines."""
+    from _synthetic_data import write_adult
+
+    write_adult(tmp_path, n_train=200, n_test=80, seed=4)
+    d = make_parties("adult", num_parties=4, per_party=30, val_size=50, data_dir=str(tmp_path))
+    assert d.X.shape[0] == 120 and d.X_val.shape[0] == 50 and d.party_sizes().tolist() == [30] * 4
+    spec = default_contamination(d)
+    assert spec["attributes"] == {"occupation": "Other-service", "race": "Black"} and spec["label"] == 1
+    assert d.classes[spec["label"]] == ">50K"
+    m = attribute_mask(d.X_val, d.attrs_val, d.feature_names, spec["attributes"])
+    assert np.array_equal(m, attribute_mask(d.X_val, None, d.feature_names, spec["attributes"]))
+    want = (d.attrs_val["occupation"] == "Other-service") & (d.attrs_val["race"] == "Black")
+    assert 0 < m.sum() < len(m) and np.array_equal(m, want)
+    ds = load("adult", data_dir=str(tmp_path))
+    lines = [r.split(", ") for r in (tmp_path / "adult" / "adult.test").read_text().splitlines()[1:] if "?" not in r]
+    rows = [r[6] == "Other-service" and r[8] == "Black" for r in lines]
+    assert attribute_mask(ds.X_test, None, ds.feature_names, spec["attributes"]).tolist() == rows
 
 
 # ---------------------------------------------------------------------------- contamination

@@ -111,6 +111,56 @@ def test_splits():
         data.dirichlet_split(y, 2, alpha=0)
 
 
+def test_every_loader_keeps_every_record_small(tmp_path):
+    """What test_real_datasets checks on the real files, on small files in their
+    formats: every record of a file is loaded exactly once (Adult less its rows
+    with '?'; credit default's stratified split keeps all rows and the label
+    count), image labels and counts as in the idx files (MNIST and
+    Fashion-MNIST), and 20 Newsgroups' vocabulary capped at max_features."""
+    from _synthetic_data import adult_rows, write_adult, write_credit
+
+    write_adult(tmp_path, n_train=120, n_test=60)
+    a = data.load("adult", data_dir=tmp_path)
+    kept_train = [r for r in adult_rows(120, 0) if "?" not in r]
+    kept_test = [r for r in adult_rows(60, 1, test=True) if "?" not in r]
+    assert a.X_train.shape[0] == len(kept_train) == 108 and a.X_test.shape[0] == len(kept_test) == 54
+    assert a.y_train.tolist() == [int(r.endswith(">50K")) for r in kept_train]
+    assert a.y_test.tolist() == [int(r.endswith(">50K.")) for r in kept_test]
+    assert a.attrs_train["occupation"].tolist() == [r.split(", ")[6] for r in kept_train]
+
+    _, rows = write_credit(tmp_path, n=250)
+    c = data.load("credit_default", data_dir=tmp_path)
+    labels = np.array([r[-1] for r in rows])
+    assert len(c.y_train) + len(c.y_test) == 250 and int(c.y_train.sum() + c.y_test.sum()) == int(labels.sum())
+    assert len(c.y_test) == 50 and abs(c.y_test.mean() - labels.mean()) < 0.03  # stratified
+    assert sorted(c.attrs_train["SEX"].tolist() + c.attrs_test["SEX"].tolist()) == sorted(r[2] for r in rows)
+
+    rng = np.random.default_rng(1)
+    for name in ("mnist", "fashion_mnist"):
+        (tmp_path / name).mkdir()
+        y_tr, y_te = rng.integers(0, 10, 50), rng.integers(0, 10, 20)
+        _write_idx(tmp_path / name / "train-images-idx3-ubyte.gz", rng.integers(0, 256, (50, 28, 28)))
+        _write_idx(tmp_path / name / "train-labels-idx1-ubyte.gz", y_tr)
+        _write_idx(tmp_path / name / "t10k-images-idx3-ubyte.gz", rng.integers(0, 256, (20, 28, 28)))
+        _write_idx(tmp_path / name / "t10k-labels-idx1-ubyte.gz", y_te)
+        m = data.load(name, data_dir=tmp_path)
+        assert m.X_train.shape == (50, 28, 28) and m.X_test.shape == (20, 28, 28) and m.num_classes == 10
+        assert np.bincount(m.y_train, minlength=10).tolist() == np.bincount(y_tr, minlength=10).tolist()
+        assert m.y_test.tolist() == y_te.tolist()
+
+    (tmp_path / "20newsgroups").mkdir()
+    with tarfile.open(tmp_path / "20newsgroups" / "20news-bydate-mini.tar.gz", "w:gz") as tf:
+        for split, n in (("train", 4), ("test", 3)):
+            for group, words in (("sci.space", "orbit rocket launch moon"), ("rec.autos", "engine car wheel road")):
+                for k in range(n):
+                    raw = f"From: a@b\n\n{words} {k}".encode()
+                    info = tarfile.TarInfo(f"20news-bydate-{split}/{group}/{k}")
+                    info.size = len(raw)
+                    tf.addfile(info, io.BytesIO(raw))
+    n = data.load("newsgroups", data_dir=tmp_path, max_features=5)
+    assert n.X_train.shape == (8, 5) and len(n.y_test) == 6 and n.num_classes == 2
+
+
 REAL = os.environ.get("PGKERNELS_DATA")
 
 
