@@ -1,7 +1,9 @@
-"""The federated-learning poisoning lab (pgkernels.fl), plaintext parts: the
-attacks' defining properties, the metrics, the models, the rule registry as
-the lab reads it, short simulations on the bundled digits, the
-sweep/table/plot outputs and the command line's errors."""
+"""The federated-learning poisoning lab (pgkernels.fl): the attacks' defining
+properties, the metrics, the models, every rule of the registry as the lab
+aggregates it (values against the references and independent
+implementations), short simulations on the bundled digits, the MPC backend
+against the plaintext one, the sweep/table/plot outputs and the command
+line's errors."""
 
 import json
 
@@ -195,19 +197,73 @@ def test_models_flat_roundtrip_and_shapes():
 
 # ---------------------------------------------------------------- defenses registry
 
+def _independent(name, U, kw):
+    """Each rule computed without pgkernels.defenses (Flower, scipy, numpy, or
+    the paper's formula written out), or None where the rule has no outside
+    implementation (FLAME and AUROR are checked against the reference only)."""
+    from scipy.stats import trim_mean
+
+    from flwr.server.strategy import aggregate as fl
+
+    res = [([u], 1) for u in U]
+    f = kw["num_malicious"]
+    if name == "fedavg":
+        return U.mean(0)
+    if name == "median":
+        return np.median(U, axis=0)
+    if name == "trimmed_mean":
+        return trim_mean(U, kw["proportiontocut"], axis=0)
+    if name == "krum":
+        return fl.aggregate_krum(res, f, 0)[0]
+    if name == "multi_krum":
+        return fl.aggregate_krum(res, f, kw["to_keep"])[0]
+    if name == "bulyan":
+        return fl.aggregate_bulyan(res, f, fl.aggregate_krum, to_keep=0)[0]
+    if name == "norm_clip":
+        norms = np.linalg.norm(U, axis=1)
+        return (U * np.minimum(1.0, kw["max_norm"] / norms)[:, None]).mean(0)
+    if name == "fltrust":
+        g = kw["server_update"]
+        cos = U @ g / (np.linalg.norm(U, axis=1) * np.linalg.norm(g))
+        trust = np.maximum(cos, 0)
+        scaled = U * (np.linalg.norm(g) / np.linalg.norm(U, axis=1))[:, None]
+        return (trust[:, None] * scaled).sum(0) / trust.sum()
+    return None
+
+
 def test_every_defense_aggregates():
+    """The lab's aggregator gives, for every rule of the registry, the rule's
+    value on the updates: the reference's, and where one exists an independent
+    implementation's; the selected clients are those the reference selects."""
     U = _updates(20, 30, seed=2)
     agg = PlaintextAggregator()
-    kw = dict(num_malicious=4, proportiontocut=0.2, to_keep=16, max_norm=1.0, server_update=U[5],
+    kw = dict(num_malicious=4, proportiontocut=0.2, to_keep=16, max_norm=1.0, server_update=U[5] + 0.1,
               noise_lambda=0.0, alpha=2.0, iters=3)
     assert set(registry.NAMES) == {"fedavg", "median", "trimmed_mean", "krum", "multi_krum", "bulyan", "norm_clip",
                                    "fltrust", "flame", "auror"}
     for name in registry.NAMES:
         out, kept = agg.aggregate(name, U, **kw)
+        assert agg.last_invalid == [], name
         assert out.shape == (30,) and np.all(np.isfinite(out)), name
-        if kept is not None:
+        rule = registry.get(name)
+        ref, ref_kept = rule.aggregate_plain(U, **kw)
+        np.testing.assert_allclose(out, ref, rtol=1e-12, atol=1e-12, err_msg=name)
+        other = _independent(name, U, kw)
+        if other is not None:
+            np.testing.assert_allclose(out, other, rtol=1e-10, atol=1e-12, err_msg=name)
+        if rule.selection is None:
+            assert kept is None, name
+        else:
+            assert kept.tolist() == ref_kept.tolist(), name
             assert np.all(np.diff(kept) > 0) and kept.min() >= 0 and kept.max() < 20
-    assert np.allclose(agg.aggregate("fedavg", U)[0], U.mean(0))
+            if name in ("multi_krum", "flame", "auror"):  # these rules average exactly the kept clients
+                scale = 1.0
+                if name == "flame":  # ... after clipping to the median norm, over n - f' admitted
+                    norms = np.linalg.norm(U, axis=1)
+                    scale = np.minimum(1.0, np.median(norms) / norms)[kept, None]
+                np.testing.assert_allclose(out, (U[kept] * scale).mean(0), rtol=1e-10, err_msg=name)
+    # the selections on these updates are not trivial
+    assert len(agg.aggregate("multi_krum", U, **kw)[1]) == 16 and len(agg.aggregate("krum", U, **kw)[1]) == 1
     with pytest.raises(ValueError, match="unknown defense"):
         agg.aggregate("nope", U)
 
@@ -327,3 +383,47 @@ def test_alie_z_override_reaches_the_updates():
     a = run(FLConfig(attack="alie", rounds=1), progress=False)
     b = run(FLConfig(attack="alie", rounds=1, alie_z=3.0), progress=False)
     assert a["accuracy"][1] != b["accuracy"][1]
+
+
+# ---------------------------------------------------------------- the MPC backend
+
+class _Recording:
+    """Wraps an aggregator and keeps each call's updates, arguments and result."""
+
+    def __init__(self, inner):
+        self.inner, self.calls = inner, []
+        self.backend = inner.backend
+
+    def supports(self, name):
+        return self.inner.supports(name)
+
+    def aggregate(self, name, U, **kw):
+        out = self.inner.aggregate(name, U, **kw)
+        self.calls.append((name, np.array(U), dict(kw), out))
+        return out
+
+
+def test_mpc_backend_run_matches_plaintext():
+    """``backend="mpc"``: the lab's rounds aggregated on secret shares by two
+    servers (pgkernels.fl.mpc.MPCAggregator). Every aggregate equals the rule's
+    reference on the same updates up to fixed-point error and selects the same
+    clients, and the run's metrics equal the plaintext backend's."""
+    from pgkernels.fl.mpc import MPCAggregator
+
+    world_size = 2  # the servers start once (the slow part) for both rules
+    base = dict(dataset="digits", clients=5, malicious=1, attack="sign_flip", rounds=2, local_epochs=1,
+                hidden=(8,), eval_every=1)
+    with MPCAggregator(world_size=world_size, timeout=300) as mpc:
+        for defense in ("krum", "median"):
+            cfg = FLConfig(defense=defense, backend="mpc", world_size=world_size, **base)
+            rec = _Recording(mpc)
+            res = run(cfg, aggregator=rec, progress=False)
+            plain = run(FLConfig(defense=defense, **base), progress=False)
+            assert res["backend"] == "mpc" and len(rec.calls) == 2
+            for name, U, kw, (agg, kept) in rec.calls:
+                ref, ref_kept = registry.get(name).aggregate_plain(U, **kw)
+                np.testing.assert_allclose(agg, ref, atol=2e-3, rtol=0, err_msg=defense)
+                assert (kept is None) == (ref_kept is None) and (kept is None or kept.tolist() == ref_kept.tolist())
+            assert [r.get("kept") for r in res["rounds"]] == [r.get("kept") for r in plain["rounds"]]
+            assert res["accuracy"] == pytest.approx(plain["accuracy"], abs=0.02)
+        assert mpc.summary()["aggregations"] == 4 and mpc.summary()["MB_sent_per_aggregation"] > 0
