@@ -36,6 +36,7 @@ import pgkernels
 
 from .bench_order import crypten_network
 from .common import close, measure, run_crypten, start_run, write_results
+from .tables import aggregate_tables, fmt_table
 
 
 def _data(n, d, f, seed=0):
@@ -80,7 +81,7 @@ def _pgk_session(n, d, f, sn, sd, reps):
                              check=_checker(R.median(Un), "median", 0, 1e-4))))
     want_krum = R.krum(Un, f)[0]
     for method, op in (("network", "krum"), (None, "krum (cost model's top-k)")):
-        rows.append(dict(op=op, impl="pgkernels", n=n, d=d, topk=method or "auto",
+        rows.append(dict(op=op, impl="pgkernels", n=n, d=d, topk=method or f"auto:{plan_topk(n, f)}",
                          **measure(lambda: D.krum(eu, f, method=method), reps,
                                    check=_checker(want_krum, f"krum {method}", 0, 1e-4))))
     rows += _validity_rows(eu, n, d, f, reps)
@@ -224,40 +225,7 @@ def main(argv=None):
     for r in rows:
         r["ms"] = round(r["seconds"] * 1e3, 1)
         r["MB_sent"] = round(r["bytes_sent"] / 1e6, 2)
-    table = []
-    auto_krum = next(r for r in rows if r["op"] == "krum (cost model's top-k)")
-    for op in ("matmul X X^T", "median", "krum"):
-        ours = next(r for r in rows if r["op"] == op and r["impl"] == "pgkernels" and r["d"] == d)
-        base = min((r for r in rows if r["op"] == op and r["impl"] == "crypten"), key=lambda r: r["seconds"])
-        table.append({"op": op + (" (same network)" if op != "matmul X X^T" else ""), "n": a.n, "d": f"{d:.0e}",
-                      "pgk ms": ours["ms"], "pgk rounds": ours["rounds"], "pgk MB": ours["MB_sent"],
-                      "CrypTen provider": base["provider"], "CrypTen ms": base["ms"],
-                      "CrypTen rounds": base["rounds"], "CrypTen MB": base["MB_sent"],
-                      "speedup": f"{base['seconds'] / ours['seconds']:.1f}x"})
-        if op == "krum":
-            table.append({"op": f"krum (cost model's top-k: {plan_topk(a.n, a.f)})", "n": a.n, "d": f"{d:.0e}",
-                          "pgk ms": auto_krum["ms"], "pgk rounds": auto_krum["rounds"],
-                          "pgk MB": auto_krum["MB_sent"], "CrypTen provider": base["provider"],
-                          "CrypTen ms": base["ms"], "CrypTen rounds": base["rounds"], "CrypTen MB": base["MB_sent"],
-                          "speedup": f"{base['seconds'] / auto_krum['seconds']:.1f}x"})
-    checks = ("krum (same reps)", "validity check (carry)", "validity check (2 comparisons)",
-              "krum, checked (as the servers run it)")
-    for r in rows:
-        if r["d"] == sd and r["impl"] == "pgkernels" and r["op"] not in checks:
-            table.append({"op": r["op"], "n": a.small_n, "d": f"{sd:.0e}", "pgk ms": r["ms"],
-                          "pgk rounds": r["rounds"], "pgk MB": r["MB_sent"], "CrypTen provider": "",
-                          "CrypTen ms": "", "CrypTen rounds": "", "CrypTen MB": "",
-                          "speedup": "EIFFeL: 2400 ms"})
-    # the validity check's overhead on Krum, both sizes, same run
-    overhead = []
-    for n_, d_ in ((a.n, d), (a.small_n, sd)):
-        base = next(r for r in rows if r["op"] == checks[0] and r["d"] == d_)
-        for op in checks:
-            r = next(x for x in rows if x["op"] == op and x["d"] == d_)
-            extra = r["seconds"] if op in checks[1:3] else r["seconds"] - base["seconds"]
-            overhead.append({"op": op.replace(" (same reps)", ""), "n": n_, "d": f"{d_:.0e}", "ms": r["ms"],
-                             "rounds": r["rounds"], "MB": r["MB_sent"],
-                             "overhead on krum": "" if op == checks[0] else f"{100 * extra / base['seconds']:+.0f}%"})
+    table, overhead = aggregate_tables(rows)
     meta = {"parties": 2, "baseline_providers": a.providers, "f": a.f,
             "note": "seconds: median at party 0 of the timed calls after one warm call checked against the "
                     "plaintext reference; rounds include the online round trips to the dealer; "
@@ -265,9 +233,7 @@ def main(argv=None):
                     "per aggregation round next to EIFFeL's published 2.4 s/iteration (n=100, d=1e3)"}
     meta["validity_overhead"] = overhead
     print(write_results(a.out, meta, rows, table))
-    from .common import fmt_table
-
-    text = fmt_table(overhead, list(overhead[0]))
+    text = fmt_table(overhead)
     print(text)
     with open(a.out.replace(".json", "_validity.md"), "w") as f:
         f.write(text + "\n")

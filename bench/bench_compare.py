@@ -25,9 +25,7 @@ import sys
 import pgkernels
 
 from .common import close, measure, start_run, write_results
-
-OPS = ("ltz", "relu", "where")
-
+from .tables import compare_table
 
 def _reps(n):
     return 5 if n <= 10_000 else 3
@@ -116,25 +114,7 @@ def main(argv=None):
         r["bytes_per_elem"] = round(r["bytes_sent"] / r["n"], 2)
         r["dealer_bytes_per_elem"] = round(r["dealer_bytes"] / r["n"], 2)
         r["ms"] = round(r["seconds"] * 1e3, 2)
-    table = []
-    for n in sizes:
-        for op in OPS:
-            def pick(impl, prov):
-                return next(r for r in rows if r["impl"] == impl and r["provider"] == prov
-                            and r["op"] == op and r["n"] == n)
-            pg, tfp, ttp = pick("pgkernels", "pgk-dealer"), pick("crypten", "TFP"), pick("crypten", "TTP")
-            best = min((tfp, ttp), key=lambda r: r["seconds"])
-            table.append({
-                "op": op, "n": f"{n:.0e}",
-                "pgk ms": pg["ms"], "CrypTen TFP ms": tfp["ms"], "CrypTen TTP ms": ttp["ms"],
-                "fastest CrypTen": best["provider"],
-                "speedup vs fastest": f"{best['seconds'] / pg['seconds']:.1f}x",
-                "rounds pgk/TFP/TTP": f"{pg['rounds']}/{tfp['rounds']}/{ttp['rounds']}",
-                "B/elem pgk": pg["bytes_per_elem"], "B/elem CrypTen": tfp["bytes_per_elem"],
-                "bytes ratio": f"{tfp['bytes_per_elem'] / pg['bytes_per_elem']:.1f}x",
-                "dealer B/elem pgk": pg["dealer_bytes_per_elem"],
-                "dealer B/elem CrypTen TTP": ttp["dealer_bytes_per_elem"],
-            })
+    table = compare_table(rows)
     meta = {"parties": 2, "note": "seconds: median at party 0 of the timed calls after one warm call checked "
             "against plaintext; rounds include online round trips to the dealer; bytes: sent per compute party; "
             "dealer bytes: received from the dealer by all parties together; speedup: against min(TFP, TTP)"}

@@ -28,6 +28,7 @@ import time
 import pgkernels
 
 from .common import close, measure, run_crypten, start_run, write_results
+from .tables import order_table
 
 
 def _data(n, d, seed=0):
@@ -158,30 +159,10 @@ def main(argv=None):
     for r in rows:
         r["provider"] = "pgk-dealer"
     rows += run_crypten(_crypten_session, (a.ns, ds, ad, a.skip_big_crypten), a.providers)
-    table = []
     for r in rows:
         r["ms"] = round(r["seconds"] * 1e3, 1)
         r["MB_sent"] = round(r["bytes_sent"] / 1e6, 2)
-    for op in ("median", "argmax"):
-        for n in a.ns:
-            for d in (ds if op == "median" else [ad]):
-                sel = [r for r in rows if r["op"] == op and r["n"] == n and r["d"] == d]
-                ours = [r for r in sel if r["impl"] == "pgkernels"]
-                base = [r for r in sel if r["impl"] == "crypten"]
-                auto = next(r for r in ours if r["method"].startswith("auto"))
-                best_base = min(base, key=lambda r: r["seconds"]) if base else None
-                row = {"op": op, "n": n, "d": f"{d:.0e}", "pgk method": auto["method"][5:],
-                       "pgk ms": auto["ms"], "pgk rounds": auto["rounds"], "pgk MB": auto["MB_sent"]}
-                for r in ours:
-                    if not r["method"].startswith("auto"):
-                        row[f"{r['method']} ms"] = r["ms"]
-                if best_base:
-                    row.update({"CrypTen method": f"{best_base['method']} ({best_base['provider']})",
-                                "CrypTen ms": best_base["ms"],
-                                "CrypTen rounds": best_base["rounds"], "CrypTen MB": best_base["MB_sent"],
-                                "speedup": f"{best_base['seconds'] / auto['seconds']:.1f}x"})
-                row["MPC/plain"] = f"{auto['seconds'] / auto['plain_s']:.0f}x"
-                table.append(row)
+    table = order_table(rows)
     meta = {"parties": 2, "baseline_providers": a.providers,
             "note": "seconds: median at party 0 of the timed calls after one warm call checked against "
                     "plaintext; rounds include the online round trips to the dealer; MB: sent per compute party"}

@@ -3,6 +3,8 @@
 import statistics
 import time
 
+from .tables import fmt_table
+
 
 MIN_REPS = 3
 
@@ -61,14 +63,6 @@ def close(got, want, tol, what):
     err = float((got - want).abs().max()) if got.numel() else 0.0
     if not err <= tol:
         raise AssertionError(f"{what}: max error {err} against plaintext (tolerance {tol})")
-
-
-def fmt_table(rows, cols):
-    widths = [max(len(str(c)), *(len(str(r.get(c, ""))) for r in rows)) for c in cols]
-    line = lambda vals: "| " + " | ".join(str(v).ljust(w) for v, w in zip(vals, widths)) + " |"  # noqa: E731
-    out = [line(cols), "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
-    out += [line([r.get(c, "") for c in cols]) for r in rows]
-    return "\n".join(out)
 
 
 _RUN = {}
