@@ -55,8 +55,9 @@ Protocol, per minibatch of B rows (``f``: Linear/ReLU layers ``d -> h... -> K``;
    ``grad_entries_zeroed`` (for ``f`` and ``g``) next to ``grad_entries``.
 
 Measured on Adult (d = 104, f 104-32-2, g 2-32-10, B = 128, 2 parties on
-one host): ``none`` 42 rounds and 0.69 MB sent per party per minibatch,
-``advtrain`` 135 rounds and 1.85 MB; the stats returned give ``seconds``,
+one host): ``none`` 42 rounds between the parties (69 with the online dealer
+round trips counted) and 0.69 MB sent per party per minibatch, ``advtrain``
+135 rounds between the parties and 1.85 MB; the stats returned give ``seconds``,
 ``bytes`` sent per party and ``rounds`` at party 0 for every run.
 
 Revealed: the final parameters of ``f`` (the output), to every compute party
