@@ -1,17 +1,20 @@
 """Robust aggregation: pgkernels vs the same aggregators composed from CrypTen builtins.
 
-    python -m bench.bench_aggregate [--n 50] [--d 1e5] [--small-n 100] [--small-d 1e3]
+    python -m bench.bench_aggregate [--n 50] [--d 1e5] [--small-n 100] [--small-d 1e3] [--reps 3]
 
 Two compute parties plus dealer, in one run:
 
 * ring matrix product ``X X^T`` (n x d): ``pgkernels.gram`` vs CrypTen's
   ``X.matmul(X.t())``;
 * coordinate-wise median: ``pgkernels.defenses.median`` vs the same pruned
-  Batcher selection network composed from CrypTen's ``a > b`` and select;
-* Krum: ``pgkernels.defenses.krum`` vs Krum composed from CrypTen builtins
-  (distances from CrypTen's matmul, the same pruned network selecting each
-  row's n - f - 2 smallest distances, CrypTen's ``argmin``, and the selected
-  row by a one-hot matmul);
+  Batcher selection network composed from CrypTen's ``a > b`` and its
+  one-multiplication select ``a + b * (c - a)`` on whole share matrices;
+* Krum: ``pgkernels.defenses.krum`` with the same top-k method as the
+  baseline (the pruned selection network; also the cost model's choice) vs
+  Krum composed from CrypTen builtins (distances from CrypTen's matmul, the
+  diagonal and the off-diagonal entries taken by tensor indexing, the same
+  pruned network selecting each row's n - f - 2 smallest distances, CrypTen's
+  ``argmin``, and the selected row by a one-hot matmul);
 * the servers' validity check of the updates and Krum as the servers run it
   (check, then Krum) against plain Krum, at both sizes: the check's overhead;
 * every aggregator at n = 100, d = 1e3 (seconds per aggregation round), next
@@ -19,17 +22,21 @@ Two compute parties plus dealer, in one run:
   al., CCS 2022; a different setting -- malicious clients, verifiable
   shares -- so a reference point, not a like-for-like comparison).
 
-CrypTen baselines run under its TFP provider (its fastest). Seconds are medians
-at party 0; bytes are sent per compute party.
+Every case: one warm call checked against the plaintext reference
+(``pgkernels.defenses.reference``), then at least 3 timed calls. CrypTen
+baselines run under its TFP and TTP providers; each row compares with the
+faster. Seconds are medians at party 0; rounds include the online round trips
+to the dealer; bytes are sent per compute party.
 """
 
 import argparse
 import sys
-import warnings
 
 import pgkernels
 
-from .common import measure, write_results
+from .bench_order import crypten_network
+from .common import close, measure, run_crypten, start_run, write_results
+from .tables import aggregate_tables, fmt_table
 
 
 def _data(n, d, f, seed=0):
@@ -41,44 +48,68 @@ def _data(n, d, f, seed=0):
     return torch.round(U * 2**16) / 2**16
 
 
+def _tol(want, rel=0.02, floor=2e-3):
+    """Fixed-point tolerance: a few per cent of the largest value (the
+    aggregators' divisions and inverse square roots are approximations)."""
+    import numpy as np
+
+    return rel * float(np.abs(want).max()) + floor
+
+
+def _checker(want, what, rel=0.02, floor=2e-3):
+    import numpy as np
+
+    want = np.asarray(want, dtype=np.float64)
+    return lambda r: close(pgkernels.decode(r) if hasattr(r, "share") else r.get_plain_text(), want,
+                           _tol(want, rel, floor), what)
+
+
 def _pgk_session(n, d, f, sn, sd, reps):
     import crypten
-    import torch
 
     from pgkernels import defenses as D
     from pgkernels.defenses import reference as R
 
     rows = []
     U = _data(n, d, f)
+    Un = U.numpy()
     eu = crypten.cryptensor(U)
-    rows.append(dict(op="matmul X X^T", impl="pgkernels", n=n, d=d, **measure(lambda: pgkernels.gram(eu), reps)))
-    got = pgkernels.decode(D.median(eu))
-    assert float((got - torch.tensor(R.median(U.numpy()))).abs().max()) < 1e-3
-    rows.append(dict(op="median", impl="pgkernels", n=n, d=d, **measure(lambda: D.median(eu), reps, warmup=0)))
-    k = pgkernels.decode(D.krum(eu, f))
-    assert float((k.numpy() - R.krum(U.numpy(), f)[0]).__abs__().max()) < 1e-3
-    rows.append(dict(op="krum", impl="pgkernels", n=n, d=d, **measure(lambda: D.krum(eu, f), reps, warmup=0)))
+    rows.append(dict(op="matmul X X^T", impl="pgkernels", n=n, d=d,
+                     **measure(lambda: pgkernels.gram(eu), reps, check=_checker(Un @ Un.T, "gram"))))
+    rows.append(dict(op="median", impl="pgkernels", n=n, d=d,
+                     **measure(lambda: D.median(eu, method="network"), reps,
+                             check=_checker(R.median(Un), "median", 0, 1e-4))))
+    want_krum = R.krum(Un, f)[0]
+    for method, op in (("network", "krum"), (None, "krum (cost model's top-k)")):
+        rows.append(dict(op=op, impl="pgkernels", n=n, d=d, topk=method or f"auto:{plan_topk(n, f)}",
+                         **measure(lambda: D.krum(eu, f, method=method), reps,
+                                   check=_checker(want_krum, f"krum {method}", 0, 1e-4))))
     rows += _validity_rows(eu, n, d, f, reps)
     # the n = 100, d = 1e3 point: every aggregator
     sf = (sn - 3) // 4
     Us = _data(sn, sd, sf, seed=1)
+    Usn = Us.numpy()
     es = crypten.cryptensor(Us)
+    gp = Usn[:sn - sf].mean(0)
     g = crypten.cryptensor(Us[:sn - sf].mean(0))
     runs = {
-        "fedavg": lambda: D.fedavg(es),
-        "median": lambda: D.median(es),
-        "trimmed_mean": lambda: D.trimmed_mean(es, 0.2),
-        "norm_clip": lambda: D.norm_clip(es, 0.5),
-        "krum": lambda: D.krum(es, sf),
-        "multi_krum": lambda: D.multi_krum(es, sf, sn - sf),
-        "bulyan": lambda: D.bulyan(es, sf),
-        "fltrust": lambda: D.fltrust(es, g),
-        "flame": lambda: D.flame(es, noise_lambda=0.001),
-        "auror": lambda: D.auror(es),
+        "fedavg": (lambda: D.fedavg(es), R.fedavg(Usn)),
+        "median": (lambda: D.median(es), R.median(Usn)),
+        "trimmed_mean": (lambda: D.trimmed_mean(es, 0.2), R.trimmed_mean(Usn, 0.2)),
+        "norm_clip": (lambda: D.norm_clip(es, 0.5), R.norm_clip(Usn, 0.5)),
+        "krum": (lambda: D.krum(es, sf), R.krum(Usn, sf)[0]),
+        "multi_krum": (lambda: D.multi_krum(es, sf, sn - sf), R.multi_krum(Usn, sf, sn - sf)[0]),
+        "bulyan": (lambda: D.bulyan(es, sf), R.bulyan(Usn, sf)[0]),
+        "fltrust": (lambda: D.fltrust(es, g), R.fltrust(Usn, gp)),
+        # FLAME adds Gaussian noise (lambda * the median norm per coordinate): compared noise-free, looser
+        "flame": (lambda: D.flame(es, noise_lambda=0.001), R.flame(Usn, noise_lambda=0.0)[0]),
+        "auror": (lambda: D.auror(es), R.auror(Usn)[0]),
     }
-    for name, fn in runs.items():
-        rows.append(dict(op=name, impl="pgkernels", n=sn, d=sd, f=sf, **measure(fn, 1, warmup=1)))
-    rows += _validity_rows(es, sn, sd, sf, max(reps, 3))
+    for name, (fn, want) in runs.items():
+        rel, floor = (0.5, 2e-3) if name == "flame" else (0.02, 2e-3)
+        rows.append(dict(op=name, impl="pgkernels", n=sn, d=sd, f=sf,
+                         **measure(fn, reps, check=_checker(want, name, rel, floor))))
+    rows += _validity_rows(es, sn, sd, sf, reps)
     return rows
 
 
@@ -86,59 +117,53 @@ def _validity_rows(eu, n, d, f, reps):
     """Krum as the aggregation servers run it: the validity check of the updates
     (defenses.validity.validate, drop policy; also the two-comparison method),
     then Krum, against plain Krum in the same run."""
+    import torch
+
     from pgkernels import defenses as D
+    from pgkernels.defenses import reference as R
     from pgkernels.defenses.validity import input_bound, validate
     from pgkernels.protocols.validity import check_rows
 
+    want_krum = R.krum(eu.get_plain_text().double().numpy(), f)[0]
     rows = [dict(op="krum (same reps)", impl="pgkernels", n=n, d=d,
-                 **measure(lambda: D.krum(eu, f), reps, warmup=0))]
+                 **measure(lambda: D.krum(eu, f), reps, check=_checker(want_krum, "krum", 0, 1e-3)))]
     B = input_bound("krum", n, d)
-    _, valid = validate(eu, "krum")
-    assert bool(valid.all())
+
+    def all_valid(out):
+        if not bool(torch.as_tensor(out[1]).all()):
+            raise AssertionError("validity check: an honest update was rejected")
+
     rows.append(dict(op="validity check (carry)", impl="pgkernels", n=n, d=d,
-                     **measure(lambda: validate(eu, "krum"), reps, warmup=0)))
+                     **measure(lambda: validate(eu, "krum"), reps, check=all_valid)))
     rows.append(dict(op="validity check (2 comparisons)", impl="pgkernels", n=n, d=d,
-                     **measure(lambda: check_rows(eu, B, method="compare"), 1, warmup=0)))
+                     **measure(lambda: check_rows(eu, B, method="compare"), reps, check=all_valid)))
 
     def served():
         U, _ = validate(eu, "krum")
         return D.krum(U, f)
 
     rows.append(dict(op="krum, checked (as the servers run it)", impl="pgkernels", n=n, d=d,
-                     **measure(served, reps, warmup=0)))
+                     **measure(served, reps, check=_checker(want_krum, "checked krum", 0, 1e-3))))
     return rows
 
 
-def _crypten_network(wires, rows):
-    import crypten
-
-    wires = list(wires)
-    for layer in range(int(rows[:, 0].max()) + 1 if rows.numel() else 0):
-        sel = rows[rows[:, 0] == layer]
-        A = crypten.stack([wires[i] for i in sel[:, 1].tolist()])
-        B = crypten.stack([wires[j] for j in sel[:, 2].tolist()])
-        b = A > B
-        lo = b * B + (1 - b) * A
-        hi = A + B - lo
-        for k, (i, j) in enumerate(zip(sel[:, 1].tolist(), sel[:, 2].tolist())):
-            wires[i], wires[j] = lo[k], hi[k]
-    return wires
-
-
-def _crypten_krum(eu, f):
-    import crypten
+def crypten_krum(eu, f):
+    """Krum from CrypTen builtins: one matmul for the Gram matrix, the
+    diagonal by a public 0/1 mask (local), the off-diagonal distances by one
+    tensor gather, the pruned network for each row's n - f - 2 smallest, a
+    local sum, CrypTen's one-hot argmin and a one-hot matmul for the row."""
     import torch
 
     n = eu.size(0)
     m = n - f - 2
     G = eu.matmul(eu.t())
-    sq = crypten.stack([G[i, i] for i in range(n)])
+    sq = G.mul(torch.eye(n, dtype=torch.long)).sum(1)  # integer public mask: no truncation
     Dm = sq.unsqueeze(1) + sq.unsqueeze(0) - G * 2
     idx = torch.tensor([[j for j in range(n) if j != i] for i in range(n)])
-    off = crypten.stack([crypten.stack([Dm[i, j] for j in idx[i].tolist()]) for i in range(n)])  # (n, n-1)
+    off = Dm[torch.arange(n).unsqueeze(1), idx]  # (n, n - 1)
     net = torch.ops.pgkernels.sorting_network(n - 1, list(range(m)))
-    wires = _crypten_network([off[:, j] for j in range(n - 1)], net)
-    scores = crypten.stack(wires[:m]).sum(0)
+    X = crypten_network(off.t(), net)  # wires = the n - 1 distances, columns = clients
+    scores = X[:m].sum(0)
     onehot = scores.argmin(dim=0, one_hot=True)
     return onehot.unsqueeze(0).matmul(eu).squeeze(0)
 
@@ -152,18 +177,30 @@ def _crypten_session(n, d, f, reps):
 
     rows = []
     U = _data(n, d, f)
+    Un = U.numpy()
     eu = crypten.cryptensor(U)
     rows.append(dict(op="matmul X X^T", impl="crypten", n=n, d=d,
-                     **measure(lambda: eu.matmul(eu.t()), reps)))
+                     **measure(lambda: eu.matmul(eu.t()), reps, check=_checker(Un @ Un.T, "CrypTen gram"))))
     pos = (n - 1) // 2
     net = torch.ops.pgkernels.sorting_network(n, [pos, n // 2])
-    wires = [eu[i] for i in range(n)]
-    med = lambda: (lambda w: (w[pos] + w[n // 2]) / 2)(_crypten_network(wires, net))  # noqa: E731
-    rows.append(dict(op="median", impl="crypten", n=n, d=d, **measure(med, 1, warmup=0)))
-    got = _crypten_krum(eu, f).get_plain_text()
-    assert float((got.double() - torch.tensor(R.krum(U.numpy(), f)[0])).abs().max()) < 1e-2
-    rows.append(dict(op="krum", impl="crypten", n=n, d=d, **measure(lambda: _crypten_krum(eu, f), 1, warmup=0)))
+
+    def med():
+        X = crypten_network(eu, net)
+        return (X[pos] + X[n // 2]) / 2
+
+    rows.append(dict(op="median", impl="crypten", n=n, d=d,
+                     **measure(med, reps, check=_checker(R.median(Un), "CrypTen median", 0, 1e-3))))
+    rows.append(dict(op="krum", impl="crypten", n=n, d=d,
+                     **measure(lambda: crypten_krum(eu, f), reps,
+                               check=_checker(R.krum(Un, f)[0], "CrypTen krum", 0, 1e-2))))
     return rows
+
+
+def plan_topk(n, f):
+    """The top-k method the cost model picks inside Krum's scores (n rows of n - 1 distances)."""
+    from pgkernels.protocols.order import plan
+
+    return plan("topk", n - 1, n, k=n - f - 2).method
 
 
 def main(argv=None):
@@ -174,52 +211,29 @@ def main(argv=None):
     ap.add_argument("--small-n", type=int, default=100)
     ap.add_argument("--small-d", type=float, default=1e3)
     ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--providers", nargs="+", default=["TFP", "TTP"],
+                    help="CrypTen providers to run the baselines under (the table takes the fastest)")
     ap.add_argument("--out", default="bench/results/aggregate.json")
     a = ap.parse_args(argv)
+    start_run()
     d, sd = int(a.d), int(a.small_d)
     print("[bench] pgkernels (pgkernels dealer)", file=sys.stderr)
     rows = pgkernels.launch(_pgk_session, args=(a.n, d, a.f, a.small_n, sd, a.reps), timeout=3600)[0]
-    print("[bench] CrypTen builtins (TFP)", file=sys.stderr)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        rows += pgkernels.launch(_crypten_session, args=(a.n, d, a.f, a.reps), dealer="tfp", insecure=True,
-                                 timeout=3600)[0]
+    for r in rows:
+        r["provider"] = "pgk-dealer"
+    rows += run_crypten(_crypten_session, (a.n, d, a.f, a.reps), a.providers)
     for r in rows:
         r["ms"] = round(r["seconds"] * 1e3, 1)
         r["MB_sent"] = round(r["bytes_sent"] / 1e6, 2)
-    table = []
-    for op in ("matmul X X^T", "median", "krum"):
-        ours = next(r for r in rows if r["op"] == op and r["impl"] == "pgkernels" and r["d"] == d)
-        base = next(r for r in rows if r["op"] == op and r["impl"] == "crypten")
-        table.append({"op": op, "n": a.n, "d": f"{d:.0e}", "pgk ms": ours["ms"], "pgk rounds": ours["rounds"],
-                      "pgk MB": ours["MB_sent"], "CrypTen ms": base["ms"], "CrypTen rounds": base["rounds"],
-                      "CrypTen MB": base["MB_sent"], "speedup": f"{base['seconds'] / ours['seconds']:.1f}x"})
-    checks = ("krum (same reps)", "validity check (carry)", "validity check (2 comparisons)",
-              "krum, checked (as the servers run it)")
-    for r in rows:
-        if r["d"] == sd and r["impl"] == "pgkernels" and r["op"] not in checks:
-            table.append({"op": r["op"], "n": a.small_n, "d": f"{sd:.0e}", "pgk ms": r["ms"],
-                          "pgk rounds": r["rounds"], "pgk MB": r["MB_sent"],
-                          "CrypTen ms": "", "CrypTen rounds": "", "CrypTen MB": "",
-                          "speedup": "EIFFeL: 2400 ms"})
-    # the validity check's overhead on Krum, both sizes, same run
-    overhead = []
-    for n_, d_ in ((a.n, d), (a.small_n, sd)):
-        base = next(r for r in rows if r["op"] == checks[0] and r["d"] == d_)
-        for op in checks:
-            r = next(x for x in rows if x["op"] == op and x["d"] == d_)
-            extra = r["seconds"] if op in checks[1:3] else r["seconds"] - base["seconds"]
-            overhead.append({"op": op.replace(" (same reps)", ""), "n": n_, "d": f"{d_:.0e}", "ms": r["ms"],
-                             "rounds": r["rounds"], "MB": r["MB_sent"],
-                             "overhead on krum": "" if op == checks[0] else f"{100 * extra / base['seconds']:+.0f}%"})
-    meta = {"parties": 2, "baseline_provider": "TFP", "f": a.f,
-            "note": "seconds: median at party 0; MB: sent per compute party; small-size rows are seconds "
+    table, overhead = aggregate_tables(rows)
+    meta = {"parties": 2, "baseline_providers": a.providers, "f": a.f,
+            "note": "seconds: median at party 0 of the timed calls after one warm call checked against the "
+                    "plaintext reference; rounds include the online round trips to the dealer; "
+                    "MB: sent per compute party; small-size rows are seconds "
                     "per aggregation round next to EIFFeL's published 2.4 s/iteration (n=100, d=1e3)"}
     meta["validity_overhead"] = overhead
     print(write_results(a.out, meta, rows, table))
-    from .common import fmt_table
-
-    text = fmt_table(overhead, list(overhead[0]))
+    text = fmt_table(overhead)
     print(text)
     with open(a.out.replace(".json", "_validity.md"), "w") as f:
         f.write(text + "\n")

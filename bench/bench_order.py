@@ -6,23 +6,29 @@ Two compute parties plus dealer, in one run:
 
 * coordinate-wise median of an n x d tensor along dim 0: pgkernels (the cost
   model's method, and each method) vs the same pruned Batcher selection
-  network composed from CrypTen builtins (``a > b`` and the select
-  ``b * x + (1 - b) * y``), run under CrypTen's TFP provider (its fastest);
+  network composed from CrypTen builtins (``a > b`` and the one-multiplication
+  select ``a + b * (c - a)``, each layer on whole share matrices), run under
+  CrypTen's TFP and TTP providers;
 * argmax along dim 0 of an n x d tensor: pgkernels vs CrypTen's ``argmax``
-  with ``max_method`` "log_reduction" and "pairwise" (TFP);
+  with ``max_method`` "log_reduction" and "pairwise";
 * plaintext torch on the same data, for the MPC / plaintext ratio.
 
-Each row: median seconds at party 0, rounds, bytes sent per compute party.
+CrypTen's baselines run under its TFP and TTP providers; each row compares
+with the fastest (provider, method) in the same run.
+
+Every case: one warm call checked against plaintext, then at least 3 timed
+calls. Each row: median seconds at party 0, rounds (with the online dealer
+round trip), bytes sent per compute party.
 """
 
 import argparse
 import sys
 import time
-import warnings
 
 import pgkernels
 
-from .common import measure, write_results
+from .common import close, measure, run_crypten, start_run, write_results
+from .tables import order_table
 
 
 def _data(n, d, seed=0):
@@ -41,7 +47,7 @@ def _plain_seconds(fn, reps=5):
 
 
 def _reps(n, d):
-    return 3 if n * d <= 1e6 else 1
+    return 5 if n * d <= 1e5 else 3
 
 
 def _pgk_session(ns, ds, argmax_d):
@@ -61,9 +67,8 @@ def _pgk_session(ns, ds, argmax_d):
             for method in (None, "network", "rank"):
                 if method == "rank" and n * (n - 1) // 2 * d > 3e7:
                     continue  # beyond the batch size the cost model allows
-                got = pgkernels.decode(pgkernels.median(ex, dim=0, lower=True, method=method))
-                assert bool((got == want).all()), (n, d, method)
-                m = measure(lambda: pgkernels.median(ex, dim=0, lower=True, method=method), _reps(n, d), warmup=0)
+                m = measure(lambda: pgkernels.median(ex, dim=0, lower=True, method=method), _reps(n, d),
+                            check=lambda r: close(pgkernels.decode(r), want, 0, f"median n={n} d={d} {method}"))
                 rows.append(dict(op="median", impl="pgkernels", method=method or f"auto:{chosen}",
                                  n=n, d=d, plain_s=plain, **m))
     for n in ns:
@@ -71,29 +76,36 @@ def _pgk_session(ns, ds, argmax_d):
         x = _data(n, d, seed=1)
         ex = crypten.cryptensor(x)
         plain = _plain_seconds(lambda: torch.argmax(x, dim=0))
-        got = pgkernels.decode(pgkernels.argmax(ex, dim=0, one_hot=False))
-        assert bool((got == torch.argmax(x, dim=0)).all())
-        m = measure(lambda: pgkernels.argmax(ex, dim=0), _reps(n, d), warmup=0)
+        want = torch.nn.functional.one_hot(torch.argmax(x, dim=0), n).t()
+        m = measure(lambda: pgkernels.argmax(ex, dim=0), _reps(n, d),
+                    check=lambda r: close(pgkernels.decode(r), want, 0, f"argmax n={n}"))
         rows.append(dict(op="argmax", impl="pgkernels", method=f"auto:{plan('argmax', n, d).method}",
                          n=n, d=d, plain_s=plain, **m))
     return rows
 
 
-def _crypten_median_network(ex, rows):
-    """The pruned Batcher selection network with CrypTen's comparison and select."""
+def crypten_network(X, rows):
+    """The pruned Batcher network ``rows`` with CrypTen's comparison and its
+    one-multiplication select, run on the (wires, d) MPCTensor X: each layer is
+    one batched ``a > b``, one multiplication and one gather of whole share
+    matrices (no per-wire indexing). Returns the permuted X."""
     import crypten
+    import torch
 
-    wires = [ex[i] for i in range(ex.size(0))]
-    for layer in range(int(rows[:, 0].max()) + 1):
+    n = X.size(0)
+    for layer in range(int(rows[:, 0].max()) + 1 if rows.numel() else 0):
         sel = rows[rows[:, 0] == layer]
-        A = crypten.stack([wires[i] for i in sel[:, 1].tolist()])
-        B = crypten.stack([wires[j] for j in sel[:, 2].tolist()])
+        i, j = sel[:, 1], sel[:, 2]
+        A, B = X[i], X[j]
         b = A > B
-        lo = b * B + (1 - b) * A
+        lo = A + b * (B - A)  # min(A, B)
         hi = A + B - lo
-        for k, (i, j) in enumerate(zip(sel[:, 1].tolist(), sel[:, 2].tolist())):
-            wires[i], wires[j] = lo[k], hi[k]
-    return wires
+        # wire i <- lo, wire j <- hi, the others stay: one gather from [X; lo; hi]
+        src = torch.arange(n)
+        src[i] = n + torch.arange(len(i))
+        src[j] = n + len(i) + torch.arange(len(i))
+        X = crypten.cat([X, lo, hi])[src]
+    return X
 
 
 def _crypten_session(ns, ds, argmax_d, skip_big):
@@ -111,16 +123,19 @@ def _crypten_session(ns, ds, argmax_d, skip_big):
             ex = crypten.cryptensor(x)
             pos = (n - 1) // 2
             net = torch.ops.pgkernels.sorting_network(n, [pos])
-            got = _crypten_median_network(ex, net)[pos].get_plain_text()
-            assert float((got - torch.median(x, dim=0).values).abs().max()) < 1e-3
-            m = measure(lambda: _crypten_median_network(ex, net), 1, warmup=0)
+            want = torch.median(x, dim=0).values
+            m = measure(lambda: crypten_network(ex, net)[pos], _reps(n, d),
+                        check=lambda r: close(r.get_plain_text(), want, 1e-3, f"CrypTen median n={n} d={d}"))
             rows.append(dict(op="median", impl="crypten", method="network", n=n, d=d, **m))
     for n in ns:
         d = argmax_d
-        ex = crypten.cryptensor(_data(n, d, seed=1))
+        x = _data(n, d, seed=1)
+        ex = crypten.cryptensor(x)
+        want = torch.nn.functional.one_hot(torch.argmax(x, dim=0), n).t()
         for method in ("log_reduction", "pairwise"):
             with crypten.cfg.temp_override({"functions.max_method": method}):
-                m = measure(lambda: ex.argmax(dim=0), 1, warmup=0)
+                m = measure(lambda: ex.argmax(dim=0), _reps(n, d),
+                            check=lambda r: close(r.get_plain_text(), want, 0, f"CrypTen argmax {method}"))
             rows.append(dict(op="argmax", impl="crypten", method=method, n=n, d=d, **m))
     return rows
 
@@ -132,42 +147,25 @@ def main(argv=None):
     ap.add_argument("--argmax-d", type=float, default=1e4)
     ap.add_argument("--skip-big-crypten", action="store_true",
                     help="skip CrypTen's median network for n >= 20 at d >= 1e5 (minutes each)")
+    ap.add_argument("--providers", nargs="+", default=["TFP", "TTP"],
+                    help="CrypTen providers to run the baselines under (the table takes the fastest)")
     ap.add_argument("--out", default="bench/results/order.json")
     a = ap.parse_args(argv)
+    start_run()
     ds = [int(d) for d in a.ds]
     ad = int(a.argmax_d)
     print("[bench] pgkernels (pgkernels dealer)", file=sys.stderr)
     rows = pgkernels.launch(_pgk_session, args=(a.ns, ds, ad), timeout=3600)[0]
-    print("[bench] CrypTen builtins (TFP)", file=sys.stderr)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        rows += pgkernels.launch(_crypten_session, args=(a.ns, ds, ad, a.skip_big_crypten), dealer="tfp",
-                                 insecure=True, timeout=3600)[0]
-    table = []
+    for r in rows:
+        r["provider"] = "pgk-dealer"
+    rows += run_crypten(_crypten_session, (a.ns, ds, ad, a.skip_big_crypten), a.providers)
     for r in rows:
         r["ms"] = round(r["seconds"] * 1e3, 1)
         r["MB_sent"] = round(r["bytes_sent"] / 1e6, 2)
-    for op in ("median", "argmax"):
-        for n in a.ns:
-            for d in (ds if op == "median" else [ad]):
-                sel = [r for r in rows if r["op"] == op and r["n"] == n and r["d"] == d]
-                ours = [r for r in sel if r["impl"] == "pgkernels"]
-                base = [r for r in sel if r["impl"] == "crypten"]
-                auto = next(r for r in ours if r["method"].startswith("auto"))
-                best_base = min(base, key=lambda r: r["seconds"]) if base else None
-                row = {"op": op, "n": n, "d": f"{d:.0e}", "pgk method": auto["method"][5:],
-                       "pgk ms": auto["ms"], "pgk rounds": auto["rounds"], "pgk MB": auto["MB_sent"]}
-                for r in ours:
-                    if not r["method"].startswith("auto"):
-                        row[f"{r['method']} ms"] = r["ms"]
-                if best_base:
-                    row.update({"CrypTen method": best_base["method"], "CrypTen ms": best_base["ms"],
-                                "CrypTen rounds": best_base["rounds"], "CrypTen MB": best_base["MB_sent"],
-                                "speedup": f"{best_base['seconds'] / auto['seconds']:.1f}x"})
-                row["MPC/plain"] = f"{auto['seconds'] / auto['plain_s']:.0f}x"
-                table.append(row)
-    meta = {"parties": 2, "baseline_provider": "TFP",
-            "note": "seconds: median at party 0; MB: sent per compute party"}
+    table = order_table(rows)
+    meta = {"parties": 2, "baseline_providers": a.providers,
+            "note": "seconds: median at party 0 of the timed calls after one warm call checked against "
+                    "plaintext; rounds include the online round trips to the dealer; MB: sent per compute party"}
     print(write_results(a.out, meta, rows, table))
     print(f"[bench] wrote {a.out}", file=sys.stderr)
 

@@ -3,23 +3,37 @@
 import statistics
 import time
 
+from .tables import fmt_table
 
-def measure(fn, reps, warmup=1):
-    """Median wall time of fn() at party 0, with rounds/bytes of one call
-    (bytes sent by party 0; dealer bytes received by all parties together).
 
+MIN_REPS = 3
+
+
+def measure(fn, reps, check=None):
+    """One warm call of fn() checked against plaintext, then ``reps`` (>= 3)
+    timed calls: the median wall time at party 0, every time, and the
+    rounds/bytes of one call (bytes sent by party 0; dealer bytes received by
+    all parties together).
+
+    ``check(result)``: run on the warm call's result at every party (it may
+    open shares); it must raise if the result disagrees with plaintext.
     Parties are aligned with a barrier before each call so the clock measures
     the protocol, not a late start.
     """
+    import torch
     import torch.distributed as dist
 
     import crypten.communicator as cc
 
     from pgkernels.runtime import comm
 
+    if reps < MIN_REPS:
+        raise ValueError(f"reps must be at least {MIN_REPS}, got {reps}")
     group = cc.get().main_group
-    for _ in range(warmup):
-        fn()
+    out = fn()
+    if check is not None:
+        check(out)
+    del out
     times = []
     stats = None
     for _ in range(reps):
@@ -31,37 +45,77 @@ def measure(fn, reps, warmup=1):
         if stats is None:
             stats = comm.STATS.snapshot()
     # The dealer's corrections rotate between parties: report their total.
-    import torch
-
     total = torch.tensor([stats.dealer_bytes], dtype=torch.float64)
     dist.all_reduce(total, group=group)
-    return {"seconds": statistics.median(times), "rounds": stats.rounds,
+    return {"seconds": statistics.median(times), "times": times, "reps": reps, "checked": check is not None,
+            "rounds": stats.rounds, "dealer_rounds": stats.dealer_rounds,
             "bytes_sent": stats.bytes_sent, "dealer_bytes": float(total)}
 
 
-def fmt_table(rows, cols):
-    widths = [max(len(str(c)), *(len(str(r.get(c, ""))) for r in rows)) for c in cols]
-    line = lambda vals: "| " + " | ".join(str(v).ljust(w) for v, w in zip(vals, widths)) + " |"  # noqa: E731
-    out = [line(cols), "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
-    out += [line([r.get(c, "") for c in cols]) for r in rows]
-    return "\n".join(out)
+def close(got, want, tol, what):
+    """Raise unless the opened result ``got`` is within ``tol`` of plaintext ``want``."""
+    import torch
+
+    got = torch.as_tensor(got, dtype=torch.float64)
+    want = torch.as_tensor(want, dtype=torch.float64)
+    if got.shape != want.shape:
+        raise AssertionError(f"{what}: shape {tuple(got.shape)} != plaintext {tuple(want.shape)}")
+    err = float((got - want).abs().max()) if got.numel() else 0.0
+    if not err <= tol:
+        raise AssertionError(f"{what}: max error {err} against plaintext (tolerance {tol})")
+
+
+_RUN = {}
+
+
+def load_average():
+    """The 1/5/15-minute load averages (other processes share the machine)."""
+    import os
+
+    try:
+        return [round(v, 2) for v in os.getloadavg()]
+    except OSError:
+        return None
+
+
+def _now():
+    import datetime
+
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+def _git(*args):
+    import os
+    import subprocess
+
+    try:
+        return subprocess.run(["git", *args], capture_output=True, text=True, timeout=10,
+                              cwd=os.path.dirname(os.path.abspath(__file__))).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def _commit():
+    return {"commit": _git("rev-parse", "HEAD"),
+            "dirty": bool(_git("status", "--porcelain", "--untracked-files=no"))}
+
+
+def start_run():
+    """Record when the benchmark started, the commit it runs (the tree may
+    change while it runs) and the machine's load then."""
+    _RUN.update(started=_now(), load_average_start=load_average(), **_commit())
 
 
 def provenance():
-    """What a results file must record: the command, the commit, the versions, the machine."""
+    """What a results file must record: the exact command, the commit, the
+    library versions, the date, the machine (CPU model, cores) and its load
+    at the start and end of the run."""
     import os
     import platform
-    import subprocess
     import sys
 
+    import numpy
     import torch
-
-    def git(*args):
-        try:
-            return subprocess.run(["git", *args], capture_output=True, text=True, timeout=10,
-                                  cwd=os.path.dirname(os.path.abspath(__file__))).stdout.strip()
-        except (OSError, subprocess.SubprocessError):
-            return ""
 
     try:
         import crypten  # noqa: F401  (after pgkernels' compat step)
@@ -76,19 +130,21 @@ def provenance():
             cpu = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), "")
     except OSError:
         pass
-    return {"command": "python -m " + " ".join([os.path.splitext(os.path.relpath(sys.argv[0]))[0].replace(os.sep, ".")]
-                                                 + sys.argv[1:]),
-            "commit": git("rev-parse", "HEAD"), "dirty": bool(git("status", "--porcelain", "--untracked-files=no")),
-            "versions": {"python": platform.python_version(), "torch": torch.__version__,
+    module = os.path.splitext(os.path.relpath(sys.argv[0]))[0].replace(os.sep, ".")
+    return {"command": " ".join(["python -m " + module] + sys.argv[1:]),
+            "commit": _RUN.get("commit") or _commit()["commit"],
+            "dirty": _RUN["dirty"] if "dirty" in _RUN else _commit()["dirty"],
+            "versions": {"python": platform.python_version(), "torch": torch.__version__, "numpy": numpy.__version__,
                          "crypten": crypten_version, "pgkernels": pgkernels.__version__},
-            "machine": platform.platform(), "cpu": cpu, "cpus": os.cpu_count()}
+            "date": _RUN.get("started") or _now(), "finished": _now(),
+            "machine": platform.platform(), "cpu": cpu, "cpus": os.cpu_count(),
+            "load_average_start": _RUN.get("load_average_start"), "load_average_end": load_average()}
 
 
 def write_results(path, meta, rows, table):
     """JSON with every row, and the table as Markdown next to it."""
     import json
     import os
-    import platform
 
     meta = dict(provenance(), **meta)
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
@@ -101,3 +157,27 @@ def write_results(path, meta, rows, table):
     with open(os.path.splitext(path)[0] + ".md", "w") as f:
         f.write(text + "\n")
     return text
+
+
+PROVIDERS = {"TFP": dict(dealer="tfp", insecure=True), "TTP": dict(dealer="crypten-ttp")}
+
+
+def run_crypten(session, args, providers, timeout=3600):
+    """Run ``session(*args)`` under each of CrypTen's providers (TFP: party 0
+    generates every triple, insecure; TTP: CrypTen's own dealer); every row is
+    tagged with its provider, so a table can take the fastest per case."""
+    import sys
+    import warnings
+
+    import pgkernels
+
+    rows = []
+    for name in providers:
+        if name not in PROVIDERS:
+            raise ValueError(f"providers must be among {sorted(PROVIDERS)}, got {name!r}")
+        print(f"[bench] CrypTen builtins ({name})", file=sys.stderr)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            got = pgkernels.launch(session, args=args, timeout=timeout, **PROVIDERS[name])[0]
+        rows += [dict(r, provider=name) for r in got]
+    return rows

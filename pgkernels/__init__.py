@@ -25,7 +25,10 @@ from .runtime.session import init_from_env as init, shutdown_party as uninit  # 
 
 
 def comm_stats():
-    """Rounds, bytes sent and dealer bytes counted in this party so far."""
+    """Rounds, bytes sent and dealer bytes counted in this party so far.
+
+    Rounds include the online round trips to the dealer (also counted apart
+    in ``dealer_rounds``); see :mod:`pgkernels.runtime.comm`."""
     from .runtime import comm
 
     return comm.STATS.snapshot()

@@ -125,6 +125,12 @@ def test_mpc_matches_plaintext(world_size, defense, variant):
     assert stats["world_size"] == world_size and stats["batches"] == 3
     assert len(stats["bytes"]) == world_size and all(b > 0 for b in stats["bytes"])
     assert stats["rounds"] > 0 and stats["seconds"] > 0
+    # honest gradients here are far below the threshold: MPC zeroed none, as plaintext
+    assert stats["grad_entries_zeroed"]["f"] == 0 and stats["grad_entries"]["f"] > 0
+    if defense == "advtrain":
+        assert stats["grad_entries_zeroed"]["g"] == 0 and stats["grad_entries"]["g"] > 0
+    else:
+        assert stats["grad_entries_zeroed"]["g"] is None
 
 
 def _clip_session():
@@ -138,17 +144,21 @@ def _clip_session():
     module.train()
     opt = crypten.optim.SGD(module.parameters(), lr=1.0)
     lin = module._modules["0"]
-    # a truncation failure shows up as an entry near +-2^32; honest ones are small
-    lin.weight.grad = crypten.cryptensor(torch.tensor([[2.0 ** 32, -3.0, 99.0], [-2.0 ** 31, 0.5, -150.0]]))
-    lin.bias.grad = crypten.cryptensor(torch.tensor([-1.25, 7.0]))
-    mpc._clip_and_step(module, opt)
-    return pgkernels.decode(lin.weight), pgkernels.decode(lin.bias)
+    zeroed = mpc._ZeroedCount()
+    for _ in range(2):  # the same gradients twice: the counts add up
+        # a truncation failure shows up as an entry near +-2^32; honest ones are small
+        lin.weight.grad = crypten.cryptensor(torch.tensor([[2.0 ** 32, -3.0, 99.0], [-2.0 ** 31, 0.5, -150.0]]))
+        lin.bias.grad = crypten.cryptensor(torch.tensor([-1.25, 7.0]))
+        mpc._clip_and_step(module, opt, zeroed)
+    return pgkernels.decode(lin.weight), pgkernels.decode(lin.bias), zeroed.open(), zeroed.checked
 
 
-def test_mpc_step_drops_corrupted_gradient_entries():
-    weight, bias = pgkernels.launch(_clip_session, world_size=2)[0]
-    assert torch.allclose(weight, torch.tensor([[0.0, 3.0, -99.0], [0.0, -0.5, 0.0]], dtype=torch.float64))
-    assert torch.allclose(bias, torch.tensor([1.25, -7.0], dtype=torch.float64))
+@pytest.mark.parametrize("world_size", [2, 3])
+def test_mpc_step_drops_corrupted_gradient_entries(world_size):
+    weight, bias, zeroed, checked = pgkernels.launch(_clip_session, world_size=world_size)[0]
+    assert torch.allclose(weight, torch.tensor([[0.0, 6.0, -198.0], [0.0, -1.0, 0.0]], dtype=torch.float64))
+    assert torch.allclose(bias, torch.tensor([2.5, -14.0], dtype=torch.float64))
+    assert (zeroed, checked) == (6, 16)  # 3 of 8 entries are >= 100 in magnitude, twice
 
 
 # --- input checks -----------------------------------------------------------

@@ -194,11 +194,61 @@ def test_protocol_costs_are_metered():
         return rows
 
     rows = pgkernels.launch(fn, world_size=2, timeout=120)[0]
-    assert rows["ltz"] == (6, 13.25)
-    assert rows["relu"] == (6, 13.25)  # the payload x is the compared value: its opening is free
-    assert rows["crypten_lt"][0] == 8
+    # 6 rounds between the parties + the online round trip to the dealer
+    assert rows["ltz"] == (7, 13.25)
+    assert rows["relu"] == (7, 13.25)  # the payload x is the compared value: its opening is free
+    # CrypTen's 8 rounds, each waiting for a triple asked of the dealer online
+    assert rows["crypten_lt"][0] == 16
     assert rows["ltz"][1] * 4 <= rows["crypten_lt"][1]
-    assert rows["eq"][0] == 6
+    assert rows["eq"][0] == 7
+
+
+def _metered_plans():
+    import crypten
+
+    from pgkernels.protocols.order import plan
+    from pgkernels.runtime import comm
+
+    out = {}
+    x = crypten.cryptensor(torch.randn(7, 10))
+    for method in ("network", "rank"):
+        comm.reset_stats()
+        pgkernels.median(x, dim=0, method=method)
+        s = comm.STATS.snapshot()
+        out[f"median {method}"] = (s.rounds, s.dealer_rounds, plan("median", 7, 10, method=method).rounds)
+    comm.reset_stats()
+    pgkernels.argmax(x, dim=0, method="tournament")
+    s = comm.STATS.snapshot()
+    out["argmax tournament"] = (s.rounds, s.dealer_rounds, plan("argmax", 7, 10, method="tournament").rounds)
+    return out
+
+
+def test_rounds_count_the_online_dealer_round_trip_as_the_cost_model_does():
+    """A chain of comparisons (network layers, tournament levels, ranks then an
+    equality test) pays one dealer round trip: the rest is prefetched. The
+    metered rounds equal the cost model's."""
+    res = pgkernels.launch(_metered_plans, world_size=2, timeout=180)[0]
+    for name, (metered, dealer_rounds, planned) in res.items():
+        assert dealer_rounds == 1, (name, res)
+        assert metered == planned, (name, res)
+
+
+def test_crypten_ttp_request_is_a_round():
+    """CrypTen's TTP: party 0's request and the answer are one round per triple."""
+
+    def fn():
+        import crypten
+
+        from pgkernels.runtime import comm
+
+        x = crypten.cryptensor(torch.randn(100))
+        comm.reset_stats()
+        x * x
+        s = comm.STATS.snapshot()
+        return comm.rank(), s.rounds, s.dealer_rounds
+
+    res = pgkernels.launch(fn, world_size=2, dealer="crypten-ttp", timeout=180)
+    assert res[0] == (0, 2, 1)  # one opening round + the triple's round trip
 
 
 def test_dealer_rejects_malformed_crypten_requests():

@@ -56,13 +56,14 @@ def trimmed_mean(U, proportiontocut=0.1, method=None):
     return order.trimmed_mean(U, dim=0, proportiontocut=proportiontocut, method=method)
 
 
-def krum_scores(U, num_malicious):
+def krum_scores(U, num_malicious, method=None):
     """Shared Krum scores (n,): each client's sum of squared distances to its
     ``n - f - 2`` nearest other clients (Blanchard et al. 2017).
 
     Protocol: the Gram-matrix distances (1 round), then the ``n - f - 2``
     smallest of each row's n - 1 off-diagonal distances by a selection network
-    or ranks (see :func:`pgkernels.topk`), summed locally. Reveals nothing.
+    or ranks (see :func:`pgkernels.topk`; ``method`` "network" or "rank",
+    default the cost model's choice), summed locally. Reveals nothing.
     """
     U = check_updates(U)
     n = U.size(0)
@@ -71,19 +72,20 @@ def krum_scores(U, num_malicious):
     D = pairwise_sq_dist(U)
     idx = torch.tensor([[j for j in range(n) if j != i] for i in range(n)], dtype=torch.long)
     off = blocks.like_shape(D.share.gather(1, idx), D.encoder.scale)
-    vals, _ = order.topk(off, m, dim=1, largest=False)
+    vals, _ = order.topk(off, m, dim=1, largest=False, method=method)
     return vals.sum(1)
 
 
-def krum(U, num_malicious, return_selection=False):
+def krum(U, num_malicious, return_selection=False, method=None):
     """Krum: the update of the client with the lowest Krum score (ties: lowest index).
 
     Needs ``n >= 2 f + 3``. Cost: :func:`krum_scores`, a tournament argmin over
     n scores, and one round selecting the row (n d bit injections). Reveals
     nothing; with ``return_selection=True`` also returns the shared one-hot of
-    the selected client (revealing it is the caller's choice).
+    the selected client (revealing it is the caller's choice). ``method``:
+    the top-k method of :func:`krum_scores`.
     """
-    scores = krum_scores(U, num_malicious)
+    scores = krum_scores(U, num_malicious, method)
     onehot = order.argmin(scores, dim=0)
     out = select_rows(onehot.share, U)
     return (out, onehot) if return_selection else out

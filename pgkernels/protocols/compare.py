@@ -24,7 +24,10 @@ per group), Beaver AND triples, and a random bit s shared both ways.
    Open ``z = bit ^ s`` (1 bit per element, XOR; 1 round) and output
    ``z + (1 - 2z) * [s]`` as arithmetic shares.
 
-Cost for k = 64: 6 rounds (CrypTen's ``x < 0``: 8), and per party per element
+Cost for k = 64: 6 rounds between the parties (CrypTen's ``x < 0``: 8), plus
+the round trip to the dealer for the material when it was not asked for ahead
+(metered as a round: 7 in all; CrypTen's ``x < 0`` under a dealer waits for a
+triple before each of its 8 rounds: 16), and per party per element
 ``8 (n-1)`` bytes for step 1 plus ``(41 + 1) / 8 * (n-1)`` bytes of packed
 bits (each party sends its share to every other party): 13.25 bytes sent per
 element for 2 parties (CrypTen: 104). From the dealer, the request's corrected

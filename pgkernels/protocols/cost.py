@@ -2,6 +2,12 @@
 
     time = rounds * latency + bytes_sent_per_party / bandwidth + elements * compute
 
+Rounds include the online round trip to the dealer (:data:`DEALER_ROUNDS`):
+a chain of comparisons (a sorting network's layers, a tournament's levels,
+ranks then an equality test) asks for its first comparison's material when it
+starts and for each next one while the previous one runs (prefetch), so a
+chain pays one dealer round trip, not one per comparison.
+
 The defaults were measured on this project's reference machine (2 cores,
 parties over loopback TCP): a round trip of about 0.3 ms, about 1 GB/s per
 direction, and about 60 ns of local work per compared element (8 ns per
@@ -45,15 +51,24 @@ def configure(latency=None, bandwidth=None, compare_s=None, payload_s=None):
     return MODEL
 
 
+# A dealer request made when the op needs it: one round trip (headers out,
+# correction back), counted by pgkernels.runtime.comm as a round.
+DEALER_ROUNDS = 1
+
+
 @functools.lru_cache(maxsize=None)
-def compare_cost(bits, mode, payloads, self_sign=0):
+def compare_cost(bits, mode, payloads, self_sign=0, online=True):
     """(rounds, bytes sent per element per peer) of one comparison (mode LT or
-    EQ) on ``bits`` bits with ``payloads`` values multiplied into its bit."""
+    EQ) on ``bits`` bits with ``payloads`` values multiplied into its bit.
+
+    Rounds: ``2 + levels`` between the parties, plus :data:`DEALER_ROUNDS`
+    when its material is asked for ``online`` (not prefetched during the
+    previous comparison): 7 at 64 bits online, 6 prefetched."""
     lay = ops.cmp_layout(64, bits, mode, payloads, self_sign)  # n = 64: one word per bit plane
     open_planes = lay.open[:lay.levels]  # bits per element opened at each tree level
     c_bytes = next(w for w in (1, 2, 4, 8) if bits <= 8 * w)
     nbytes = c_bytes + 8 * (payloads - (1 if self_sign else 0)) + (sum(open_planes) + 1) / 8
-    return 2 + lay.levels, nbytes
+    return 2 + lay.levels + (DEALER_ROUNDS if online else 0), nbytes
 
 
 # Largest single batched comparison a plan may issue: its correlated randomness

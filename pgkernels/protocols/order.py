@@ -54,7 +54,7 @@ from ..runtime import comm as _comm
 from . import shares, truncation
 from .blocks import compare_exchange, network_rows, public_share, rank_bits, ranks
 from .compare import EQ, LT, compare_shares
-from .cost import Plan, choose, compare_cost
+from .cost import DEALER_ROUNDS, Plan, choose, compare_cost
 
 
 # --- plumbing -------------------------------------------------------------------
@@ -106,16 +106,17 @@ def _parties():
 def _plan_network(n, outputs, payloads):
     rows = network_rows(n, outputs)
     depth = int(rows[:, 0].max()) + 1 if rows.numel() else 0
-    r, b = compare_cost(64, LT, payloads, -1)
+    # layers after the first are prefetched: one dealer round trip in all
+    r, b = compare_cost(64, LT, payloads, -1, online=False)
     C = rows.shape[0]
     widest = int(torch.bincount(rows[:, 0]).max()) * (1 + payloads) if C else 0
-    return Plan("network", r * depth, b * C, C, C * payloads, widest)
+    return Plan("network", r * depth + (DEALER_ROUNDS if depth else 0), b * C, C, C * payloads, widest)
 
 
 def _plan_rank(n, npos, payloads):
     pairs = n * (n - 1) // 2
-    r1, b1 = compare_cost(64, LT, 0)
-    r2, b2 = compare_cost(rank_bits(n), EQ, payloads)
+    r1, b1 = compare_cost(64, LT, 0)  # online
+    r2, b2 = compare_cost(rank_bits(n), EQ, payloads, online=False)  # prefetched during the ranks
     return Plan("rank", r1 + r2, pairs * b1 + n * npos * b2, pairs + n * npos, n * npos * payloads,
                 builtins.max(pairs, n * npos * (1 + payloads)))
 
@@ -126,7 +127,7 @@ def _plan_tournament(n, onehot):
     while m > 1:
         P = m // 2
         p = 1 + (2 * s if onehot else 0)
-        r, b = compare_cost(64, LT, p, -1)
+        r, b = compare_cost(64, LT, p, -1, online=rounds == 0)  # later levels are prefetched
         rounds += r
         nbytes += P * b
         comps += P
@@ -309,7 +310,7 @@ def trimmed_mean(x, dim=-1, proportiontocut=0.1, keepdim=False, method=None):
         return truncation.div(cols.out(total, keepdim=keepdim, squeeze=True), keep)
     plans = [_plan_network(n, None, 1)]
     r1, b1 = compare_cost(64, LT, 0)
-    r2, b2 = compare_cost(rank_bits(n), LT, 1)
+    r2, b2 = compare_cost(rank_bits(n), LT, 1, online=False)  # prefetched during the ranks
     pairs = n * (n - 1) // 2
     plans.append(Plan("rank", r1 + r2, pairs * b1 + 2 * n * b2, pairs + 2 * n, 2 * n,
                       builtins.max(pairs, 4 * n)))

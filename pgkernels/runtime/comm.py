@@ -15,6 +15,16 @@ pgkernels' exchanges and for CrypTen's own communicator calls (wrapped by
 
 Bytes from the dealer to a party are counted apart (``dealer_bytes``).
 
+Rounds include the online dealer round trip: a request for correlated
+randomness made when an op needs it (every party's header to the pgkernels
+dealer, or party 0's request to CrypTen's TTP, and the dealer's answer) is one
+round, also counted apart in ``dealer_rounds``. A pgkernels comparison asked
+for ahead (``prefetch``, while the previous comparison's rounds run) adds no
+round; CrypTen's TFP and pgkernels' insecure local dealer make no request.
+In pgkernels' comparison the answer is awaited only after the first opening,
+so on a network where the dealer is as close as the peer the round trip
+overlaps that round; it is counted anyway (the conservative count).
+
 Sizes are plaintext sizes and the model is the same whatever carries the
 messages: with ``channel="encrypted"`` (:mod:`pgkernels.runtime.channel`)
 each message is one AES-GCM record, 16 bytes longer on the wire, and
@@ -35,6 +45,7 @@ class CommStats:
     bytes_sent: float = 0.0
     dealer_bytes: float = 0.0
     dealer_requests: int = 0
+    dealer_rounds: int = 0
 
     def snapshot(self):
         return dataclasses.replace(self)
@@ -45,6 +56,7 @@ class CommStats:
             self.bytes_sent - before.bytes_sent,
             self.dealer_bytes - before.dealer_bytes,
             self.dealer_requests - before.dealer_requests,
+            self.dealer_rounds - before.dealer_rounds,
         )
 
     def as_dict(self):
@@ -60,6 +72,7 @@ def reset_stats():
     STATS.bytes_sent = 0.0
     STATS.dealer_bytes = 0.0
     STATS.dealer_requests = 0
+    STATS.dealer_rounds = 0
 
 
 def _comm():
@@ -156,6 +169,12 @@ def record_dealer_bytes(nbytes):
     STATS.dealer_bytes += nbytes
 
 
+def record_dealer_round():
+    """One online round trip to the dealer (request out, answer back): a round."""
+    STATS.rounds += 1
+    STATS.dealer_rounds += 1
+
+
 # --- meter for CrypTen's own communicator -----------------------------------
 
 _METERED = ("all_reduce", "broadcast", "send", "isend", "recv", "irecv", "gather",
@@ -183,7 +202,10 @@ def _account(self, name, args, kwargs, result):
             group = args[pos]
     dealer_group = group is not None and group is not self.main_group
     if dealer_group:
-        # Dealer traffic: what a compute party receives from the dealer.
+        # Dealer traffic: what a compute party receives from the dealer; a
+        # request sent to CrypTen's TTP (party 0's send_obj) is a round trip.
+        if me < n and name == "send_obj":
+            record_dealer_round()
         if me < n and name in ("broadcast", "recv", "irecv", "recv_obj"):
             b = _tensor_bytes(args[0]) if name != "recv_obj" else sys.getsizeof(result)
             record_dealer_bytes(b)

@@ -32,9 +32,12 @@ for ``n`` parties' streams of ``total`` words plus the corrections.
 
 Cost: per request every party sends 64 header bytes (plus the JSON of a
 CrypTen request, tens of bytes) with ``isend``, before the protocol's first
-round, and the corrected party receives one correction tensor; the dealer
-adds no round between compute parties, and its answer is awaited only when
-the corrected words are first needed. The dealer learns the request shapes
+round, and the corrected party receives one correction tensor. A request made
+when an op needs it is one round trip to the dealer, metered as a round
+(:func:`pgkernels.runtime.comm.record_dealer_round`); its answer is awaited
+only when the corrected words are first needed (in a comparison, after the
+first opening). A comparison asked for ahead (:meth:`DealerClient.prefetch_cmp`)
+travels while the previous comparison's rounds run and is not counted. The dealer learns the request shapes
 (public) and nothing else.
 
 All traffic goes through the session's transport
@@ -513,7 +516,7 @@ class DealerClient:
         if payload is not None:
             self._sending.append(self.tx.isend(payload, self.dealer_rank, group=self.group))
 
-    def _request(self, kind, params, stream_words, total_words, header_extra=(), payload=None):
+    def _request(self, kind, params, stream_words, total_words, header_extra=(), payload=None, online=True):
         # refuse here what the dealer would refuse: a clearer error, at the party that asked
         check_budget(stream_words, total_words, self.world_size,
                      "comparison" if kind == CMP else f"{params.get('fn')} request")
@@ -533,6 +536,9 @@ class DealerClient:
         else:
             # every party sends its own header: the dealer answers only if all agree
             self._send_request(_header(kind, self.seq, header_extra), payload)
+            if online:
+                # the corrected party waits for the answer, and the others for it
+                _comm.record_dealer_round()
         # everything but the corrected party's corrected segment comes from the stream
         drawn = total_words if self.rank != corrected else stream_words
         if drawn:
@@ -572,7 +578,7 @@ class DealerClient:
             raise RuntimeError("pgkernels: only one comparison can be asked for ahead")
         params = check_cmp_params(n, k, mode, int(payloads), int(self_sign))
         lay = cmp_layout(*params)
-        mat = self._request(CMP, params, lay.stream, lay.total, header_extra=params)
+        mat = self._request(CMP, params, lay.stream, lay.total, header_extra=params, online=False)
         self._ahead = (params, mat, lay)
 
     def crypten(self, req):

@@ -299,7 +299,8 @@ def _per_owner_acc(pred_val, data, owner_val):
 
 
 def _mpc_cost(stats):
-    return {k: stats[k] for k in ("seconds", "bytes", "rounds", "dealer_bytes", "wall_seconds") if k in stats}
+    return {k: stats[k] for k in ("seconds", "bytes", "rounds", "dealer_bytes", "wall_seconds",
+                                  "grad_entries_zeroed", "grad_entries") if k in stats}
 
 
 def run(cfg, clean=None):
