@@ -1,7 +1,10 @@
 """Poisoning a data owner's or client's records ``(X, y)`` before it trains honestly on them.
 
 * :func:`label_flip` -- every label y becomes C - 1 - y;
-* :func:`targeted_mislabel` -- AUROR's source-to-target mislabelling;
+* :func:`targeted_mislabel` -- source-to-target mislabelling of one client's own records;
+* :func:`concentrated_targeted` -- AUROR's threat model: a fraction of *all*
+  training records are source-class images labelled as the target, all held
+  by the malicious users;
 * :func:`backdoor` -- a trigger (:class:`Trigger`: a pixel patch for images,
   :func:`image_trigger`; fixed feature values for tabular or text data,
   :func:`tabular_trigger`; :func:`make_trigger` picks per dataset) stamped on
@@ -46,6 +49,59 @@ def targeted_mislabel(y, source, target):
     y = np.array(y, copy=True)
     y[y == source] = target
     return y
+
+
+def concentrated_targeted(y, num_malicious, fraction, source, target, seed=0):
+    """AUROR's targeted poisoning threat model (Shen, Tople & Saxena, ACSAC
+    2016, Sec. 5): the attacker controls ``round(fraction * N)`` of the
+    ``N`` training records, all of them source-class images labelled as the
+    target, and they are concentrated in the ``num_malicious`` malicious users
+    (split as evenly as possible); the benign users share the remaining clean
+    records. The total stays ``N``: the poisoned records are taken out of the
+    clean pool (and, when the budget exceeds the ``S`` source-class records,
+    every source record is poisoned, ``budget - S`` of them are used twice and
+    as many non-source records leave the clean pool).
+
+    Args:
+        y: the training labels (1-D ints) the records are drawn from.
+        num_malicious: malicious users holding the poisoned records (>= 1).
+        fraction: poisoned share of all ``N`` records, in [0, 1).
+        source, target: distinct classes.
+        seed: seeds the choice of records.
+
+    Returns:
+        ``(poisoned, removed)``: ``poisoned`` a list of ``num_malicious``
+        int64 arrays of indices into ``y`` (source-class records; the caller
+        gives them label ``target``), ``removed`` the sorted indices to take
+        out of the clean pool. ``sum(len(p) for p in poisoned) ==
+        len(removed) == round(fraction * N)``.
+    """
+    y = np.asarray(y)
+    if y.ndim != 1:
+        raise ValueError(f"y must be a 1-D label vector, got shape {y.shape}")
+    if isinstance(num_malicious, bool) or not isinstance(num_malicious, (int, np.integer)) or num_malicious < 1:
+        raise ValueError(f"num_malicious must be an int >= 1, got {num_malicious!r}")
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float, np.floating, np.integer)) \
+            or not 0.0 <= float(fraction) < 1.0:
+        raise ValueError(f"fraction must be a number in [0, 1), got {fraction!r}")
+    if source == target:
+        raise ValueError(f"source and target classes must differ, both are {source}")
+    n = len(y)
+    budget = int(round(float(fraction) * n))
+    src = np.flatnonzero(y == source)
+    if budget and not len(src):
+        raise ValueError(f"no record of the source class {source} to poison")
+    rng = np.random.default_rng(seed)
+    if budget <= len(src):
+        chosen = rng.choice(src, size=budget, replace=False)
+        removed = chosen
+    else:  # more poison than source images: reuse some, and keep N by dropping as many other records
+        extra = budget - len(src)
+        others = np.flatnonzero(y != source)
+        chosen = np.concatenate([rng.permutation(src), rng.choice(src, size=extra, replace=True)])
+        removed = np.concatenate([src, rng.choice(others, size=extra, replace=False)])
+    poisoned = [np.sort(part).astype(np.int64) for part in np.array_split(chosen, int(num_malicious))]
+    return poisoned, np.sort(removed).astype(np.int64)
 
 
 @dataclasses.dataclass(frozen=True)

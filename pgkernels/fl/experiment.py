@@ -137,6 +137,7 @@ def run(config, aggregator=None, progress=True, dataset=None):
         "backend": getattr(aggregator, "backend", type(aggregator).__name__),
         "malicious_clients": mal,
         "clients_data_sizes": [int(len(y)) for _, y in lab.clients],
+        "poisoned_records": lab.poisoned_records,
         "num_params": int(lab.global_flat.numel()),
         "accuracy": accs, "asr": asrs,
         "eval_rounds": [0] + [rec["round"] for rec in records if "accuracy" in rec],
