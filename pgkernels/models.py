@@ -17,7 +17,8 @@ MODELS = ("logreg", "mlp", "cnn", "auror_mlp")
 #: hidden widths of ``auror_mlp`` unless two widths are given
 AUROR_HIDDEN = (128, 64)
 
-__all__ = ["AUROR_HIDDEN", "Flatten", "MODELS", "auror_mlp", "cnn", "get_flat", "logreg", "make_model", "mlp", "num_params", "set_flat"]
+__all__ = ["AUROR_HIDDEN", "Flatten", "MODELS", "auror_mlp", "cnn",
+           "get_flat", "logreg", "make_model", "mlp", "num_params", "set_flat"]
 
 
 def logreg(d_in, classes):
