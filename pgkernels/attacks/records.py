@@ -53,28 +53,27 @@ def targeted_mislabel(y, source, target):
 
 def concentrated_targeted(y, num_malicious, fraction, source, target, seed=0):
     """AUROR's targeted poisoning threat model (Shen, Tople & Saxena, ACSAC
-    2016, Sec. 5): the attacker controls ``round(fraction * N)`` of the
-    ``N`` training records, all of them source-class images labelled as the
-    target, and they are concentrated in the ``num_malicious`` malicious users
-    (split as evenly as possible); the benign users share the remaining clean
-    records. The total stays ``N``: the poisoned records are taken out of the
-    clean pool (and, when the budget exceeds the ``S`` source-class records,
-    every source record is poisoned, ``budget - S`` of them are used twice and
-    as many non-source records leave the clean pool).
+    2016, Sec. 5): a ``fraction`` of ALL the training records are poisoned --
+    source-class images labelled as the target -- and they are concentrated
+    in the ``num_malicious`` malicious users (split as evenly as possible),
+    who hold nothing else. The benign users keep the ``N = len(y)`` clean
+    records, so there are ``B = round(fraction * N / (1 - fraction))``
+    poisoned ones (``B / (N + B)`` is ``fraction`` up to rounding). The
+    attacker's images are drawn from the ``S`` source-class training images
+    (the attacker's own images of that class, from the same distribution):
+    distinct while ``B <= S``, then every one of them plus ``B - S`` drawn
+    again.
 
     Args:
-        y: the training labels (1-D ints) the records are drawn from.
+        y: the clean training labels (1-D ints) the images are drawn from.
         num_malicious: malicious users holding the poisoned records (>= 1).
-        fraction: poisoned share of all ``N`` records, in [0, 1).
+        fraction: poisoned share of all the records, in [0, 1).
         source, target: distinct classes.
-        seed: seeds the choice of records.
+        seed: seeds the choice of images.
 
     Returns:
-        ``(poisoned, removed)``: ``poisoned`` a list of ``num_malicious``
-        int64 arrays of indices into ``y`` (source-class records; the caller
-        gives them label ``target``), ``removed`` the sorted indices to take
-        out of the clean pool. ``sum(len(p) for p in poisoned) ==
-        len(removed) == round(fraction * N)``.
+        a list of ``num_malicious`` int64 arrays of indices into ``y`` (all of
+        class ``source``; the caller labels them ``target``), ``B`` in all.
     """
     y = np.asarray(y)
     if y.ndim != 1:
@@ -86,22 +85,17 @@ def concentrated_targeted(y, num_malicious, fraction, source, target, seed=0):
         raise ValueError(f"fraction must be a number in [0, 1), got {fraction!r}")
     if source == target:
         raise ValueError(f"source and target classes must differ, both are {source}")
-    n = len(y)
-    budget = int(round(float(fraction) * n))
+    fraction = float(fraction)
+    budget = int(round(fraction * len(y) / (1.0 - fraction)))
     src = np.flatnonzero(y == source)
     if budget and not len(src):
         raise ValueError(f"no record of the source class {source} to poison")
     rng = np.random.default_rng(seed)
     if budget <= len(src):
         chosen = rng.choice(src, size=budget, replace=False)
-        removed = chosen
-    else:  # more poison than source images: reuse some, and keep N by dropping as many other records
-        extra = budget - len(src)
-        others = np.flatnonzero(y != source)
-        chosen = np.concatenate([rng.permutation(src), rng.choice(src, size=extra, replace=True)])
-        removed = np.concatenate([src, rng.choice(others, size=extra, replace=False)])
-    poisoned = [np.sort(part).astype(np.int64) for part in np.array_split(chosen, int(num_malicious))]
-    return poisoned, np.sort(removed).astype(np.int64)
+    else:
+        chosen = np.concatenate([rng.permutation(src), rng.choice(src, size=budget - len(src), replace=True)])
+    return [np.sort(part).astype(np.int64) for part in np.array_split(chosen, int(num_malicious))]
 
 
 @dataclasses.dataclass(frozen=True)

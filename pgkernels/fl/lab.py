@@ -45,9 +45,9 @@ class Lab:
     taken out of the training set), the clients' local data (``clients``: a
     list of ``(X, y)`` tensors; the malicious ones already poisoned for a data
     attack; for ``targeted``, AUROR's threat model: ``poisoned_records``
-    source-class records labelled as the target, a ``poison_fraction`` share
+    source-class images labelled as the target, a ``poison_fraction`` share
     of all the clients' records, are all the malicious clients hold; the
-    benign clients share the clean rest), the ``malicious`` client ids, the backdoor ``trigger``, the model
+    benign clients share the whole clean training pool), the ``malicious`` client ids, the backdoor ``trigger``, the model
     and the global parameters as one flat vector (``global_flat``).
     :meth:`train` is one client's local training, :meth:`evaluate` the global
     model's test accuracy and attack success, :meth:`poison_updates` the
@@ -71,15 +71,14 @@ class Lab:
         poisoned = []
         self.poisoned_records = 0
         if cfg.attack == "targeted":
-            # AUROR's threat model: the poisoned share of all the clients' records, held by the malicious clients
-            chosen, removed = concentrated_targeted(ytr[pool], cfg.malicious, cfg.effective_poison_fraction,
-                                                    cfg.source, cfg.target, seed=cfg.seed)
+            # AUROR's threat model: a poison_fraction share of all the records, held by the malicious clients only
+            chosen = concentrated_targeted(ytr[pool], cfg.malicious, cfg.effective_poison_fraction, cfg.source,
+                                           cfg.target, seed=cfg.seed)
             if any(len(c) == 0 for c in chosen):
                 raise ValueError(f"FLConfig.poison_fraction={cfg.effective_poison_fraction} of {len(pool)} records "
                                  f"leaves some of the {cfg.malicious} malicious clients without a poisoned record")
             poisoned = [pool[c] for c in chosen]
             self.poisoned_records = int(sum(len(c) for c in chosen))
-            pool = np.delete(pool, removed)
         if cfg.malicious_ids == "first":
             mal = np.arange(cfg.malicious)
         else:
