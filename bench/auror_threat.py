@@ -202,6 +202,7 @@ def main(argv=None):
     a = build_parser().parse_args(argv)
     settings, skipped = _settings(a)
     name = a.name or f"auror_{a.backend}"
+    prov = provenance()  # before the run: the commit and tree it ran from
     t0 = time.perf_counter()
     jobs = [(a, s) for s in settings]
     rows = []
@@ -221,7 +222,7 @@ def main(argv=None):
     res = {"settings": {**vars(a), "source": cfg0.source, "target": cfg0.target, "hidden": list(cfg0.hidden)},
            "backend": a.backend, "rows": _with_drops(rows), "skipped": skipped,
            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-           "provenance": provenance(), "wall_time_s": time.perf_counter() - t0}
+           "provenance": prov, "wall_time_s": time.perf_counter() - t0}
     out = pathlib.Path(a.out)
     write_json(res, out / f"{name}.json")
     md = markdown(res)

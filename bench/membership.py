@@ -102,6 +102,7 @@ def markdown(res):
 def main(argv=None):
     a = build_parser().parse_args(argv)
     cs = [float(c) for c in a.cs.split(",") if c.strip()]
+    prov = provenance()  # before the run: the commit and tree it ran from
     t0 = time.perf_counter()
     rows = []
     for item in a.settings.split(","):
