@@ -113,7 +113,7 @@ def main(argv=None):
             rows += _one(parts[0], "attribute", parts[2], cs, a)
         else:
             raise SystemExit(f"bad setting {item!r}: DATASET:iid or DATASET:attribute:NAME")
-    res = {"settings": {**vars(a), "cs": cs}, "rows": rows, "provenance": provenance(),
+    res = {"settings": {**vars(a), "cs": cs}, "rows": rows, "provenance": prov,
            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
            "wall_time_s": time.perf_counter() - t0}
     out = pathlib.Path(a.out)
