@@ -13,9 +13,12 @@ import numpy as np
 import torch
 from torch import nn
 
-MODELS = ("logreg", "mlp", "cnn")
+MODELS = ("logreg", "mlp", "cnn", "auror_mlp")
+#: hidden widths of ``auror_mlp`` unless two widths are given
+AUROR_HIDDEN = (128, 64)
 
-__all__ = ["Flatten", "MODELS", "cnn", "get_flat", "logreg", "make_model", "mlp", "num_params", "set_flat"]
+__all__ = ["AUROR_HIDDEN", "Flatten", "MODELS", "auror_mlp", "cnn",
+           "get_flat", "logreg", "make_model", "mlp", "num_params", "set_flat"]
 
 
 def logreg(d_in, classes):
@@ -31,6 +34,16 @@ def mlp(d_in, classes, hidden=(64,)):
         width = int(h)
     layers.append(nn.Linear(width, int(classes)))
     return nn.Sequential(*layers)
+
+
+def auror_mlp(d_in, classes, hidden=AUROR_HIDDEN):
+    """AUROR's MNIST network (Shen, Tople & Saxena, ACSAC 2016): a fully
+    connected network with two tanh hidden layers (widths ``hidden``)."""
+    hidden = tuple(int(h) for h in hidden)
+    if len(hidden) != 2:
+        raise ValueError(f"auror_mlp has two hidden layers, got widths {hidden}")
+    return nn.Sequential(nn.Flatten(), nn.Linear(int(d_in), hidden[0]), nn.Tanh(), nn.Linear(hidden[0], hidden[1]),
+                         nn.Tanh(), nn.Linear(hidden[1], int(classes)))
 
 
 class Flatten(nn.Module):
@@ -64,7 +77,10 @@ def cnn(side, classes, channels=(8, 16), hidden=64):
 
 
 def make_model(name, dataset, seed=0, hidden=(64,)):
-    """The model ``name`` ("logreg", "mlp" or "cnn") sized for ``dataset``.
+    """The model ``name`` ("logreg", "mlp", "cnn" or "auror_mlp") sized for ``dataset``.
+
+    ``hidden``: the MLP's hidden widths; "auror_mlp" takes them when there are
+    two, else uses :data:`AUROR_HIDDEN`.
 
     ``dataset``: a :class:`pgkernels.data.Dataset`. The weights are initialised
     from ``torch.manual_seed(seed)`` (the global torch generator is restored
@@ -82,6 +98,8 @@ def make_model(name, dataset, seed=0, hidden=(64,)):
             return logreg(d_in, classes)
         if name == "mlp":
             return mlp(d_in, classes, hidden)
+        if name == "auror_mlp":
+            return auror_mlp(d_in, classes, hidden if len(tuple(hidden)) == 2 else AUROR_HIDDEN)
         side = math.isqrt(d_in)
         if side * side != d_in:
             raise ValueError(f"model 'cnn' needs square images; dataset {dataset.name!r} has {d_in} features")

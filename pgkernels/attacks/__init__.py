@@ -18,15 +18,15 @@ from .contamination import (attribute_columns, attribute_mask, contaminate, cont
                             default_contamination_words, insert_words)
 from .poisoning import (ATTACKS, DEFAULT_CONTAMINATION, FRACTION_OF, backdoor_trigger, check_attackers, check_fraction,
                         default_contamination, default_source, default_target, poison_parties)
-from .records import (RECORD_ATTACKS, Trigger, apply_trigger, backdoor, image_trigger, label_flip, make_trigger,
-                      tabular_trigger, targeted_mislabel)
+from .records import (RECORD_ATTACKS, Trigger, apply_trigger, backdoor, concentrated_targeted, image_trigger,
+                      label_flip, make_trigger, tabular_trigger, targeted_mislabel)
 from .updates import UPDATE_ATTACKS, alie, alie_z, gaussian, ipm, min_max, min_sum, scale, sign_flip
 
 __all__ = [
     "ATTACKS", "DEFAULT_CONTAMINATION", "FRACTION_OF", "RECORD_ATTACKS", "Trigger", "UPDATE_ATTACKS", "alie",
     "alie_z", "apply_trigger", "attribute_columns", "attribute_mask", "backdoor", "backdoor_trigger",
-    "check_attackers", "check_fraction", "contaminate", "contaminate_text", "default_contamination",
-    "default_contamination_words", "default_source", "default_target", "gaussian", "image_trigger", "insert_words",
-    "ipm", "label_flip", "make_trigger", "min_max", "min_sum", "poison_parties", "scale", "sign_flip",
-    "tabular_trigger", "targeted_mislabel",
+    "check_attackers", "check_fraction", "concentrated_targeted", "contaminate", "contaminate_text",
+    "default_contamination", "default_contamination_words", "default_source", "default_target", "gaussian",
+    "image_trigger", "insert_words", "ipm", "label_flip", "make_trigger", "min_max", "min_sum", "poison_parties",
+    "scale", "sign_flip", "tabular_trigger", "targeted_mislabel",
 ]

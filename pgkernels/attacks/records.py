@@ -1,7 +1,10 @@
 """Poisoning a data owner's or client's records ``(X, y)`` before it trains honestly on them.
 
 * :func:`label_flip` -- every label y becomes C - 1 - y;
-* :func:`targeted_mislabel` -- AUROR's source-to-target mislabelling;
+* :func:`targeted_mislabel` -- source-to-target mislabelling of one client's own records;
+* :func:`concentrated_targeted` -- AUROR's threat model: a fraction of *all*
+  training records are source-class images labelled as the target, all held
+  by the malicious users;
 * :func:`backdoor` -- a trigger (:class:`Trigger`: a pixel patch for images,
   :func:`image_trigger`; fixed feature values for tabular or text data,
   :func:`tabular_trigger`; :func:`make_trigger` picks per dataset) stamped on
@@ -46,6 +49,53 @@ def targeted_mislabel(y, source, target):
     y = np.array(y, copy=True)
     y[y == source] = target
     return y
+
+
+def concentrated_targeted(y, num_malicious, fraction, source, target, seed=0):
+    """AUROR's targeted poisoning threat model (Shen, Tople & Saxena, ACSAC
+    2016, Sec. 5): a ``fraction`` of ALL the training records are poisoned --
+    source-class images labelled as the target -- and they are concentrated
+    in the ``num_malicious`` malicious users (split as evenly as possible),
+    who hold nothing else. The benign users keep the ``N = len(y)`` clean
+    records, so there are ``B = round(fraction * N / (1 - fraction))``
+    poisoned ones (``B / (N + B)`` is ``fraction`` up to rounding). The
+    attacker's images are drawn from the ``S`` source-class training images
+    (the attacker's own images of that class, from the same distribution):
+    distinct while ``B <= S``, then every one of them plus ``B - S`` drawn
+    again.
+
+    Args:
+        y: the clean training labels (1-D ints) the images are drawn from.
+        num_malicious: malicious users holding the poisoned records (>= 1).
+        fraction: poisoned share of all the records, in [0, 1).
+        source, target: distinct classes.
+        seed: seeds the choice of images.
+
+    Returns:
+        a list of ``num_malicious`` int64 arrays of indices into ``y`` (all of
+        class ``source``; the caller labels them ``target``), ``B`` in all.
+    """
+    y = np.asarray(y)
+    if y.ndim != 1:
+        raise ValueError(f"y must be a 1-D label vector, got shape {y.shape}")
+    if isinstance(num_malicious, bool) or not isinstance(num_malicious, (int, np.integer)) or num_malicious < 1:
+        raise ValueError(f"num_malicious must be an int >= 1, got {num_malicious!r}")
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float, np.floating, np.integer)) \
+            or not 0.0 <= float(fraction) < 1.0:
+        raise ValueError(f"fraction must be a number in [0, 1), got {fraction!r}")
+    if source == target:
+        raise ValueError(f"source and target classes must differ, both are {source}")
+    fraction = float(fraction)
+    budget = int(round(fraction * len(y) / (1.0 - fraction)))
+    src = np.flatnonzero(y == source)
+    if budget and not len(src):
+        raise ValueError(f"no record of the source class {source} to poison")
+    rng = np.random.default_rng(seed)
+    if budget <= len(src):
+        chosen = rng.choice(src, size=budget, replace=False)
+    else:
+        chosen = np.concatenate([rng.permutation(src), rng.choice(src, size=budget - len(src), replace=True)])
+    return [np.sort(part).astype(np.int64) for part in np.array_split(chosen, int(num_malicious))]
 
 
 @dataclasses.dataclass(frozen=True)

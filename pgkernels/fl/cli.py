@@ -19,7 +19,7 @@ import sys
 
 from ..data import DATASETS
 from ..defenses import registry
-from ..models import MODELS
+from ..models import AUROR_HIDDEN, MODELS
 from ..reporting import write_json
 from .config import ATTACKS, BACKENDS, DEV_TYPES, SPLITS, FLConfig
 
@@ -41,7 +41,8 @@ def _list_of(kind, choices):
 def _common(p):
     d = FLConfig()
     p.add_argument("--dataset", default=d.dataset, choices=list(DATASETS))
-    p.add_argument("--model", default=None, choices=list(MODELS), help="default: mlp")
+    p.add_argument("--model", default=None, choices=list(MODELS),
+                   help="default: mlp (one ReLU hidden layer); auror_mlp: AUROR's two tanh hidden layers")
     p.add_argument("--clients", type=int, default=d.clients)
     p.add_argument("--malicious", type=int, default=d.malicious)
     p.add_argument("--rounds", type=int, default=d.rounds)
@@ -60,6 +61,12 @@ def _common(p):
     p.add_argument("--max-norm", type=float, default=None,
                    help="norm clipping bound (default: norm of the server's root-data update)")
     p.add_argument("--flame-noise", type=float, default=d.flame_noise)
+    p.add_argument("--poison-fraction", type=float, default=None,
+                   help="targeted: share of ALL the clients' records poisoned (source-class images labelled "
+                        "target, held by the malicious clients; default 0.1, AUROR's setting); backdoor: share of "
+                        "each malicious client's records (default 0.5)")
+    p.add_argument("--hidden", default=None,
+                   help="hidden widths, comma-separated (mlp default 64; auror_mlp default 128,64)")
     p.add_argument("--boost", type=float, default=d.boost, help="backdoor: model-replacement factor")
     p.add_argument("--ipm-epsilon", type=float, default=d.ipm_epsilon)
     p.add_argument("--alie-z", type=float, default=None, help="ALIE's z (default: Baruch et al.'s z_max)")
@@ -97,7 +104,15 @@ def _config(args, parser, **extra):
                   backend=args.backend, world_size=args.world_size, num_malicious=args.num_malicious,
                   trim=args.trim, to_keep=args.to_keep, max_norm=args.max_norm, flame_noise=args.flame_noise,
                   boost=args.boost, ipm_epsilon=args.ipm_epsilon, alie_z=args.alie_z, gaussian_std=args.gaussian_std,
-                  dev_type=args.dev_type, source=args.source, target=args.target, data_dir=args.data_dir)
+                  dev_type=args.dev_type, source=args.source, target=args.target, data_dir=args.data_dir,
+                  poison_fraction=args.poison_fraction)
+    if args.hidden is not None:
+        try:
+            fields["hidden"] = tuple(int(h) for h in args.hidden.split(",") if h.strip())
+        except ValueError:
+            parser.error(f"argument --hidden: expected comma-separated integers, got {args.hidden!r}")
+    elif fields["model"] == "auror_mlp":
+        fields["hidden"] = AUROR_HIDDEN
     fields.update(extra)
     try:
         return FLConfig(**fields)
@@ -130,6 +145,9 @@ def _cmd_fl(args, parser):
     fin = res["final"]
     print(f"{cfg.dataset}/{cfg.model}: attack={cfg.attack} defense={cfg.defense} backend={res['backend']} "
           f"clients={cfg.clients} malicious={res['malicious_clients']} rounds={cfg.rounds}")
+    if res.get("poisoned_records"):
+        print(f"  poisoned records {res['poisoned_records']} of {sum(res['clients_data_sizes'])} "
+              f"({_pct(res['poisoned_records'] / sum(res['clients_data_sizes']))}), all on the malicious clients")
     print(f"  accuracy {_pct(res['accuracy'][0])} -> {_pct(fin['accuracy'])} (best {_pct(fin['best_accuracy'])}), "
           f"attack success rate {_pct(fin['asr'])}")
     if fin["mean_fpr"] is not None:

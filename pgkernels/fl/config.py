@@ -51,7 +51,9 @@ class FLConfig:
     # attack knobs
     source: int = 1                     # targeted: source class
     target: int = 7                     # targeted / backdoor: target class
-    poison_fraction: float = 0.5        # backdoor: fraction of a malicious client's samples poisoned
+    # backdoor: share of each malicious client's samples poisoned (default 0.5); targeted: share of ALL the
+    # clients' records that are poisoned, all held by the malicious clients (AUROR's threat model; default 0.1)
+    poison_fraction: Optional[float] = None
     boost: float = 1.0                  # backdoor: model-replacement factor on the malicious updates
     ipm_epsilon: float = 0.5            # IPM: small (0.1-0.5) slips past Krum, large (>= 5) overwhelms FedAvg
     alie_z: Optional[float] = None      # ALIE: z (default: z_max from Baruch et al.'s formula, 0.385 for 4/20)
@@ -119,8 +121,13 @@ class FLConfig:
                 raise ValueError(f"FLConfig.{field} must be >= 0, got {getattr(self, field)}")
         if not 0.0 <= self.trim < 0.5:
             raise ValueError(f"FLConfig.trim must lie in [0, 0.5), got {self.trim}")
-        if not 0.0 <= self.poison_fraction <= 1.0:
-            raise ValueError(f"FLConfig.poison_fraction must lie in [0, 1], got {self.poison_fraction}")
+        if self.poison_fraction is not None:
+            if isinstance(self.poison_fraction, bool) or not isinstance(self.poison_fraction, (int, float)):
+                raise ValueError(f"FLConfig.poison_fraction must be a number, got {self.poison_fraction!r}")
+            hi = 1.0 if self.attack != "targeted" else np.nextafter(1.0, 0.0)  # targeted keeps some clean data
+            if not 0.0 <= self.poison_fraction <= hi:
+                rng = "[0, 1)" if self.attack == "targeted" else "[0, 1]"
+                raise ValueError(f"FLConfig.poison_fraction must lie in {rng}, got {self.poison_fraction}")
         if self.max_norm is not None and not self.max_norm > 0:
             raise ValueError(f"FLConfig.max_norm must be > 0, got {self.max_norm}")
         if self.alie_z is not None and not self.alie_z > 0:
@@ -139,6 +146,12 @@ class FLConfig:
         if self.attack in UPDATE_ATTACKS and self.malicious >= self.clients:
             raise ValueError(f"FLConfig.malicious must be < clients ({self.clients}) for the update attack "
                              f"{self.attack!r}, which is computed from the benign updates")
+        if self.attack == "targeted" and self.malicious >= self.clients:
+            raise ValueError(f"FLConfig.malicious must be < clients ({self.clients}) for the targeted attack: "
+                             "the benign clients hold the clean records")
+        if self.attack == "targeted" and self.effective_poison_fraction == 0:
+            raise ValueError("FLConfig.poison_fraction must be > 0 for the targeted attack (the malicious clients "
+                             "hold only poisoned records)")
         if self.attack == "targeted" and self.source == self.target:
             raise ValueError(f"FLConfig.source and FLConfig.target must differ, both are {self.source}")
         rule = registry.get(self.defense)
@@ -150,6 +163,14 @@ class FLConfig:
             raise ValueError(f"FLConfig.root_size must be >= 1 for {rule.title} (the server's root dataset)")
         if self.defense == "norm_clip" and self.max_norm is None and self.root_size < 1:
             raise ValueError("FLConfig.max_norm is needed for norm_clip when root_size is 0")
+
+    @property
+    def effective_poison_fraction(self):
+        """:attr:`poison_fraction`, or its per-attack default: 0.1 of all records
+        (targeted, AUROR's setting), 0.5 of a malicious client's (backdoor)."""
+        if self.poison_fraction is not None:
+            return float(self.poison_fraction)
+        return 0.1 if self.attack == "targeted" else 0.5
 
     @property
     def f(self):

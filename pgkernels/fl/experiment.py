@@ -6,8 +6,10 @@ One round of :func:`run`:
    torch SGD, ``local_epochs`` passes or ``local_steps`` steps over its data);
    its update is the model delta (local minus global);
 2. the malicious clients (the first ``malicious`` client ids, or a seeded
-   random choice) either poisoned their data beforehand (label flip, backdoor,
-   targeted mislabelling) or replace their update by a crafted one computed
+   random choice) either poisoned their data beforehand (label flip, backdoor;
+   for ``targeted``, AUROR's threat model: they hold only source-class images
+   labelled as the target, ``poison_fraction`` of all the clients' records)
+   or replace their update by a crafted one computed
    from the benign updates (sign flip, Gaussian, ALIE, IPM, Min-Max, Min-Sum:
    the usual omniscient attacker);
 3. the aggregator combines the (n, d) float64 updates with the chosen rule,
@@ -137,6 +139,7 @@ def run(config, aggregator=None, progress=True, dataset=None):
         "backend": getattr(aggregator, "backend", type(aggregator).__name__),
         "malicious_clients": mal,
         "clients_data_sizes": [int(len(y)) for _, y in lab.clients],
+        "poisoned_records": lab.poisoned_records,
         "num_params": int(lab.global_flat.numel()),
         "accuracy": accs, "asr": asrs,
         "eval_rounds": [0] + [rec["round"] for rec in records if "accuracy" in rec],

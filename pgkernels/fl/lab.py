@@ -15,7 +15,7 @@ import math
 import numpy as np
 import torch
 
-from ..attacks import backdoor, label_flip, make_trigger, targeted_mislabel, updates
+from ..attacks import backdoor, concentrated_targeted, label_flip, make_trigger, updates
 from ..attacks.updates import UPDATE_ATTACKS
 from ..data import dirichlet_split, iid_split, load
 from ..metrics import accuracy, attack_success_rate
@@ -44,7 +44,10 @@ class Lab:
     Holds the server's root data (``X_root``, ``y_root``: ``root_size`` records
     taken out of the training set), the clients' local data (``clients``: a
     list of ``(X, y)`` tensors; the malicious ones already poisoned for a data
-    attack), the ``malicious`` client ids, the backdoor ``trigger``, the model
+    attack; for ``targeted``, AUROR's threat model: ``poisoned_records``
+    source-class images labelled as the target, a ``poison_fraction`` share
+    of all the clients' records, are all the malicious clients hold; the
+    benign clients share the whole clean training pool), the ``malicious`` client ids, the backdoor ``trigger``, the model
     and the global parameters as one flat vector (``global_flat``).
     :meth:`train` is one client's local training, :meth:`evaluate` the global
     model's test accuracy and attack success, :meth:`poison_updates` the
@@ -65,27 +68,43 @@ class Lab:
         perm = rng.permutation(len(Xtr))
         root, pool = perm[:cfg.root_size], np.sort(perm[cfg.root_size:])
         self.X_root, self.y_root = torch.from_numpy(Xtr[root]), torch.from_numpy(ytr[root])
-        if cfg.split == "iid":
-            parts = iid_split(len(pool), cfg.clients, seed=cfg.seed)
-        else:
-            parts = dirichlet_split(ytr[pool], cfg.clients, alpha=cfg.alpha, seed=cfg.seed)
-        parts = [pool[p] for p in parts]
+        poisoned = []
+        self.poisoned_records = 0
+        if cfg.attack == "targeted":
+            # AUROR's threat model: a poison_fraction share of all the records, held by the malicious clients only
+            chosen = concentrated_targeted(ytr[pool], cfg.malicious, cfg.effective_poison_fraction, cfg.source,
+                                           cfg.target, seed=cfg.seed)
+            if any(len(c) == 0 for c in chosen):
+                raise ValueError(f"FLConfig.poison_fraction={cfg.effective_poison_fraction} of {len(pool)} records "
+                                 f"leaves some of the {cfg.malicious} malicious clients without a poisoned record")
+            poisoned = [pool[c] for c in chosen]
+            self.poisoned_records = int(sum(len(c) for c in chosen))
         if cfg.malicious_ids == "first":
             mal = np.arange(cfg.malicious)
         else:
             mal = np.sort(rng.choice(cfg.clients, size=cfg.malicious, replace=False))
         self.malicious = [int(i) for i in mal] if cfg.attack != "none" else []
+        # targeted: the malicious clients hold only their poisoned records, the benign ones share the rest
+        holders = [i for i in range(cfg.clients) if not (cfg.attack == "targeted" and i in self.malicious)]
+        if cfg.split == "iid":
+            parts = iid_split(len(pool), len(holders), seed=cfg.seed)
+        else:
+            parts = dirichlet_split(ytr[pool], len(holders), alpha=cfg.alpha, seed=cfg.seed)
+        owned = {i: pool[p] for i, p in zip(holders, parts)}
         self.trigger = make_trigger(dataset) if cfg.attack == "backdoor" else None
         self.clients = []
-        for i, p in enumerate(parts):
-            X, y = Xtr[p], ytr[p]
+        for i in range(cfg.clients):
+            if i not in owned:  # a targeted attacker: source-class records labelled as the target
+                extra = poisoned[self.malicious.index(i)]
+                X, y = Xtr[extra], np.full(len(extra), cfg.target, dtype=ytr.dtype)
+            else:
+                X, y = Xtr[owned[i]], ytr[owned[i]]
             if i in self.malicious:
                 if cfg.attack == "label_flip":
                     y = label_flip(y, C)
-                elif cfg.attack == "targeted":
-                    y = targeted_mislabel(y, cfg.source, cfg.target)
                 elif cfg.attack == "backdoor":
-                    X, y = backdoor(X, y, cfg.target, self.trigger, cfg.poison_fraction, seed=cfg.seed * 1000 + i)
+                    X, y = backdoor(X, y, cfg.target, self.trigger, cfg.effective_poison_fraction,
+                                    seed=cfg.seed * 1000 + i)
             self.clients.append((torch.from_numpy(np.ascontiguousarray(X)), torch.from_numpy(y)))
         self.model = make_model(cfg.model, dataset, seed=cfg.seed, hidden=cfg.hidden)
         self.global_flat = get_flat(self.model)
