@@ -228,7 +228,7 @@ def test_pickle_from_coordinator_rejected(tmp_path, framing):
         data = struct.pack(">i", len(payload)) + payload
     else:  # a valid frame whose header is a pickle
         data = wire.MAGIC + struct.pack(">I", len(payload)) + payload
-    with AggregationServers(world_size=2, timeout=60) as s:
+    with AggregationServers(world_size=2, timeout=300) as s:
         s.conns[0].sendall(data)
         with pytest.raises(RuntimeError, match="malformed message"):
             s._collect({"result"})
