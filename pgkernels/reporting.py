@@ -14,7 +14,7 @@ import pathlib
 
 import numpy as np
 
-__all__ = ["figure", "jsonable", "markdown_table", "pct", "save_figure", "write_json", "write_text"]
+__all__ = ["figure", "jsonable", "markdown_table", "pct", "provenance", "save_figure", "write_json", "write_text"]
 
 
 def jsonable(x):
@@ -63,6 +63,46 @@ def _parent(path):
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def provenance(command):
+    """What a committed results file records about its run: the command, the
+    commit (and whether the tree had changes), the library versions, the date
+    and the machine (CPU model, cores, load average)."""
+    import datetime
+    import os
+    import platform
+    import subprocess
+    from importlib import metadata
+
+    from ._version import __version__
+
+    here = pathlib.Path(__file__).resolve().parent
+
+    def git(*args):
+        try:
+            return subprocess.run(["git", *args], cwd=here, capture_output=True, text=True,
+                                  timeout=10).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return ""
+
+    versions = {"python": platform.python_version(), "pgkernels": __version__}
+    for dist in ("torch", "numpy", "crypten", "scikit-learn"):
+        try:
+            versions[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            versions[dist] = None
+    cpu = ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), "")
+    except OSError:
+        pass
+    return {"command": command, "commit": git("rev-parse", "HEAD") or None,
+            "dirty": bool(git("status", "--porcelain", "--untracked-files=no")),
+            "versions": versions, "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "machine": platform.platform(), "cpu": cpu, "cpus": os.cpu_count(),
+            "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None}
 
 
 def write_json(obj, path):

@@ -140,7 +140,8 @@ def main(argv=None):
         + ([f"{cfg.split}-{cfg.split_attribute}"] if cfg.split != "iid" else [])
         + (["sweep"] if args.fractions is not None else [f"f{cfg.fraction:g}"])
         + ["+".join(cfg.defenses)])
-    md = experiment.write_outputs(result, args.out, name)
+    md = experiment.write_outputs(result, args.out, name,
+                                  command=" ".join(["pgkernels train"] + list(sys.argv[2:] if argv is None else argv)))
     print(md)
     print(f"wrote {args.out}/{name}.json, .md and .png")
     return 0

@@ -50,7 +50,7 @@ from .. import metrics as M
 from ..attacks import (ATTACKS, FRACTION_OF, attribute_mask, check_attackers, check_fraction, insert_words,
                        poison_parties)
 from ..data import DATASETS, make_parties
-from ..reporting import figure, jsonable, markdown_table, pct, save_figure, write_json, write_text
+from ..reporting import figure, jsonable, markdown_table, pct, provenance, save_figure, write_json, write_text
 
 DEFENSES = ("none", "advtrain", "safenet", "local")
 BACKENDS = ("plaintext", "mpc")
@@ -536,10 +536,14 @@ def plot(result, path):
     return pathlib.Path(save_figure(fig, path, dpi=120))
 
 
-def write_outputs(result, out_dir, name):
-    """Write ``<name>.json``, ``<name>.md`` and ``<name>.png`` under ``out_dir``; returns the Markdown."""
+def write_outputs(result, out_dir, name, command=None):
+    """Write ``<name>.json``, ``<name>.md`` and ``<name>.png`` under ``out_dir``; returns the Markdown.
+    With ``command`` (the command line that produced ``result``) the JSON also
+    records :func:`pgkernels.reporting.provenance` (commit, versions, machine)."""
     out = pathlib.Path(out_dir)
     md = markdown(result)
+    if command is not None:
+        result = dict(result, provenance=provenance(command))
     write_json(result, out / f"{name}.json")
     write_text(md, out / f"{name}.md")
     plot(result, out / f"{name}.png")
