@@ -314,7 +314,7 @@ def strip_threshold(clean_entropy, fpr):
     reveals nothing."""
     H = blocks.check_mpc(clean_entropy, "clean_entropy")
     m = H.numel()
-    k = reference._strip_rank(fpr, m)
+    k = reference.strip_rank(fpr, m)
     return order.kthvalue(H.view(-1), k, dim=0)[0]
 
 

@@ -408,10 +408,12 @@ def strip_threshold(clean_entropy, fpr):
     ``(floor(fpr m) + 1)``-th smallest of the m values, so that at most
     ``fpr m`` clean queries lie strictly below it."""
     h = np.sort(np.asarray(clean_entropy, dtype=np.float64))
-    return h[_strip_rank(fpr, len(h)) - 1]
+    return h[strip_rank(fpr, len(h)) - 1]
 
 
-def _strip_rank(fpr, m):
+def strip_rank(fpr, m):
+    """The rank k (1-based) of :func:`strip_threshold` among m clean entropies:
+    ``floor(fpr m) + 1`` (fpr m rounded to 9 decimals), at most m."""
     if isinstance(fpr, bool) or not isinstance(fpr, (int, float)) or not 0 <= fpr < 1:
         raise ValueError(f"fpr must be a number in [0, 1), got {fpr!r}")
     if m < 1:
