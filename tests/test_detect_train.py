@@ -96,3 +96,25 @@ def test_strip_mpc_equals_plaintext():
     out = strip_mpc(f, q, clean, cal, fpr=0.1, world_size=2, progress=False)
     assert (out["flags"] == want).all()
     assert out["rounds"] > 0
+
+
+def test_cli_detection_defenses(tmp_path):
+    import json
+
+    from pgkernels.train.cli import main
+
+    rc = main(["--dataset", "digits", "--attack", "backdoor", "--fraction", "0.5", "--fraction-of", "attacker",
+               "--per-party", "30", "--val-size", "200", "--epochs", "3", "--eps", "0.1", "--strip-queries", "20",
+               "--strip-blends", "4", "--defense", "none,spectral,activation_clustering,strip", "--no-membership",
+               "--no-progress", "--out", str(tmp_path), "--name", "det"])
+    assert rc == 0
+    res = json.loads((tmp_path / "det.json").read_text())["results"]
+    for d in ("spectral", "activation_clustering"):
+        assert 0 <= res[d]["detect_tpr"] <= 1 and 0 <= res[d]["detect_fpr"] <= 1 and "asr" in res[d]
+    assert res["strip"]["strip_queries"] == 20 and res["strip"]["strip_blends"] == 4
+    assert res["strip"]["asr"] == res["none"]["asr"]  # STRIP inspects the pooled model itself
+    md = (tmp_path / "det.md").read_text()
+    assert "detected (TPR %)" in md and (tmp_path / "det.png").exists()
+    with pytest.raises(SystemExit):
+        main(["--defense", "spectral,poison"])
+    assert main(["--dataset", "digits", "--eps", "2", "--defense", "spectral", "--out", str(tmp_path)]) == 2
