@@ -13,5 +13,5 @@ from .clustering import auror, flame, flame_admitted
 from .robust import bulyan, fedavg, fltrust, krum, krum_scores, median, multi_krum, norm_clip, trimmed_mean
 from .safenet import safenet_reference
 
-__all__ = ["auror", "bulyan", "detection", "fedavg", "flame", "flame_admitted", "fltrust", "krum", "krum_scores", "median",
-           "multi_krum", "norm_clip", "registry", "safenet_reference", "trimmed_mean"]
+__all__ = ["auror", "bulyan", "detection", "fedavg", "flame", "flame_admitted", "fltrust", "krum", "krum_scores",
+           "median", "multi_krum", "norm_clip", "registry", "safenet_reference", "trimmed_mean"]
