@@ -3,7 +3,8 @@
 The data owners do not reveal their records, so the detectors run on the
 compute parties' shares of the records' representations (the penultimate-layer
 activations of a model trained on the pooled shared data, see
-:func:`pgkernels.train.mpc.representations_mpc`). Each detector follows a
+:func:`pgkernels.train.mpc.penultimate`; the whole pipeline, with
+retraining, is :func:`pgkernels.train.mpc.detect_and_retrain_mpc`). Each detector follows a
 fixed public schedule (no data-dependent control flow), has a numpy twin with
 the same semantics in :mod:`pgkernels.defenses.reference`, and returns shared
 0/1 flags (an MPCTensor with scale 1, 1 = flagged) that reveal nothing until

@@ -56,6 +56,12 @@ one host): ``none`` 42 rounds and 0.69 MB sent per party per minibatch,
 ``advtrain`` 135 rounds and 1.85 MB; the stats returned give ``seconds``,
 ``bytes`` sent per party and ``rounds`` at party 0 for every run.
 
+Detection (issue 16): :func:`detect_and_retrain_mpc` trains f, takes the
+records' penultimate-layer activations on the shares (:func:`penultimate`),
+runs a detector of :mod:`pgkernels.defenses.detection` and retrains with a
+secret per-record mask, in one session; :func:`strip_mpc` runs STRIP on
+shared queries. Their docstrings say what each reveals.
+
 Revealed: the final parameters of ``f`` (the output), to every compute party
 (which pass it to the owners). Also public, as in any training run: the
 architecture, hyperparameters, record count, the owner count and the seeded
