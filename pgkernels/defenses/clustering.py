@@ -24,22 +24,30 @@ from .robust import check_updates
 # compare_shares(t, LT, negate=True) is [t < 0]; negate=False gives [t >= 0].
 
 
-def _inverse_count(cnt, n, scale):
-    """Shared ``1 / cnt`` (0 when cnt = 0) and ``[cnt == 0]`` for shared integer
-    counts cnt in [0, n] (int64 shares, scale 1), elementwise.
+def count_table(cnt, n, table):
+    """``table[cnt]`` for shared integer counts cnt in [0, n] (int64 shares,
+    scale 1), elementwise, and the one-hot bits ``[cnt == c]`` (n + 1, ...).
 
     One batched equality test of cnt against every c in 0..n (on
-    ``bit_length(n) + 1`` bits, 2-4 rounds); the inverse is then a public
-    linear combination of the one-hot bits. Returns (inverse share at
-    ``scale``, zero-bit share at scale 1).
+    ``bit_length(n) + 1`` bits, 2-4 rounds, 13.25 bytes or less per test);
+    the lookup is then a public linear combination of the one-hot bits
+    (local). ``table``: n + 1 public int64 values. Reveals nothing.
     """
     N = cnt.numel()
     cs = torch.arange(n + 1, dtype=torch.long).view(n + 1, 1)
     t = cnt.reshape(1, N) - public_share(cs.expand(n + 1, N).contiguous())
     bits = compare_shares(t.reshape(-1), EQ, rank_bits(n), negate=False).view(n + 1, N)
+    table = torch.as_tensor(table, dtype=torch.long).view(n + 1, 1)
+    return (bits * table).sum(0).view(cnt.shape), bits.view(n + 1, *cnt.shape)
+
+
+def _inverse_count(cnt, n, scale):
+    """Shared ``1 / cnt`` (0 when cnt = 0) at ``scale`` and ``[cnt == 0]`` (scale
+    1) for shared integer counts cnt in [0, n]: :func:`count_table`."""
     inv = torch.zeros(n + 1, dtype=torch.long)
     inv[1:] = torch.round(scale / torch.arange(1, n + 1, dtype=torch.float64)).long()
-    return (bits * inv.view(n + 1, 1)).sum(0).view(cnt.shape), bits[0].view(cnt.shape)
+    val, bits = count_table(cnt, n, inv)
+    return val, bits[0]
 
 
 # --- FLAME --------------------------------------------------------------------------
@@ -164,6 +172,63 @@ def _two_means_1d(X, iters, scale):
     return c0, c1, b
 
 
+def cluster_means(V, b, m0, m1, scale, members=None):
+    """Shares of the two cluster means (m0, m1) (d,) of the rows of V (n, d)
+    (int64 shares at ``scale``) split by the bit shares b (n,) (1: cluster 1);
+    an empty cluster keeps its previous center m0 or m1 (shares (d,)).
+
+    ``members`` (bit shares (n,), optional): only those rows count (the caller
+    zeroes the other rows of V and of b; cluster 0's count is then
+    ``sum(members) - sum(b)``). Cost: one bit injection round (n d values),
+    one :func:`count_table` of both counts, one multiplication by the shared
+    inverses (exact division) and one bit injection (2 d values). Reveals
+    nothing. Call inside ``exact()`` when sums can be large.
+    """
+    n, d = V.shape
+    cnt1 = b.sum()
+    total = members.sum() if members is not None else public_share(torch.tensor(n, dtype=torch.long))
+    cnt0 = total - cnt1
+    s1 = mux_shares(b.repeat_interleave(d), V.reshape(1, -1)).view(n, d).sum(0)
+    s0 = V.sum(0) - s1
+    inv, zero = _inverse_count(torch.stack([cnt0, cnt1]), n, scale)
+    means = blocks.like_shape(torch.stack([s0, s1]), scale) * blocks.like_shape(inv, scale).view(2, 1)
+    kept = mux_shares(zero.repeat_interleave(d), torch.stack([m0, m1]).reshape(1, -1)).view(2, d)
+    c = blocks.flat_share(means).view(2, d) + kept
+    return c[0].clone(), c[1].clone()
+
+
+def two_means(V, m0, m1, iters, scale, members=None):
+    """Lloyd's 2-means on the rows of V (n, d) (int64 shares at ``scale``) from
+    the centers (m0, m1) (shares (d,)), ``iters`` public steps, as
+    :func:`pgkernels.defenses.reference.two_means`: assign ``b_i = [2 v_i (m1 -
+    m0) - (||m1||^2 - ||m0||^2) > AUROR_TIE]`` (exact ties to cluster 0, so
+    truncation noise never decides them), then :func:`cluster_means`.
+    ``members``: see :func:`cluster_means` (b is 0 outside them). Returns (b
+    bit shares (n,), m0, m1). AUROR's client clustering and activation
+    clustering (:mod:`pgkernels.defenses.detection`) run this.
+
+    Cost per step: two Beaver products (the scores and the center norms), one
+    64-bit comparison per row (6 rounds), one bit injection when members are
+    given, and :func:`cluster_means`. Reveals nothing.
+    """
+    n, d = V.shape
+    Vm = blocks.like_shape(V, scale)
+    tie = public_share(torch.tensor(max(1, int(AUROR_TIE * scale))))
+    b = None
+    for _ in range(iters):
+        C0, C1 = blocks.like_shape(m0, scale), blocks.like_shape(m1, scale)
+        lhs = (Vm @ (C1 - C0)) * 2                              # (n,)
+        # one truncation per norm (matmul), not d: keeps fixed-point noise a few LSBs
+        rhs = (C1.view(1, d) @ C1.view(d, 1)).view(1) - (C0.view(1, d) @ C0.view(d, 1)).view(1)
+        # [2 v (c1 - c0) - (|c1|^2 - |c0|^2) > TIE]: exact ties (e.g. no indicative
+        # feature, so v = c0 = c1 = 0) must not be decided by truncation noise
+        b = compare_shares(blocks.flat_share(rhs - lhs).reshape(-1) + tie, LT, 64, negate=True)
+        if members is not None:
+            b = mux_shares(members, b.view(1, n)).view(n)
+        m0, m1 = cluster_means(V, b, m0, m1, scale, members)
+    return b, m0, m1
+
+
 def auror(U, alpha=2.0, iters=3, return_selection=False):
     """AUROR (Shen et al., ACSAC 2016) on secret-shared updates.
 
@@ -211,26 +276,7 @@ def _auror(U, n, d, alpha, iters, return_selection):
     V = mux_shares(ind.repeat(n), X.reshape(1, -1)).view(n, d)  # masked updates
     m0 = mux_shares(ind, c0.view(1, d)).view(d)
     m1 = mux_shares(ind, c1.view(1, d)).view(d)
-    Vm = blocks.like_shape(V, scale)
-    b = None
-    for _ in range(iters):
-        C0, C1 = blocks.like_shape(m0, scale), blocks.like_shape(m1, scale)
-        lhs = (Vm @ (C1 - C0)) * 2                              # (n,)
-        # one truncation per norm (matmul), not d: keeps fixed-point noise a few LSBs
-        rhs = (C1.view(1, d) @ C1.view(d, 1)).view(1) - (C0.view(1, d) @ C0.view(d, 1)).view(1)
-        # [2 v (c1 - c0) - (|c1|^2 - |c0|^2) > TIE]: exact ties (e.g. no indicative
-        # feature, so v = c0 = c1 = 0) must not be decided by truncation noise
-        b = compare_shares(blocks.flat_share(rhs - lhs).reshape(-1) + public_share(torch.tensor(max(1, int(AUROR_TIE * scale)))),
-                           LT, 64, negate=True)
-        cnt1 = b.sum()
-        cnt0 = public_share(torch.tensor(n, dtype=torch.long)) - cnt1
-        s1 = mux_shares(b.repeat_interleave(d), V.reshape(1, -1)).view(n, d).sum(0)
-        s0 = V.sum(0) - s1
-        inv, zero = _inverse_count(torch.stack([cnt0, cnt1]), n, scale)
-        means = blocks.like_shape(torch.stack([s0, s1]), scale) * blocks.like_shape(inv, scale).view(2, 1)
-        kept = mux_shares(zero.repeat_interleave(d), torch.stack([m0, m1]).reshape(1, -1)).view(2, d)
-        c = blocks.flat_share(means).view(2, d) + kept
-        m0, m1 = c[0].clone(), c[1].clone()
+    b, _, _ = two_means(V, m0, m1, iters, scale)
     cnt1 = b.sum()
     # drop cluster 1 if 2 cnt1 < n, cluster 0 if 2 cnt1 > n
     small1 = compare_shares((2 * cnt1 - public_share(torch.tensor(n))).view(1), LT, rank_bits(2 * n),

@@ -2,8 +2,13 @@
 
 Each function takes an (n, d) array of client updates and returns the
 aggregate (d,), with exactly the semantics of its MPC counterpart in
-:mod:`pgkernels.defenses`; selection rules also return the selected clients.
+:mod:`pgkernels.defenses`; selection rules also return the selected clients. The poisoned-record
+detectors at the end (spectral signatures, activation clustering, STRIP) take
+per-record representations and labels instead and return per-record flags,
+with the schedules of :mod:`pgkernels.defenses.detection`.
 """
+
+import math
 
 import numpy as np
 
@@ -149,6 +154,30 @@ def _two_means_1d(X, iters):
     return c0, c1
 
 
+def cluster_means(V, b, m0, m1):
+    """Means of the rows of V (n, d) with ``b`` False (cluster 0) and True
+    (cluster 1); an empty cluster keeps its previous center (m0 or m1)."""
+    if (~b).any():
+        m0 = V[~b].mean(0)
+    if b.any():
+        m1 = V[b].mean(0)
+    return m0, m1
+
+
+def two_means(V, m0, m1, iters):
+    """Lloyd's 2-means on the rows of V (n, d) from the centers (m0, m1), a
+    fixed number ``iters`` of steps: assign ``b_i = [||v_i - m0||^2 -
+    ||v_i - m1||^2 > AUROR_TIE]`` (exact ties to cluster 0), then
+    :func:`cluster_means`. Returns (b, m0, m1). The schedule of AUROR's client
+    clustering and of activation clustering (MPC:
+    :func:`pgkernels.defenses.clustering.two_means`)."""
+    b = np.zeros(V.shape[0], dtype=bool)
+    for _ in range(iters):
+        b = 2 * V @ (m1 - m0) - (m1 @ m1 - m0 @ m0) > AUROR_TIE
+        m0, m1 = cluster_means(V, b, m0, m1)
+    return b, m0, m1
+
+
 def auror(U, alpha=2.0, iters=3):
     """(aggregate, kept indices): AUROR with the MPC version's schedule
     (see defenses.clustering.auror)."""
@@ -159,15 +188,7 @@ def auror(U, alpha=2.0, iters=3):
     ind = d * gap > alpha * gap.sum()
     V = U * ind[None, :]
     m0, m1 = c0 * ind, c1 * ind
-    b = np.zeros(n, dtype=bool)
-    for _ in range(iters):
-        b = 2 * V @ (m1 - m0) - (m1 @ m1 - m0 @ m0) > AUROR_TIE
-        cnt1 = int(b.sum())
-        cnt0 = n - cnt1
-        if cnt0:
-            m0 = V[~b].mean(0)
-        if cnt1:
-            m1 = V[b].mean(0)
+    b, _, _ = two_means(V, m0, m1, iters)
     cnt1 = int(b.sum())
     if 2 * cnt1 < n:
         keep = np.flatnonzero(~b)
@@ -214,3 +235,192 @@ def clamp_rows(U, bound, max_norm=None, frac_bits=16):
         norms = np.linalg.norm(C, axis=1)
         C = C * np.minimum(1.0, max_norm / np.where(norms > 0, norms, np.inf))[:, None]
     return C
+
+
+# --- poisoned-record detection (defenses.detection) -----------------------------------
+#
+# Shared conventions with the MPC detectors of pgkernels.defenses.detection:
+# representations R (n, d) of the training records, integer labels (n,) in
+# [0, classes); every detector works per class and returns a bool flag per
+# record (True = flagged as poisoned).
+
+# Power iterations for the top singular vectors (spectral signatures and the
+# PCA of activation clustering): fixed and public. Each step multiplies the
+# angle to the top singular vector by sigma_2^2 / sigma_1^2, so 12 steps suffice
+# whenever the poison's direction dominates (sigma_2 / sigma_1 <= 0.7 gives
+# < 2e-4 of its initial tangent); a weak gap leaves v a mix, as in the paper's
+# own truncated SVD solvers.
+POWER_ITERS = 12
+# Lloyd steps of activation clustering's 2-means.
+KMEANS_ITERS = 4
+# Activation clustering flags a class's smaller cluster when it holds at most
+# this fraction of the class (Chen et al. 2018's relative-size criterion; 0.35
+# as in the reference implementation, IBM ART's ``size_threshold``), in 1/1000.
+AC_SIZE_THRESHOLD = 0.35
+# STRIP blends query and clean sample as alpha * query + (1 - alpha) * clean.
+STRIP_ALPHA = 0.5
+
+
+def removal_count(eps, n):
+    """``ceil(1.5 eps n)`` records removed from a class of n (Tran et al.'s
+    rule, eps the assumed poison rate), capped at n. Computed on 1.5 eps n
+    rounded to 9 decimals, so that float error (1.5 * 0.1 * 40 =
+    6.000000000000001) does not add a record; the MPC version reads the same
+    table."""
+    return min(int(n), math.ceil(round(1.5 * float(eps) * int(n), 9)))
+
+
+def start_vector(d, seed=0):
+    """The power iteration's deterministic start: a standard normal vector from
+    ``numpy.random.default_rng(seed)``, normalised (public; component j of a
+    PCA starts from seed + j). A random start is almost surely not orthogonal
+    to the top singular vector, which a fixed pattern such as all-ones can be."""
+    v = np.random.default_rng(seed).standard_normal(int(d))
+    return v / np.linalg.norm(v)
+
+
+# inv_sqrt's floor (pgkernels.protocols.roots): squared norms below 2^-16 count as 0
+_NORM_FLOOR = 2.0 ** -16
+
+
+def top_directions(C, components=1, iters=POWER_ITERS, seed=0):
+    """The top ``components`` right-singular vectors (d, r) of C (n, d) by
+    power iteration with deflation: component j starts at ``start_vector(d,
+    seed + j)`` and repeats ``iters`` times ``w = C^T (C v)``, ``w -= sum_{l<j}
+    v_l (v_l . w)``, ``v = w / ||w||`` (0 when ``||w||^2 < 2^-16``, as the MPC
+    inverse square root). Signs are arbitrary (scores square them)."""
+    C = np.asarray(C, dtype=np.float64)
+    d = C.shape[1]
+    out = []
+    for j in range(components):
+        v = start_vector(d, seed + j)
+        for _ in range(iters):
+            w = C.T @ (C @ v)
+            for p in out:
+                w = w - p * (p @ w)
+            sq = w @ w
+            v = w / np.sqrt(sq) if sq >= _NORM_FLOOR else np.zeros(d)
+        out.append(v)
+    return np.stack(out, axis=1)
+
+
+def _check_detection(R, labels, classes):
+    R = np.asarray(R, dtype=np.float64)
+    labels = np.asarray(labels)
+    if R.ndim != 2:
+        raise ValueError(f"R must be 2-D (records x features), got shape {R.shape}")
+    if labels.shape != (R.shape[0],):
+        raise ValueError(f"labels must have shape ({R.shape[0]},), got {labels.shape}")
+    K = int(labels.max()) + 1 if classes is None else int(classes)
+    return R, labels.astype(np.int64), K
+
+
+def spectral_signatures(R, labels, eps, classes=None, iters=POWER_ITERS, seed=0):
+    """Spectral signatures (Tran, Li & Madry, NeurIPS 2018), the schedule of
+    :func:`pgkernels.defenses.detection.spectral_signatures`.
+
+    Per class c with n_c records: centre its representations, ``v`` = top
+    right-singular vector (:func:`top_directions`), score ``((r_i - mu_c) .
+    v)^2``, flag the ``removal_count(eps, n_c)`` highest scores (ties: lower
+    index first). Returns (flags bool (n,), scores (n,))."""
+    R, labels, K = _check_detection(R, labels, classes)
+    n = R.shape[0]
+    flags, scores = np.zeros(n, dtype=bool), np.zeros(n)
+    for c in range(K):
+        idx = np.flatnonzero(labels == c)
+        if not len(idx):
+            continue
+        C = R[idx] - R[idx].mean(0)
+        v = top_directions(C, 1, iters, seed)[:, 0]
+        s = (C @ v) ** 2
+        scores[idx] = s
+        order = np.lexsort((idx, -s))
+        flags[idx[order[:removal_count(eps, len(idx))]]] = True
+    return flags, scores
+
+
+def activation_clustering(R, labels, classes=None, components=2, size_threshold=AC_SIZE_THRESHOLD,
+                          iters=POWER_ITERS, kmeans_iters=KMEANS_ITERS, seed=0):
+    """Activation clustering (Chen et al. 2018), the schedule of
+    :func:`pgkernels.defenses.detection.activation_clustering`.
+
+    Per class: centre, project on the top ``components`` principal directions
+    (:func:`top_directions`), split by the sign of the first coordinate, take
+    the two groups' means as initial centers (:func:`cluster_means` from 0),
+    run :func:`two_means` for ``kmeans_iters`` steps; the cluster with at most
+    ``size_threshold`` of the class (in 1/1000: ``1000 cnt <= round(1000
+    size_threshold) n_c``) is flagged. Returns (flags bool (n,), cluster bool
+    (n,): each record's final 2-means cluster)."""
+    R, labels, K = _check_detection(R, labels, classes)
+    n = R.shape[0]
+    T = _size_threshold(size_threshold)
+    flags, cluster = np.zeros(n, dtype=bool), np.zeros(n, dtype=bool)
+    for c in range(K):
+        idx = np.flatnonzero(labels == c)
+        if not len(idx):
+            continue
+        C = R[idx] - R[idx].mean(0)
+        Z = C @ top_directions(C, components, iters, seed)
+        zero = np.zeros(Z.shape[1])
+        m0, m1 = cluster_means(Z, Z[:, 0] > 0, zero, zero)
+        b, _, _ = two_means(Z, m0, m1, kmeans_iters)
+        cnt1 = int(b.sum())
+        cnt0 = len(idx) - cnt1
+        cluster[idx] = b
+        if 1000 * cnt1 <= T * len(idx):
+            flags[idx[b]] = True
+        elif 1000 * cnt0 <= T * len(idx):
+            flags[idx[~b]] = True
+    return flags, cluster
+
+
+def _size_threshold(size_threshold):
+    if isinstance(size_threshold, bool) or not isinstance(size_threshold, (int, float)) \
+            or not 0 < size_threshold < 0.5:
+        raise ValueError(f"size_threshold must be a number in (0, 0.5), got {size_threshold!r}")
+    return int(round(1000 * size_threshold))
+
+
+def strip_blend(queries, clean, alpha=STRIP_ALPHA):
+    """STRIP's perturbed inputs (Gao et al., ACSAC 2019): every query (m, ...)
+    blended with every clean sample (N, ...), ``alpha q + (1 - alpha) x``,
+    query-major: row ``i N + j`` is query i with clean sample j (m N, ...)."""
+    q = np.asarray(queries, dtype=np.float64)
+    x = np.asarray(clean, dtype=np.float64)
+    return (alpha * q[:, None] + (1 - alpha) * x[None, :]).reshape(len(q) * len(x), *q.shape[1:])
+
+
+def strip_entropy(logits, blends):
+    """Mean prediction entropy (nats) per query from the logits (m N, K) of the
+    blended inputs (query-major, N = ``blends`` per query), with the MPC
+    version's formula ``H = log S - sum_j p_j (z_j - max z)``, ``S = sum_j
+    exp(z_j - max z)`` (the entropy of softmax(z), one logarithm per row)."""
+    z = np.asarray(logits, dtype=np.float64)
+    z = z - z.max(1, keepdims=True)
+    e = np.exp(z)
+    S = e.sum(1)
+    H = np.log(S) - (e * z).sum(1) / S
+    return H.reshape(-1, int(blends)).mean(1)
+
+
+def strip_threshold(clean_entropy, fpr):
+    """The detection threshold calibrated on clean queries' entropies: the
+    ``(floor(fpr m) + 1)``-th smallest of the m values, so that at most
+    ``fpr m`` clean queries lie strictly below it."""
+    h = np.sort(np.asarray(clean_entropy, dtype=np.float64))
+    return h[strip_rank(fpr, len(h)) - 1]
+
+
+def strip_rank(fpr, m):
+    """The rank k (1-based) of :func:`strip_threshold` among m clean entropies:
+    ``floor(fpr m) + 1`` (fpr m rounded to 9 decimals), at most m."""
+    if isinstance(fpr, bool) or not isinstance(fpr, (int, float)) or not 0 <= fpr < 1:
+        raise ValueError(f"fpr must be a number in [0, 1), got {fpr!r}")
+    if m < 1:
+        raise ValueError("strip_threshold needs at least one clean entropy")
+    return min(m, math.floor(round(float(fpr) * m, 9)) + 1)
+
+
+def strip_flags(entropy, threshold):
+    """Queries flagged as triggered: mean entropy strictly below the threshold."""
+    return np.asarray(entropy, dtype=np.float64) < threshold

@@ -175,7 +175,7 @@ def train_plaintext(X, y, party, num_parties, classes, defense="none", c=1.0, va
                     hidden=DEFAULTS["hidden"], g_hidden=DEFAULTS["g_hidden"], epochs=DEFAULTS["epochs"],
                     batch_size=DEFAULTS["batch_size"], lr=DEFAULTS["lr"], g_lr=None,
                     momentum=DEFAULTS["momentum"], g_steps=DEFAULTS["g_steps"],
-                    adversary_label=DEFAULTS["adversary_label"], seed=0, progress=True):
+                    adversary_label=DEFAULTS["adversary_label"], seed=0, progress=True, record_weights=None):
     """Train the pooled model ``f`` in plaintext torch (see the module docstring).
 
     Args:
@@ -189,6 +189,10 @@ def train_plaintext(X, y, party, num_parties, classes, defense="none", c=1.0, va
             momentum: SGD on f; g_lr (default lr), g_steps: g's SGD steps per
             minibatch; adversary_label: g also sees the one-hot label.
         seed: initialisation and minibatch order.
+        record_weights: optional per-record weights (N,) of the loss, e.g. a
+            0/1 mask of the records to keep: a minibatch's loss is
+            ``sum_i w_i CE_i / B`` (the MPC retraining's semantics,
+            :func:`pgkernels.train.mpc.detect_and_retrain_mpc`).
 
     Returns:
         ``(f, stats)``: the trained ``torch.nn.Module`` (logits) and a dict with
@@ -209,6 +213,11 @@ def train_plaintext(X, y, party, num_parties, classes, defense="none", c=1.0, va
     P1 = F.one_hot(torch.from_numpy(party), P).float()
     uniform = torch.full((1, P), 1.0 / P)
     schedule = batch_order(len(X), batch_size, epochs, seed)
+    W = None
+    if record_weights is not None:
+        W = torch.as_tensor(np.asarray(record_weights, dtype=np.float32))
+        if W.shape != (len(X),) or not torch.isfinite(W).all():
+            raise ValueError(f"record_weights must be {len(X)} finite numbers, got shape {tuple(W.shape)}")
     stats = {"defense": defense, "epochs": []}
     bar = _bar(sum(len(b) for b in schedule), f"train f ({defense})", progress)
     t0 = time.perf_counter()
@@ -220,7 +229,10 @@ def train_plaintext(X, y, party, num_parties, classes, defense="none", c=1.0, va
             xb, yb, pb = Xt[it], Y1[it], P1[it]
             logits = f(xb)
             prob = torch.softmax(logits, dim=1)
-            loss = F.cross_entropy(logits, yb)
+            if W is None:
+                loss = F.cross_entropy(logits, yb)
+            else:
+                loss = (F.cross_entropy(logits, yb, reduction="none") * W[it]).sum() / len(idx)
             sums["loss_f"] += float(loss.detach()) * len(idx)
             if g is not None:
                 gin = torch.cat([prob, yb], 1) if adversary_label else prob

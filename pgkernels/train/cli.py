@@ -5,6 +5,8 @@
     pgkernels train --dataset adult --fractions 0,0.01,0.02,0.05,0.1 --defense none,advtrain,local
     pgkernels train --dataset mnist --attack backdoor --fraction 0.5 --fraction-of attacker \\
         --defense none,safenet --backend mpc
+    pgkernels train --dataset mnist --attack backdoor --fraction 0.5 --fraction-of attacker \\
+        --defense none,spectral,activation_clustering,strip --eps 0.05
 
 Writes ``<out>/<name>.json`` (every metric, and seconds / bytes / rounds of
 MPC runs), ``<name>.md`` (the Markdown table, also printed) and ``<name>.png``
@@ -101,6 +103,14 @@ def build_parser():
     p.add_argument("--g-steps", type=int, default=None)
     p.add_argument("--threshold", type=float, default=d.threshold, help="SafeNet: minimum validation accuracy")
     p.add_argument("--safenet-val", type=int, default=d.safenet_val, help="SafeNet: validation records for filtering")
+    p.add_argument("--eps", type=float, default=d.eps,
+                   help="spectral signatures: assumed poison rate (removes ceil(1.5 eps n_c) records per class)")
+    p.add_argument("--ac-size-threshold", type=float, default=d.ac_size_threshold,
+                   help="activation clustering: flag a cluster holding at most this share of its class")
+    p.add_argument("--strip-fpr", type=float, default=d.strip_fpr, help="STRIP: calibrated false-positive rate")
+    p.add_argument("--strip-blends", type=int, default=d.strip_blends, help="STRIP: clean records per query")
+    p.add_argument("--strip-queries", type=int, default=d.strip_queries,
+                   help="STRIP: attack queries and clean queries evaluated (each)")
     p.add_argument("--no-membership", action="store_true", help="skip party-membership inference")
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--out", default="train_out", help="folder for the JSON / Markdown / PNG outputs")
@@ -119,7 +129,8 @@ def config_from_args(a):
         target=a.target, source=a.source, defenses=a.defense, backend=a.backend, world_size=a.world_size,
         c=a.c, variant=a.variant, hidden=a.hidden, g_hidden=a.g_hidden, epochs=a.epochs, batch_size=a.batch_size,
         lr=a.lr, momentum=a.momentum, g_steps=a.g_steps, threshold=a.threshold, safenet_val=a.safenet_val,
-        membership=not a.no_membership, seed=a.seed, progress=not a.no_progress)
+        eps=a.eps, ac_size_threshold=a.ac_size_threshold, strip_fpr=a.strip_fpr, strip_blends=a.strip_blends,
+        strip_queries=a.strip_queries, membership=not a.no_membership, seed=a.seed, progress=not a.no_progress)
 
 
 def main(argv=None):

@@ -26,6 +26,21 @@ One run:
      (:func:`pgkernels.defenses.safenet_reference`, or
      :func:`~pgkernels.train.safenet_mpc.safenet_mpc` with ``backend="mpc"``, which
      answers every evaluation query in one MPC session);
+   * ``"spectral"``, ``"activation_clustering"`` -- find the poisoned
+     records with the detector on the pooled model's penultimate-layer
+     activations, per class, and retrain without them
+     (:func:`pgkernels.train.detect.detect_and_retrain`, or
+     :func:`~pgkernels.train.mpc.detect_and_retrain_mpc`, one MPC session
+     whose flags are opened for the detection rates); metrics of the
+     retrained model plus ``detect_tpr`` / ``detect_fpr`` (share of the
+     poisoned / clean training records flagged);
+   * ``"strip"`` -- STRIP at inference on the pooled model without defense:
+     ``strip_queries`` attack queries (triggered test records for a
+     backdoor; the attack's query set otherwise) and as many clean test
+     records, each blended with ``strip_blends`` clean validation records,
+     threshold at ``strip_fpr`` on further clean validation records
+     (:func:`pgkernels.train.detect.strip` or
+     :func:`~pgkernels.train.mpc.strip_mpc`); ``strip_tpr`` / ``strip_fpr``;
 
 4. metrics on clean held-out data: validation and test accuracy, the
    attack's metric (contamination accuracy, Hayes & Ohrimenko's eq. (1), on
@@ -52,7 +67,8 @@ from ..attacks import (ATTACKS, FRACTION_OF, attribute_mask, check_attackers, ch
 from ..data import DATASETS, make_parties
 from ..reporting import figure, jsonable, markdown_table, pct, provenance, save_figure, write_json, write_text
 
-DEFENSES = ("none", "advtrain", "safenet", "local")
+DEFENSES = ("none", "advtrain", "safenet", "local", "spectral", "activation_clustering", "strip")
+DETECTION = ("spectral", "activation_clustering")
 BACKENDS = ("plaintext", "mpc")
 SPLITS = ("iid", "attribute")
 
@@ -111,6 +127,11 @@ class TrainConfig:
     threshold: float = 0.5               # SafeNet: minimum validation accuracy of a kept model
     safenet_val: int = 1000              # SafeNet: validation records used for filtering
     world_size: int = 2
+    eps: float = 0.05                    # spectral signatures: assumed poison rate (removes 1.5 eps per class)
+    ac_size_threshold: float = 0.35      # activation clustering: flag a cluster with at most this share of a class
+    strip_fpr: float = 0.05              # STRIP: false-positive rate on the clean calibration records
+    strip_blends: int = 20               # STRIP: clean records blended with each query
+    strip_queries: int = 500             # STRIP: attack queries and clean queries evaluated (each)
     membership: bool = True              # party-membership inference on the pooled models
     seed: int = 0
     progress: bool = True
@@ -140,6 +161,16 @@ class TrainConfig:
             raise ValueError(f"world_size must be an int >= 2 (MPC compute parties), got {self.world_size!r}")
         if self.split not in SPLITS:
             raise ValueError(f"split must be one of {list(SPLITS)}, got {self.split!r}")
+        if not 0.0 <= float(self.eps) <= 1.0:
+            raise ValueError(f"eps must lie in [0, 1], got {self.eps}")
+        if not 0.0 < float(self.ac_size_threshold) < 0.5:
+            raise ValueError(f"ac_size_threshold must lie in (0, 0.5), got {self.ac_size_threshold}")
+        if not 0.0 <= float(self.strip_fpr) < 1.0:
+            raise ValueError(f"strip_fpr must lie in [0, 1), got {self.strip_fpr}")
+        for k in ("strip_blends", "strip_queries"):
+            v = getattr(self, k)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"{k} must be an int >= 1, got {v!r}")
         if not 0.0 <= float(self.threshold) <= 1.0:
             raise ValueError(f"threshold must lie in [0, 1], got {self.threshold}")
         if self.c is not None and (not math.isfinite(float(self.c)) or float(self.c) < 0):
@@ -339,7 +370,23 @@ def run(cfg, clean=None):
             local_acc = [M.predict(m, data.X_val) for m in local_models]
         return local_models
 
-    order = [d for d in ("local", "none", "advtrain", "safenet") if d in cfg.defenses]
+    order = [d for d in ("local", "none", "advtrain", "safenet") + DETECTION + ("strip",) if d in cfg.defenses]
+    pooled = {}
+
+    def pooled_model():
+        """The pooled model without defense (STRIP inspects it): trained once."""
+        if "f" not in pooled:
+            args = (poisoned.X, poisoned.y, poisoned.party, poisoned.num_parties, poisoned.classes)
+            if cfg.backend == "mpc":
+                from .mpc import train_mpc
+
+                pooled["f"], _ = train_mpc(*args, defense="none", seed=cfg.seed, progress=cfg.progress,
+                                           world_size=cfg.world_size, **hp)
+            else:
+                pooled["f"], _ = _adv.train_plaintext(*args, defense="none", seed=cfg.seed,
+                                                      progress=cfg.progress, **hp)
+        return pooled["f"]
+
     it = order
     if cfg.progress:
         from tqdm.auto import tqdm
@@ -374,6 +421,8 @@ def run(cfg, clean=None):
                                      world_size=cfg.world_size, **kw)
             else:
                 f, stats = _adv.train_plaintext(*args, defense=defense, seed=cfg.seed, progress=cfg.progress, **kw)
+            if defense == "none":
+                pooled["f"] = f
             preds = _predict_sets(f, sets)
             r = metrics_from_predictions(preds, data, info)
             if cfg.membership and data.num_parties > 1:
@@ -415,6 +464,10 @@ def run(cfg, clean=None):
                      local_seconds=need_local.seconds)
             r.update(_mpc_cost(out) if cfg.backend == "mpc" else {"seconds": out["seconds"]})
             results["safenet"] = r
+        elif defense in DETECTION:
+            results[defense] = _detection_run(defense, cfg, hp, poisoned, info, data, sets, owner_val)
+        elif defense == "strip":
+            results["strip"] = _strip_run(cfg, pooled_model(), data, sets, info)
     if local_acc is not None:
         local_own = [_per_owner_acc(local_acc[p], data, owner_val)[p] for p in range(data.num_parties)]
         for d in ("none", "advtrain", "safenet"):
@@ -432,6 +485,77 @@ def run(cfg, clean=None):
         "results": results,
         "seconds": time.perf_counter() - t0,
     })
+
+
+def _detection_run(defense, cfg, hp, poisoned, info, data, sets, owner_val):
+    """Detect, remove, retrain (see the module docstring): the retrained
+    model's metrics, the detection rates and the costs."""
+    from . import detect as _det
+
+    args = (poisoned.X, poisoned.y, poisoned.party, poisoned.num_parties, poisoned.classes)
+    kw = {"eps": cfg.eps} if defense == "spectral" else {}
+    dkw = {"size_threshold": cfg.ac_size_threshold} if defense == "activation_clustering" else {}
+    t = time.perf_counter()
+    if cfg.backend == "mpc":
+        from .mpc import detect_and_retrain_mpc
+
+        f, out = detect_and_retrain_mpc(*args, detector=defense, reveal="all", detector_kwargs=dkw,
+                                        seed=cfg.seed, progress=cfg.progress, world_size=cfg.world_size,
+                                        **kw, **{k: v for k, v in hp.items() if k in _MPC_DETECT_HP})
+    else:
+        f, out = _det.detect_and_retrain(*args, detector=defense, detector_kwargs=dkw, seed=cfg.seed,
+                                         progress=cfg.progress, **kw, **hp)
+    wall = time.perf_counter() - t
+    r = metrics_from_predictions(_predict_sets(f, sets), data, info)
+    rates = _det.rates(out["flags"], info.get("indices", np.zeros(0, np.int64)))
+    r.update(detect_tpr=rates["tpr"], detect_fpr=rates["fpr"], flagged=rates["flagged"],
+             per_owner_val_acc=_per_owner_acc(_predict_sets(f, {"val": data.X_val})["val"], data, owner_val),
+             backend=cfg.backend, phases=out.get("phases"))
+    r.update(kw, **dkw)
+    r.update(_mpc_cost(out) if cfg.backend == "mpc" else {"seconds": out["seconds"]})
+    r["wall_seconds"] = wall
+    return r
+
+
+# the MPC trainer's hyperparameters (no adversary)
+_MPC_DETECT_HP = ("hidden", "epochs", "batch_size", "lr", "momentum")
+
+
+def _strip_queries(cfg, data, sets, info):
+    """(attack queries, clean queries, blending samples, calibration queries) for STRIP."""
+    m = int(cfg.strip_queries)
+    key = {"backdoor": "backdoor_test", "targeted": "targeted_test"}.get(info["attack"])
+    if key is None and "contam_test" in sets:
+        key = "contam_test"
+    attack_q = sets[key][:m] if key is not None else None
+    N = int(cfg.strip_blends)
+    return attack_q, data.X_test[:m], data.X_val[:N], data.X_val[N:N + max(m, 100)]
+
+
+def _strip_run(cfg, f, data, sets, info):
+    """STRIP on the pooled model: TPR on the attack's queries, FPR on clean test queries."""
+    from . import detect as _det
+
+    attack_q, clean_q, blend, cal = _strip_queries(cfg, data, sets, info)
+    queries = clean_q if attack_q is None else np.concatenate([attack_q, clean_q])
+    t = time.perf_counter()
+    if cfg.backend == "mpc":
+        from .mpc import strip_mpc
+
+        out = strip_mpc(f, queries, blend, cal, fpr=cfg.strip_fpr, world_size=cfg.world_size,
+                        progress=cfg.progress)
+        flags = out["flags"]
+    else:
+        flags, _ = _det.strip(f, queries, blend, cal, fpr=cfg.strip_fpr)
+        out = {"seconds": time.perf_counter() - t}
+    na = 0 if attack_q is None else len(attack_q)
+    r = metrics_from_predictions(_predict_sets(f, sets), data, info)
+    r.update(strip_tpr=float(flags[:na].mean()) if na else None, strip_fpr=float(flags[na:].mean()),
+             strip_queries=int(na), strip_clean_queries=int(len(queries) - na), strip_blends=int(len(blend)),
+             strip_calibration=int(len(cal)), strip_target_fpr=cfg.strip_fpr, backend=cfg.backend,
+             note="model: the pooled model without defense; STRIP flags queries at inference")
+    r.update(_mpc_cost(out) if cfg.backend == "mpc" else {"seconds": out["seconds"]})
+    return r
 
 
 def sweep(cfg, fractions):
@@ -470,6 +594,9 @@ def markdown(result):
     cols = ["fraction", "poisoned", "defense", "val acc (%)", "test acc (%)"]
     if metric:
         cols.append(f"{mname} (%)")
+    detecting = any(d in r["results"] for r in runs for d in DETECTION + ("strip",))
+    if detecting:
+        cols += ["detected (TPR %)", "clean flagged (FPR %)"]
     cols += ["party inference (%)", "release", "seconds", "MB sent/party"]
     rows = []
     for r in runs:
@@ -480,6 +607,9 @@ def markdown(result):
                    pct(res.get("val_acc")), pct(res.get("test_acc"))]
             if metric:
                 row.append(pct(res.get(metric)))
+            if detecting:
+                row += [pct(res.get("detect_tpr", res.get("strip_tpr"))),
+                        pct(res.get("detect_fpr", res.get("strip_fpr")))]
             # owners without validation records (release None) are not counted
             released = f"{sum(1 for v in rel if v)}/{sum(1 for v in rel if v is not None)}" if rel else "–"
             seconds = res.get("seconds")
@@ -490,9 +620,12 @@ def markdown(result):
 
 
 LABELS = {"none": "joint model, no defense", "advtrain": "joint model, adversarial training",
-          "safenet": "SafeNet ensemble", "local": "local models (honest mean)"}
+          "safenet": "SafeNet ensemble", "local": "local models (honest mean)",
+          "spectral": "spectral signatures, retrained", "activation_clustering": "activation clustering, retrained",
+          "strip": "joint model + STRIP"}
 STYLES = {"none": ("C3", "-", "o"), "advtrain": ("C0", "-", "s"), "safenet": ("C2", "-", "^"),
-          "local": ("0.4", "--", "x")}
+          "local": ("0.4", "--", "x"), "spectral": ("C4", "-", "D"), "activation_clustering": ("C5", "-", "v"),
+          "strip": ("C6", ":", "P")}
 
 
 def plot(result, path):

@@ -60,6 +60,12 @@ round trips counted) and 0.69 MB sent per party per minibatch, ``advtrain``
 135 rounds between the parties and 1.85 MB; the stats returned give ``seconds``,
 ``bytes`` sent per party and ``rounds`` at party 0 for every run.
 
+Detection (issue 16): :func:`detect_and_retrain_mpc` trains f, takes the
+records' penultimate-layer activations on the shares (:func:`penultimate`),
+runs a detector of :mod:`pgkernels.defenses.detection` and retrains with a
+secret per-record mask, in one session; :func:`strip_mpc` runs STRIP on
+shared queries. Their docstrings say what each reveals.
+
 Revealed: the final parameters of ``f`` (the output), to every compute party
 (which pass it to the owners). Also public, as in any training run: the
 architecture, hyperparameters, record count, the owner count and the seeded
@@ -326,25 +332,22 @@ def _decode_state(module, n_lin):
     return out
 
 
-def _party_train(job, party_input):
+def _train_f(X, Y, Pt, job, rank, mask=None, desc=None, zeroed=None):
+    """Steps 1-4 of the module docstring on the shared records: returns the
+    trained shared ``crypten.nn.Sequential`` f and its number of linear layers.
+
+    ``mask``: bit shares (N,) (int64, scale 1) or None; each record's
+    gradient of the loss is multiplied by its bit (a removed record
+    contributes 0; the minibatch mean still divides by B, so the step size per
+    kept record is unchanged): one bit injection into the (B, K) logits'
+    gradient per minibatch (1 round, 8 bytes per entry), exact. ``zeroed``:
+    ``{"f": _ZeroedCount, "g": _ZeroedCount or None}``, counts of the gradient
+    entries the threshold zeroes (local, no round)."""
     import crypten
-    import crypten.communicator as ccomm
 
-    from ..runtime import comm
-
-    rank = ccomm.get().get_rank()
+    zeroed = zeroed or {}
     P = job["P"]
     advtrain = job["defense"] == "advtrain"
-    start = comm.STATS.snapshot()
-    t0 = time.perf_counter()
-
-    # this party's shares of the owners' inputs (see runtime.inputs)
-    from ..runtime.inputs import to_mpc
-
-    X = to_mpc(party_input["X"])
-    Y = to_mpc(party_input["Y"])
-    Pt = to_mpc(party_input["P"]) if advtrain else None
-
     f, nf = _to_crypten(job["f_state"])
     f.encrypt(src=0)
     f.train()
@@ -357,13 +360,12 @@ def _party_train(job, party_input):
         sign = -1.0 if job["variant"] == "onehot" else 1.0
         uniform = torch.full((1, P), 1.0 / P)
 
-    zeroed_f, zeroed_g = _ZeroedCount(), (_ZeroedCount() if advtrain else None)
     bar = None
     if job["progress"] and rank == 0:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=sum(len(b) for b in job["schedule"]),
-                   desc=f"MPC train f ({job['defense']})", unit="batch", leave=False)
+                   desc=desc or f"MPC train f ({job['defense']})", unit="batch", leave=False)
     for batches in job["schedule"]:
         for idx in batches:
             it = torch.from_numpy(np.asarray(idx, dtype=np.int64))
@@ -373,6 +375,13 @@ def _party_train(job, party_input):
             with crypten.no_grad():
                 prob = _softmax_rows(logits.detach())
                 grad_logits = (prob - yb).div(B)
+                if mask is not None:
+                    from ..protocols.blocks import flat_share, like_shape, mux_shares
+
+                    k = grad_logits.size(1)
+                    bits = mask[it].view(B, 1).expand(B, k).reshape(-1)
+                    grad_logits = like_shape(mux_shares(bits, flat_share(grad_logits).view(1, -1)).view(B, k),
+                                             grad_logits.encoder.scale)
             if advtrain:
                 pb = Pt[it]
                 gin = crypten.cat([prob, yb], dim=1) if job["adversary_label"] else prob
@@ -383,7 +392,7 @@ def _party_train(job, party_input):
                         seed_grad = (q - pb).div(B)
                     g.zero_grad()
                     g_logits.backward(seed_grad)
-                    _clip_and_step(g, opt_g, zeroed_g)
+                    _clip_and_step(g, opt_g, zeroed.get("g"))
                 leaf = prob.clone()
                 leaf.requires_grad = True
                 gin = crypten.cat([leaf, yb], dim=1) if job["adversary_label"] else leaf
@@ -398,11 +407,31 @@ def _party_train(job, party_input):
                     grad_logits = grad_logits + pv - prob.mul(pv.sum(1, keepdim=True))
             f.zero_grad()
             logits.backward(grad_logits)
-            _clip_and_step(f, opt_f, zeroed_f)
+            _clip_and_step(f, opt_f, zeroed.get("f"))
             if bar is not None:
                 bar.update(1)
     if bar is not None:
         bar.close()
+    return f, nf
+
+
+def _party_train(job, party_input):
+    import crypten.communicator as ccomm
+
+    from ..runtime import comm
+
+    rank = ccomm.get().get_rank()
+    start = comm.STATS.snapshot()
+    t0 = time.perf_counter()
+
+    # this party's shares of the owners' inputs (see runtime.inputs)
+    from ..runtime.inputs import to_mpc
+
+    X = to_mpc(party_input["X"])
+    Y = to_mpc(party_input["Y"])
+    Pt = to_mpc(party_input["P"]) if job["defense"] == "advtrain" else None
+    zeroed_f, zeroed_g = _ZeroedCount(), (_ZeroedCount() if Pt is not None else None)
+    f, nf = _train_f(X, Y, Pt, job, rank, zeroed={"f": zeroed_f, "g": zeroed_g})
     state = _decode_state(f, nf)  # the output: revealed to every party
     seconds = time.perf_counter() - t0
     used = comm.STATS.snapshot().since(start)
@@ -412,3 +441,250 @@ def _party_train(job, party_input):
     return {"f_state": state if rank == 0 else None, "seconds": seconds, "bytes_sent": used.bytes_sent,
             "dealer_bytes": used.dealer_bytes, "rounds": used.rounds, "grad_entries_zeroed": zeroed,
             "grad_entries": checked}
+
+
+# --- poisoned-record detection and retraining ----------------------------------------
+
+DETECTORS = ("spectral", "activation_clustering")
+REVEALS = ("none", "own", "all")
+
+
+def penultimate(f, X, batch=512):
+    """Inside the parties: the shared penultimate-layer activations (N, h) of
+    the shared records X (N, d) under the shared model ``f`` (the
+    ``crypten.nn.Sequential`` of :func:`_train_f`): every layer but the last
+    linear one, i.e. the output of the last hidden ReLU, ``batch`` records at
+    a time. Per hidden layer: one Beaver product and one ReLU (6 + 1 rounds).
+    Reveals nothing."""
+    import crypten
+
+    mods = [f._modules[k] for k in sorted(f._modules, key=int)][:-1]
+    outs = []
+    with crypten.no_grad():
+        for i in range(0, X.size(0), batch):
+            h = X[i:i + batch]
+            for m in mods:
+                h = m(h)
+            outs.append(h)
+    return crypten.cat(outs, dim=0) if len(outs) > 1 else outs[0]
+
+
+def detect_and_retrain_mpc(X, y, party, num_parties, classes, detector="spectral", eps=0.1, reveal="none",
+                           detector_kwargs=None, hidden=_adv.DEFAULTS["hidden"], epochs=_adv.DEFAULTS["epochs"],
+                           batch_size=_adv.DEFAULTS["batch_size"], lr=_adv.DEFAULTS["lr"],
+                           momentum=_adv.DEFAULTS["momentum"], seed=0, progress=True, world_size=2,
+                           timeout=None):
+    """Find and remove poisoned records inside MPC, then retrain: one session.
+
+    1. Train f on the pooled shared records as :func:`train_mpc` (defense
+       "none"); f stays shared (it is not an output).
+    2. Representations: :func:`penultimate` of every record, on the shares.
+    3. Detection on the shared representations and the owners' shared one-hot
+       labels, per class: ``detector="spectral"``
+       (:func:`pgkernels.defenses.detection.spectral_signatures`, assumed
+       poison rate ``eps``) or ``"activation_clustering"``
+       (:func:`~pgkernels.defenses.detection.activation_clustering`);
+       ``detector_kwargs`` go to the detector. Shared 0/1 flags (N,).
+    4. Retrain f from the same initial weights and minibatch order with the
+       shared mask ``1 - flag`` on every record's loss gradient
+       (:func:`_train_f`): flagged records contribute nothing, and nobody
+       learns which they were.
+
+    ``reveal``: what is revealed about the flags. ``"none"`` (default):
+    nothing -- only the retrained model is output. ``"own"``: each owner gets
+    the compute parties' shares of the flags of its own records (here the
+    caller plays the owners and adds them up); the compute parties learn
+    nothing. ``"all"``: the flags are opened to every party (evaluation).
+    Also public: the architecture, hyperparameters, record count, detector
+    and its parameters, as in :func:`train_mpc`.
+
+    Returns ``(f, info)``: the retrained, revealed ``torch.nn.Module``, and a
+    dict with ``flags`` (bool (N,) for "all"; ``{owner: bool array over its
+    records in their order}`` for "own"; None for "none"), ``seconds``,
+    ``bytes`` (per compute party), ``rounds`` (party 0), and per phase
+    (``train``, ``representations``, ``detect``, ``retrain``) the seconds,
+    bytes sent by party 0 and rounds.
+    """
+    if detector not in DETECTORS:
+        raise ValueError(f"detector must be one of {DETECTORS}, got {detector!r}")
+    if reveal not in REVEALS:
+        raise ValueError(f"reveal must be one of {REVEALS}, got {reveal!r}")
+    X, y, party, K = _adv.check_inputs(X, y, party, num_parties, classes, "none", 1.0, "onehot", hidden,
+                                       (), epochs, batch_size, lr, None, momentum, 1)
+    if isinstance(world_size, bool) or not isinstance(world_size, int) or world_size < 2:
+        raise ValueError(f"world_size must be an int >= 2, got {world_size!r}")
+    kwargs = dict(detector_kwargs or {})
+    if detector == "spectral":
+        kwargs["eps"] = eps
+    f, _ = _adv.build_models(X.shape[1], K, int(num_parties), hidden, (), True, seed, "none")
+    schedule = _adv.batch_order(len(X), batch_size, epochs, seed)
+    nbatches = sum(len(b) for b in schedule)
+    if timeout is None:
+        timeout = 1200.0 + 10.0 * nbatches + 1e-4 * K * len(X) ** 2
+    from ..runtime.inputs import share_all
+
+    party_inputs = share_all({"X": X, "Y": np.eye(K, dtype=np.float64)[y]}, world_size)
+    job = dict(P=int(num_parties), defense="none", c=1.0, variant="onehot",
+               f_state={k: v.detach().clone() for k, v in f.state_dict().items()}, g_state=None,
+               schedule=schedule, lr=float(lr), g_lr=float(lr), momentum=float(momentum), g_steps=1,
+               adversary_label=True, progress=bool(progress), detector=detector, detector_kwargs=kwargs,
+               reveal=reveal)
+    from ..runtime.launch import launch
+
+    results = launch(_party_detect_retrain, world_size=world_size, timeout=timeout, kwargs={"job": job},
+                     party_inputs=party_inputs)
+    f.load_state_dict({k: v.to(torch.float32) for k, v in results[0]["f_state"].items()})
+    f.eval()
+    flags = None
+    if reveal == "all":
+        flags = results[0]["flags"].numpy().astype(bool)
+    elif reveal == "own":
+        # each owner adds the parties' shares of its own records' flags (mod 2^64)
+        total = sum(r["flag_share"] for r in results)
+        flags = {int(p): total[party == p].numpy().astype(bool) for p in np.unique(party)}
+    info = {
+        "detector": detector, "reveal": reveal, "flags": flags, "world_size": world_size, "batches": nbatches,
+        "seconds": results[0]["seconds"], "bytes": [r["bytes_sent"] for r in results],
+        "dealer_bytes": [r["dealer_bytes"] for r in results], "rounds": results[0]["rounds"],
+        "phases": results[0]["phases"],
+    }
+    return f, info
+
+
+def _party_detect_retrain(job, party_input):
+    import crypten.communicator as ccomm
+
+    from ..defenses import detection
+    from ..protocols.blocks import decode, public_share
+    from ..runtime import comm
+    from ..runtime.inputs import to_mpc
+
+    rank = ccomm.get().get_rank()
+    start = comm.STATS.snapshot()
+    t0 = time.perf_counter()
+    phases = {}
+    mark = [comm.STATS.snapshot(), time.perf_counter()]
+
+    def phase(name):
+        used = comm.STATS.snapshot().since(mark[0])
+        phases[name] = {"seconds": time.perf_counter() - mark[1], "bytes": used.bytes_sent, "rounds": used.rounds}
+        mark[:] = [comm.STATS.snapshot(), time.perf_counter()]
+
+    X = to_mpc(party_input["X"])
+    Y = to_mpc(party_input["Y"])
+    f, _ = _train_f(X, Y, None, job, rank, desc="MPC train f (to inspect)")
+    phase("train")
+    R = penultimate(f, X)
+    phase("representations")
+    if job["detector"] == "spectral":
+        flags = detection.spectral_signatures(R, Y, **job["detector_kwargs"])
+    else:
+        flags = detection.activation_clustering(R, Y, **job["detector_kwargs"])
+    phase("detect")
+    n = X.size(0)
+    fs = flags.share.reshape(n)
+    keep = public_share(torch.ones(n, dtype=torch.long)) - fs
+    f2, nf = _train_f(X, Y, None, job, rank, mask=keep, desc="MPC retrain f (flags removed)")
+    phase("retrain")
+    state = _decode_state(f2, nf)
+    out = {"f_state": state if rank == 0 else None, "phases": phases}
+    if job["reveal"] == "all":
+        out["flags"] = decode(flags).round().long()
+    elif job["reveal"] == "own":
+        out["flag_share"] = fs.clone()  # sent to the owners only, never opened among the parties
+    used = comm.STATS.snapshot().since(start)
+    out.update(seconds=time.perf_counter() - t0, bytes_sent=used.bytes_sent, dealer_bytes=used.dealer_bytes,
+               rounds=used.rounds)
+    return out
+
+
+def strip_mpc(f, queries, clean, calibration, fpr=0.05, alpha=None, world_size=2, batch=2048, progress=True,
+              timeout=1800.0):
+    """STRIP (Gao et al., ACSAC 2019) inside MPC on the model ``f`` (a torch mlp
+    as :func:`train_mpc` outputs; its weights are shared too).
+
+    The queries (m, d), the defender's clean blending samples (N, d) and its
+    clean calibration queries (m_c, d) are secret-shared. Every query and
+    calibration query is blended with every clean sample (``alpha q + (1 -
+    alpha) x``, :data:`pgkernels.defenses.reference.STRIP_ALPHA` by default; a
+    public linear combination, local), f runs on the (m + m_c) N blends
+    (``batch`` rows at a time), :func:`pgkernels.defenses.detection.strip_entropy`
+    gives each query's mean entropy, :func:`~pgkernels.defenses.detection.strip_threshold`
+    calibrates the threshold at false-positive rate ``fpr`` on the
+    calibration queries, and :func:`~pgkernels.defenses.detection.strip_flags`
+    flags the queries below it.
+
+    Revealed: the flags of the queries (the detector's output, to every
+    party); not the entropies, the threshold or the blends. Returns a dict
+    with ``flags`` (bool (m,)), ``seconds``, ``bytes``, ``rounds``.
+    """
+    from ..defenses import reference
+
+    alpha = reference.STRIP_ALPHA if alpha is None else float(alpha)
+    if not 0 < alpha < 1:
+        raise ValueError(f"alpha must be in (0, 1), got {alpha!r}")
+    arrays = {}
+    for name, a in (("queries", queries), ("clean", clean), ("calibration", calibration)):
+        a = np.asarray(a, dtype=np.float64)
+        if a.ndim < 2 or not len(a):
+            raise ValueError(f"{name} must have shape (n, d) with n >= 1, got {a.shape}")
+        arrays[name] = a.reshape(len(a), -1)
+    reference.strip_rank(fpr, len(arrays["calibration"]))  # checks fpr
+    state = {k: v.detach().clone().to(torch.float32) for k, v in f.state_dict().items()}
+    from ..runtime.inputs import share_all
+    from ..runtime.launch import launch
+
+    job = dict(state=state, fpr=float(fpr), alpha=alpha, batch=int(batch), progress=bool(progress))
+    results = launch(_party_strip, world_size=world_size, timeout=timeout, kwargs={"job": job},
+                     party_inputs=share_all(arrays, world_size))
+    r = results[0]
+    return {"flags": r["flags"].numpy().astype(bool), "seconds": r["seconds"],
+            "bytes": [x["bytes_sent"] for x in results], "rounds": r["rounds"]}
+
+
+def _party_strip(job, party_input):
+    import crypten
+    import crypten.communicator as ccomm
+
+    from ..defenses import detection
+    from ..protocols.shares import decode
+    from ..runtime import comm
+    from ..runtime.inputs import to_mpc
+
+    rank = ccomm.get().get_rank()
+    start = comm.STATS.snapshot()
+    t0 = time.perf_counter()
+    Q = to_mpc(party_input["queries"])
+    C = to_mpc(party_input["clean"])
+    Cal = to_mpc(party_input["calibration"])
+    f, _ = _to_crypten(job["state"])
+    f.encrypt(src=0)
+    f.eval()
+    a = job["alpha"]
+    N, d = C.size()
+    base = C * (1 - a)
+
+    def entropies(Z, label):
+        m = Z.size(0)
+        per = max(1, job["batch"] // N)
+        out = []
+        rng = range(0, m, per)
+        if job["progress"] and rank == 0:
+            from tqdm.auto import tqdm
+
+            rng = tqdm(rng, desc=f"MPC STRIP ({label})", unit="chunk", leave=False)
+        with crypten.no_grad():
+            for i in rng:
+                z = Z[i:i + per]
+                k = z.size(0)
+                blends = (z * a).view(k, 1, d) + base.view(1, N, d)
+                out.append(detection.strip_entropy(f(blends.view(k * N, d)), N))
+        return crypten.cat(out) if len(out) > 1 else out[0]
+
+    Hq = entropies(Q, "queries")
+    Hc = entropies(Cal, "calibration")
+    thr = detection.strip_threshold(Hc, job["fpr"])
+    flags = decode(detection.strip_flags(Hq, thr)).round().long()  # the output
+    used = comm.STATS.snapshot().since(start)
+    return {"flags": flags, "seconds": time.perf_counter() - t0, "bytes_sent": used.bytes_sent,
+            "rounds": used.rounds}
