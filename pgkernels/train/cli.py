@@ -67,6 +67,8 @@ def build_parser():
                                 description="Private training under data poisoning: attacks, defenses, metrics.")
     p.add_argument("--dataset", default=d.dataset,
                    help=f"one of {', '.join(sorted(DATASETS))} (digits needs no data directory)")
+    p.add_argument("--max-features", type=int, default=None,
+                   help="newsgroups: tf-idf vocabulary size (default 5000)")
     p.add_argument("--task", default=None, choices=["income", "education"], help="Adult's task (default income)")
     p.add_argument("--data-dir", default=None, help="default: $PGKERNELS_DATA")
     p.add_argument("--parties", type=int, default=d.parties, help="number of data owners")
@@ -122,7 +124,8 @@ def build_parser():
 
 def config_from_args(a):
     return TrainConfig(
-        dataset=a.dataset, task=a.task, data_dir=a.data_dir, parties=a.parties, per_party=a.per_party,
+        dataset=a.dataset, task=a.task, data_dir=a.data_dir, max_features=a.max_features, parties=a.parties,
+        per_party=a.per_party,
         val_size=a.val_size, split=a.split, split_attribute=a.split_attribute, attack=a.attack,
         attackers=a.attackers, fraction=a.fraction, fraction_of=a.fraction_of, attributes=a.attributes,
         label=a.label, words=tuple(w.strip() for w in a.words.split(",") if w.strip()) if a.words else None,

@@ -100,6 +100,7 @@ class TrainConfig:
     parties: int = 10
     per_party: int = None
     val_size: int = None
+    max_features: int = None             # newsgroups: tf-idf vocabulary size (loader default 5000)
     split: str = "iid"
     split_attribute: str = None          # split="attribute": e.g. "occupation" (or "label")
     attack: str = "contamination"
@@ -140,6 +141,12 @@ class TrainConfig:
         """Validate the configuration (before any data is loaded); ValueError/TypeError naming the field."""
         if self.dataset not in DATASETS:
             raise ValueError(f"unknown dataset {self.dataset!r}; choose one of {sorted(DATASETS)}")
+        if self.max_features is not None:
+            if self.dataset != "newsgroups":
+                raise ValueError(f"max_features is only for dataset 'newsgroups', got {self.dataset!r}")
+            if isinstance(self.max_features, bool) or not isinstance(self.max_features, int) \
+                    or self.max_features < 1:
+                raise ValueError(f"max_features must be an int >= 1, got {self.max_features!r}")
         if self.task is not None and self.dataset != "adult":
             raise ValueError(f"task is only for dataset 'adult', got task={self.task!r} for {self.dataset!r}")
         if isinstance(self.parties, bool) or not isinstance(self.parties, int) or self.parties < 1:
@@ -205,6 +212,8 @@ def load_parties(cfg):
     """The owners' clean data for ``cfg`` (:class:`pgkernels.data.PartyData`)."""
     dd = cfg.defaults()
     kw = {"task": cfg.task} if cfg.task is not None else ({"task": "income"} if cfg.dataset == "adult" else {})
+    if cfg.max_features is not None:
+        kw["max_features"] = cfg.max_features
     return make_parties(cfg.dataset, num_parties=cfg.parties,
                         per_party=cfg.per_party if cfg.per_party is not None else dd.get("per_party", 2000),
                         val_size=cfg.val_size if cfg.val_size is not None else dd.get("val_size", 10000),
