@@ -123,13 +123,9 @@ def provenance():
     except Exception:  # noqa: BLE001
         crypten_version = "unavailable"
     import pgkernels
+    from pgkernels.reporting import cpu_model
 
-    cpu = ""
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), "")
-    except OSError:
-        pass
+    cpu = cpu_model()
     module = os.path.splitext(os.path.relpath(sys.argv[0]))[0].replace(os.sep, ".")
     return {"command": " ".join(["python -m " + module] + sys.argv[1:]),
             "commit": _RUN.get("commit") or _commit()["commit"],

@@ -14,7 +14,8 @@ import pathlib
 
 import numpy as np
 
-__all__ = ["figure", "jsonable", "markdown_table", "pct", "provenance", "save_figure", "write_json", "write_text"]
+__all__ = ["cpu_model", "figure", "jsonable", "markdown_table", "pct", "provenance", "save_figure", "write_json",
+           "write_text"]
 
 
 def jsonable(x):
@@ -65,6 +66,15 @@ def _parent(path):
     return path
 
 
+def cpu_model():
+    """The CPU's model name (Linux ``/proc/cpuinfo``; "" where unknown)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), "")
+    except OSError:
+        return ""
+
+
 def provenance(command):
     """What a committed results file records about its run: the command, the
     commit (and whether the tree had changes), the library versions, the date
@@ -92,16 +102,10 @@ def provenance(command):
             versions[dist] = metadata.version(dist)
         except metadata.PackageNotFoundError:
             versions[dist] = None
-    cpu = ""
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), "")
-    except OSError:
-        pass
     return {"command": command, "commit": git("rev-parse", "HEAD") or None,
             "dirty": bool(git("status", "--porcelain", "--untracked-files=no")),
             "versions": versions, "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "machine": platform.platform(), "cpu": cpu, "cpus": os.cpu_count(),
+            "machine": platform.platform(), "cpu": cpu_model(), "cpus": os.cpu_count(),
             "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None}
 
 
