@@ -138,8 +138,11 @@ def config_from_args(a):
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    from ..reporting import provenance
     from . import experiment
 
+    # taken before the run: the commit and tree state the results came from
+    started = provenance(" ".join(["pgkernels train"] + list(sys.argv[2:] if argv is None else argv)))
     try:
         cfg = config_from_args(args).check()
         if args.fractions is not None:
@@ -154,8 +157,7 @@ def main(argv=None):
         + ([f"{cfg.split}-{cfg.split_attribute}"] if cfg.split != "iid" else [])
         + (["sweep"] if args.fractions is not None else [f"f{cfg.fraction:g}"])
         + ["+".join(cfg.defenses)])
-    md = experiment.write_outputs(result, args.out, name,
-                                  command=" ".join(["pgkernels train"] + list(sys.argv[2:] if argv is None else argv)))
+    md = experiment.write_outputs(result, args.out, name, run_provenance=started)
     print(md)
     print(f"wrote {args.out}/{name}.json, .md and .png")
     return 0

@@ -65,7 +65,7 @@ from .. import metrics as M
 from ..attacks import (ATTACKS, FRACTION_OF, attribute_mask, check_attackers, check_fraction, insert_words,
                        poison_parties)
 from ..data import DATASETS, make_parties
-from ..reporting import figure, jsonable, markdown_table, pct, provenance, save_figure, write_json, write_text
+from ..reporting import figure, jsonable, markdown_table, pct, save_figure, write_json, write_text
 
 DEFENSES = ("none", "advtrain", "safenet", "local", "spectral", "activation_clustering", "strip")
 DETECTION = ("spectral", "activation_clustering")
@@ -678,14 +678,14 @@ def plot(result, path):
     return pathlib.Path(save_figure(fig, path, dpi=120))
 
 
-def write_outputs(result, out_dir, name, command=None):
+def write_outputs(result, out_dir, name, run_provenance=None):
     """Write ``<name>.json``, ``<name>.md`` and ``<name>.png`` under ``out_dir``; returns the Markdown.
-    With ``command`` (the command line that produced ``result``) the JSON also
-    records :func:`pgkernels.reporting.provenance` (commit, versions, machine)."""
+    ``run_provenance``: :func:`pgkernels.reporting.provenance` taken when the
+    run started (command, commit, versions, machine), recorded in the JSON."""
     out = pathlib.Path(out_dir)
     md = markdown(result)
-    if command is not None:
-        result = dict(result, provenance=provenance(command))
+    if run_provenance is not None:
+        result = dict(result, provenance=run_provenance)
     write_json(result, out / f"{name}.json")
     write_text(md, out / f"{name}.md")
     plot(result, out / f"{name}.png")
