@@ -24,7 +24,7 @@ def test_names_functions_and_parameters():
         # only differences are protocol options (method) and FLAME's plaintext rng
         assert set(rule.params) - set(rule.reference_params) <= {"method"}, name
         assert set(rule.reference_params) - set(rule.params) <= {"rng"}, name
-    assert registry.get("krum").params == {"num_malicious": registry.REQUIRED}
+    assert registry.get("krum").params == {"num_malicious": registry.REQUIRED, "method": None}  # method: top-k protocol
     assert registry.get("trimmed_mean").params["proportiontocut"] == 0.1
     assert registry.get("fltrust").arrays == ("server_update",) and registry.get("fltrust").server_update
     assert [n for n, r in registry.RULES.items() if r.server_update] == ["fltrust"]
