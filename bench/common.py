@@ -78,63 +78,37 @@ def load_average():
         return None
 
 
-def _now():
-    import datetime
-
-    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-
-
-def _git(*args):
+def _command():
     import os
-    import subprocess
+    import sys
 
-    try:
-        return subprocess.run(["git", *args], capture_output=True, text=True, timeout=10,
-                              cwd=os.path.dirname(os.path.abspath(__file__))).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return ""
-
-
-def _commit():
-    return {"commit": _git("rev-parse", "HEAD"),
-            "dirty": bool(_git("status", "--porcelain", "--untracked-files=no"))}
+    module = os.path.splitext(os.path.relpath(sys.argv[0]))[0].replace(os.sep, ".")
+    return " ".join(["python -m " + module] + sys.argv[1:])
 
 
 def start_run():
-    """Record when the benchmark started, the commit it runs (the tree may
-    change while it runs) and the machine's load then."""
-    _RUN.update(started=_now(), load_average_start=load_average(), **_commit())
+    """Record, when the benchmark starts, the provenance of the run (the
+    commit it runs: the tree may change while it runs) and the machine's load."""
+    from pgkernels.reporting import provenance as run_provenance
+
+    _RUN.clear()
+    _RUN.update(run_provenance(_command()), load_average_start=load_average())
 
 
 def provenance():
-    """What a results file must record: the exact command, the commit, the
-    library versions, the date, the machine (CPU model, cores) and its load
-    at the start and end of the run."""
-    import os
-    import platform
-    import sys
+    """What a results file must record (:func:`pgkernels.reporting.provenance`:
+    the exact command, the commit, the library versions, the date, the machine)
+    taken at :func:`start_run`, plus when the run finished and the machine's
+    load at its start and end."""
+    import datetime
 
-    import numpy
-    import torch
+    from pgkernels.reporting import provenance as run_provenance
 
-    try:
-        import crypten  # noqa: F401  (after pgkernels' compat step)
-        crypten_version = getattr(crypten, "__version__", "0.4.1")
-    except Exception:  # noqa: BLE001
-        crypten_version = "unavailable"
-    import pgkernels
-    from pgkernels.reporting import cpu_model
-
-    cpu = cpu_model()
-    module = os.path.splitext(os.path.relpath(sys.argv[0]))[0].replace(os.sep, ".")
-    return {"command": " ".join(["python -m " + module] + sys.argv[1:]),
-            "commit": _RUN.get("commit") or _commit()["commit"],
-            "dirty": _RUN["dirty"] if "dirty" in _RUN else _commit()["dirty"],
-            "versions": {"python": platform.python_version(), "torch": torch.__version__, "numpy": numpy.__version__,
-                         "crypten": crypten_version, "pgkernels": pgkernels.__version__},
-            "date": _RUN.get("started") or _now(), "finished": _now(),
-            "machine": platform.platform(), "cpu": cpu, "cpus": os.cpu_count(),
-            "load_average_start": _RUN.get("load_average_start"), "load_average_end": load_average()}
+    meta = dict(_RUN) if _RUN else run_provenance(_command())
+    meta.pop("load_average", None)
+    meta.update(finished=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                load_average_start=meta.get("load_average_start"), load_average_end=load_average())
+    return meta
 
 
 def write_results(path, meta, rows, table):
