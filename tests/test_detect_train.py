@@ -65,6 +65,25 @@ def test_detect_and_retrain_mpc(world_size, reveal):
     assert (pred[keep] == y[keep]).mean() > 0.8
 
 
+def test_detect_and_retrain_mpc_with_a_clean_set():
+    """A trusted clean set (fresh records of the same task, shared too): only the
+    poisoned class loses records, and activation clustering flags exactly the
+    poison, in MPC as in the plaintext pipeline."""
+    X, y, party, bad = _poisoned(n=96, poison=12)
+    Xc, yc, _, _ = _poisoned(seed=100, n=64, poison=0)
+    hp = dict(HP, hidden=(8,), epochs=4)
+    _, want = detect.detect_and_retrain(X, y, party, 4, 2, detector="activation_clustering", clean=(Xc, yc),
+                                        progress=False, **hp)
+    is_bad = np.zeros(len(X), dtype=bool)
+    is_bad[bad] = True
+    assert (want["flags"] == is_bad).all()
+    _, info = detect_and_retrain_mpc(X, y, party, 4, 2, detector="activation_clustering", clean=(Xc, yc),
+                                     reveal="all", progress=False, **hp)
+    assert (info["flags"] == is_bad).all()
+    with pytest.raises(ValueError, match="clean must be"):
+        detect_and_retrain_mpc(X, y, party, 4, 2, clean=(Xc[:, :3], yc), **hp)
+
+
 def test_detect_and_retrain_errors():
     X, y, party, _ = _poisoned()
     with pytest.raises(ValueError, match="detector must be one of"):
@@ -106,11 +125,12 @@ def test_cli_detection_defenses(tmp_path):
     rc = main(["--dataset", "digits", "--attack", "backdoor", "--fraction", "0.5", "--fraction-of", "attacker",
                "--per-party", "30", "--val-size", "200", "--epochs", "3", "--eps", "0.1", "--strip-queries", "20",
                "--strip-blends", "4", "--defense", "none,spectral,activation_clustering,strip", "--no-membership",
-               "--no-progress", "--out", str(tmp_path), "--name", "det"])
+               "--no-progress", "--detect-clean", "100", "--out", str(tmp_path), "--name", "det"])
     assert rc == 0
     res = json.loads((tmp_path / "det.json").read_text())["results"]
     for d in ("spectral", "activation_clustering"):
         assert 0 <= res[d]["detect_tpr"] <= 1 and 0 <= res[d]["detect_fpr"] <= 1 and "asr" in res[d]
+        assert res[d]["clean_records"] == 100 and res[d]["ratio"] == 1.2
     assert res["strip"]["strip_queries"] == 20 and res["strip"]["strip_blends"] == 4
     assert res["strip"]["asr"] == res["none"]["asr"]  # STRIP inspects the pooled model itself
     md = (tmp_path / "det.md").read_text()
@@ -118,3 +138,5 @@ def test_cli_detection_defenses(tmp_path):
     with pytest.raises(SystemExit):
         main(["--defense", "spectral,poison"])
     assert main(["--dataset", "digits", "--eps", "2", "--defense", "spectral", "--out", str(tmp_path)]) == 2
+    assert main(["--dataset", "digits", "--detect-clean", "-1", "--defense", "spectral", "--out", str(tmp_path)]) == 2
+    assert main(["--dataset", "digits", "--suspect-ratio", "0.5", "--defense", "spectral", "--out", str(tmp_path)]) == 2

@@ -40,6 +40,38 @@ def _clear_instance():
     raise AssertionError("no clear instance")
 
 
+def _clear_clean_instance():
+    """An instance and a trusted clean set whose suspect tests have clear margins
+    and whose reference decisions with the clean set flag the poison only."""
+    for seed in range(100):
+        Rm, y, bad = poisoned_classes(seed=seed, n_per_class=20, d=6, classes=3, poison=3, shift=3.0)
+        Rm = _grid(Rm)
+        Rc, yc = _clean_set(Rm, y, bad, seed)
+        if (_clean_margins(Rm, y, Rc, yc)
+                and (R.spectral_signatures(Rm, y, EPS, clean=(Rc, yc))[0] <= bad).all()
+                and (R.activation_clustering(Rm, y, clean=(Rc, yc))[0] == bad).all()):
+            return Rm, y, bad, Rc, yc
+    raise AssertionError("no clear instance with a clean set")
+
+
+def _clean_set(Rm, y, bad, seed):
+    """Trusted clean records: the clean rows again, with fresh noise (public seed)."""
+    g = np.random.default_rng(1000 + seed)
+    keep = ~bad
+    return _grid(Rm[keep] + 0.3 * g.standard_normal(Rm[keep].shape)), y[keep]
+
+
+def _clean_margins(Rm, y, Rc, yc):
+    """The suspect test is >= 8% away from its threshold in every class."""
+    for c in range(3):
+        _, a, A = R.top_share(Rm[y == c] - Rm[y == c].mean(0))
+        _, a2, A2 = R.top_share(Rc[yc == c] - Rc[yc == c].mean(0))
+        q = (a * A2) / (R.SUSPECT_RATIO * a2 * A)
+        if abs(q - 1) < 0.08:
+            return False
+    return True
+
+
 def _strip_case():
     g = np.random.default_rng(7)
     m, N, K = 8, 5, 10
@@ -49,7 +81,7 @@ def _strip_case():
     return _grid(logits), _grid(clean), N
 
 
-def _session(Rm, y, logits, clean, N):
+def _session(Rm, y, logits, clean, N, Rm2, y2, Rc, yc):
     import crypten
 
     from pgkernels.defenses import detection as D
@@ -62,6 +94,15 @@ def _session(Rm, y, logits, clean, N):
     out["spectral-scores"] = pgkernels.decode(scores).numpy()
     out["spectral-public-labels"] = pgkernels.decode(D.spectral_signatures(R_sh, torch.tensor(y), EPS)).numpy()
     out["ac"] = pgkernels.decode(D.activation_clustering(R_sh, onehot)).numpy()
+    R2_sh = crypten.cryptensor(torch.tensor(Rm2))
+    onehot2 = crypten.cryptensor(torch.nn.functional.one_hot(torch.tensor(y2), 3).double())
+    Rc_sh = crypten.cryptensor(torch.tensor(Rc))
+    ref_set = (Rc_sh, crypten.cryptensor(torch.nn.functional.one_hot(torch.tensor(yc), 3).double()))
+    flags, scores = D.spectral_signatures(R2_sh, onehot2, EPS, return_scores=True, clean=ref_set)
+    out["spectral-clean"] = pgkernels.decode(flags).numpy()
+    out["spectral-clean-scores"] = pgkernels.decode(scores).numpy()
+    out["ac-clean"] = pgkernels.decode(D.activation_clustering(R2_sh, torch.tensor(y2),
+                                                              clean=(Rc_sh, torch.tensor(yc)))).numpy()
     H = D.strip_entropy(crypten.cryptensor(torch.tensor(logits)), N)
     Hc = D.strip_entropy(crypten.cryptensor(torch.tensor(clean)), N)
     thr = D.strip_threshold(Hc, 0.1)
@@ -76,6 +117,9 @@ def _session(Rm, y, logits, clean, N):
         "not-2d": lambda: D.activation_clustering(R_sh.view(-1), onehot),
         "threshold": lambda: D.activation_clustering(R_sh, onehot, size_threshold=0.5),
         "blends": lambda: D.strip_entropy(crypten.cryptensor(torch.zeros(7, 3)), 2),
+        "clean-features": lambda: D.spectral_signatures(R_sh, onehot, EPS, clean=(R_sh[:, :2], onehot)),
+        "clean-pair": lambda: D.activation_clustering(R_sh, onehot, clean=R_sh),
+        "ratio": lambda: D.activation_clustering(R_sh, onehot, clean=ref_set, ratio=0.5),
     }.items():
         try:
             fn()
@@ -90,14 +134,14 @@ def _session(Rm, y, logits, clean, N):
 def case():
     Rm, y, bad = _clear_instance()
     logits, clean, N = _strip_case()
-    return Rm, y, bad, logits, clean, N
+    return (Rm, y, bad, logits, clean, N) + _clear_clean_instance()
 
 
 @pytest.fixture(scope="module", params=[2, 3], ids=lambda n: f"{n}pc")
 def results(request, case):
-    Rm, y, _, logits, clean, N = case
+    Rm, y, _, logits, clean, N, Rm2, y2, _, Rc, yc = case
     return pgkernels.launch(_session, world_size=request.param, timeout=900,
-                            args=(Rm, y, logits, clean, N))[0]
+                            args=(Rm, y, logits, clean, N, Rm2, y2, Rc, yc))[0]
 
 
 def test_spectral_flags_equal_reference(results, case):
@@ -116,8 +160,20 @@ def test_activation_clustering_flags_equal_reference(results, case):
     assert (results["ac"] == bad).all()
 
 
+def test_detectors_with_a_clean_set_equal_reference(results, case):
+    Rm, y, bad, Rc, yc = case[6:]
+    flags, scores = R.spectral_signatures(Rm, y, EPS, clean=(Rc, yc))
+    np.testing.assert_allclose(results["spectral-clean-scores"], scores, rtol=2e-2, atol=2e-3)
+    assert (results["spectral-clean"] == flags).all()
+    assert not results["spectral-clean"][y != 1].any()  # only the poisoned class is suspect
+    assert results["spectral-clean"][bad].all()
+    ac, _ = R.activation_clustering(Rm, y, clean=(Rc, yc))
+    assert (results["ac-clean"] == ac).all()
+    assert (results["ac-clean"] == bad).all()
+
+
 def test_strip_equals_reference(results, case):
-    logits, clean, N = case[3:]
+    logits, clean, N = case[3:6]
     H = R.strip_entropy(logits, N)
     Hc = R.strip_entropy(clean, N)
     np.testing.assert_allclose(results["strip-entropy"], H, atol=2e-2)
@@ -134,6 +190,9 @@ def test_strip_equals_reference(results, case):
     ("not-2d", "ValueError: R must be 2-D"),
     ("threshold", "ValueError: size_threshold must be a number in (0, 0.5)"),
     ("blends", "ValueError: logits must be 2-D with a multiple of blends=2 rows"),
+    ("clean-features", "ValueError: clean representations must have 6 features, got 2"),
+    ("clean-pair", "TypeError: clean must be a pair (R_clean, labels_clean)"),
+    ("ratio", "ValueError: ratio must be a number in [1, 16]"),
 ])
 def test_errors(results, name, expected):
     assert results["errors"][name].startswith(expected), results["errors"][name]

@@ -123,3 +123,87 @@ def test_strip_blend_threshold_flags():
 def test_errors(call, msg):
     with pytest.raises(ValueError, match=msg):
         call()
+
+
+def _large_poison(seed=0, n=300, d=10, frac=1 / 3, shift=2.5):
+    """Three classes; a third of class 1 is shifted along one direction (a
+    poisoned share as large as MNIST's backdoored owner's: 2,500 of ~7,400
+    records of its target class). Returns (R, y, bad, clean R, clean y): the
+    clean set drawn from the same class distributions without poison."""
+    g = np.random.default_rng(seed)
+    centres = 3.0 * g.standard_normal((3, d))
+    scales = np.linspace(1.0, 0.4, d)
+    scales[0] = 2.0  # a clear top direction in the clean spread (the power iteration converges)
+    direction = g.standard_normal(d)
+    direction /= np.linalg.norm(direction)
+
+    def draw(m, poison):
+        X, y, bad = [], [], []
+        for c in range(3):
+            Xc = centres[c] + g.standard_normal((m, d)) * scales
+            b = np.zeros(m, dtype=bool)
+            if poison and c == 1:
+                b[: int(frac * m)] = True
+                Xc[b] += shift * np.sqrt(d) * direction
+            X.append(Xc), y.append(np.full(m, c)), bad.append(b)
+        return np.concatenate(X), np.concatenate(y), np.concatenate(bad)
+
+    Rm, y, bad = draw(n, True)
+    Rc, yc, _ = draw(n // 2, False)
+    return Rm, y, bad, Rc, yc
+
+
+def test_suspect_test_matches_svd_variance_shares():
+    """The suspect statistic is the top singular value's share of the squared
+    Frobenius norm (numpy SVD); only the poisoned class passes 1.2."""
+    Rm, y, bad, Rc, yc = _large_poison()
+    suspect, means, sizes = R.suspect_classes(Rm, y, (Rc, yc), 3)
+    for c in range(3):
+        s = np.linalg.svd(Rm[y == c] - Rm[y == c].mean(0), compute_uv=False)
+        s2 = np.linalg.svd(Rc[yc == c] - Rc[yc == c].mean(0), compute_uv=False)
+        q = (s[0] ** 2 / (s ** 2).sum()) / (s2[0] ** 2 / (s2 ** 2).sum())
+        _, a, A = R.top_share(Rm[y == c] - Rm[y == c].mean(0))
+        assert abs(a / A - s[0] ** 2 / (s ** 2).sum()) < 1e-6
+        assert suspect[c] == (q >= R.SUSPECT_RATIO)
+        np.testing.assert_allclose(means[c], Rc[yc == c].mean(0))
+        assert sizes[c] == (yc == c).sum()
+    assert suspect.tolist() == [False, True, False]
+
+
+def test_clean_set_finds_a_large_poisoned_share():
+    """A third of a class poisoned: the papers' rules either miss most of it
+    (spectral at eps = 0.05) or flag clean classes (activation clustering's
+    size test at 0.35 and spectral at eps = 0.35 remove from every class); with
+    the clean set only the poisoned class loses records, and centring at the
+    clean mean puts the poison on top."""
+    Rm, y, bad, Rc, yc = _large_poison()
+    plain, _ = R.spectral_signatures(Rm, y, 0.35)
+    assert plain[y != 1].sum() > 0.4 * (y != 1).sum()  # the paper's rule at eps = 0.35: every class
+    flags, scores = R.spectral_signatures(Rm, y, 0.35, clean=(Rc, yc))
+    assert flags[bad].mean() == 1.0 and not flags[y != 1].any()
+    assert flags[~bad].mean() < 0.1
+    # the scores are centred at the clean class mean
+    idx = np.flatnonzero(y == 1)
+    C = Rm[idx] - Rm[idx].mean(0)
+    top = np.linalg.svd(C, full_matrices=False)[2][0]
+    np.testing.assert_allclose(scores[idx], ((Rm[idx] - Rc[yc == 1].mean(0)) @ top) ** 2, rtol=1e-4)
+    ac, cluster = R.activation_clustering(Rm, y, clean=(Rc, yc))
+    assert (ac == bad).all()
+
+
+def test_class_without_clean_records_is_suspect_and_keeps_own_centre():
+    Rm, y, bad, Rc, yc = _large_poison()
+    keep = yc != 1
+    suspect, _, sizes = R.suspect_classes(Rm, y, (Rc[keep], yc[keep]), 3)
+    assert suspect[1] and sizes[1] == 0
+    flags, scores = R.spectral_signatures(Rm, y, 0.35, clean=(Rc[keep], yc[keep]))
+    _, own = R.spectral_signatures(Rm, y, 0.35)
+    np.testing.assert_allclose(scores[y == 1], own[y == 1])
+
+
+def test_clean_set_errors():
+    Rm, y, bad, Rc, yc = _large_poison()
+    with pytest.raises(ValueError, match="clean representations must have 10 features"):
+        R.spectral_signatures(Rm, y, 0.1, clean=(Rc[:, :3], yc))
+    with pytest.raises(ValueError, match="ratio must be a number in"):
+        R.activation_clustering(Rm, y, clean=(Rc, yc), ratio=0.9)

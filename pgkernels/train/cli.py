@@ -109,6 +109,12 @@ def build_parser():
                    help="spectral signatures: assumed poison rate (removes ceil(1.5 eps n_c) records per class)")
     p.add_argument("--ac-size-threshold", type=float, default=d.ac_size_threshold,
                    help="activation clustering: flag a cluster holding at most this share of its class")
+    p.add_argument("--detect-clean", type=int, default=d.detect_clean,
+                   help="spectral/activation clustering: use the first N validation records as a trusted clean "
+                        "set (only classes that cluster more than on it lose records; 0: the papers' rules)")
+    p.add_argument("--suspect-ratio", type=float, default=d.suspect_ratio,
+                   help="with --detect-clean: a class is suspect when its top direction explains this factor "
+                        "more of its variance than on the clean set")
     p.add_argument("--strip-fpr", type=float, default=d.strip_fpr, help="STRIP: calibrated false-positive rate")
     p.add_argument("--strip-blends", type=int, default=d.strip_blends, help="STRIP: clean records per query")
     p.add_argument("--strip-queries", type=int, default=d.strip_queries,
@@ -132,7 +138,8 @@ def config_from_args(a):
         target=a.target, source=a.source, defenses=a.defense, backend=a.backend, world_size=a.world_size,
         c=a.c, variant=a.variant, hidden=a.hidden, g_hidden=a.g_hidden, epochs=a.epochs, batch_size=a.batch_size,
         lr=a.lr, momentum=a.momentum, g_steps=a.g_steps, threshold=a.threshold, safenet_val=a.safenet_val,
-        eps=a.eps, ac_size_threshold=a.ac_size_threshold, strip_fpr=a.strip_fpr, strip_blends=a.strip_blends,
+        eps=a.eps, ac_size_threshold=a.ac_size_threshold, detect_clean=a.detect_clean,
+        suspect_ratio=a.suspect_ratio, strip_fpr=a.strip_fpr, strip_blends=a.strip_blends,
         strip_queries=a.strip_queries, membership=not a.no_membership, seed=a.seed, progress=not a.no_progress)
 
 

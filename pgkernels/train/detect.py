@@ -33,7 +33,9 @@ def representations(f, X, batch=4096):
 
 
 def detect(R, y, detector, classes, eps=0.1, **kwargs):
-    """Bool flags (N,) of the reference ``detector`` on representations R and labels y."""
+    """Bool flags (N,) of the reference ``detector`` on representations R and
+    labels y (``clean=(R_clean, y_clean)`` among the kwargs: the trusted clean
+    set's representations)."""
     if detector == "spectral":
         return reference.spectral_signatures(R, y, eps, classes=classes, **kwargs)[0]
     if detector == "activation_clustering":
@@ -42,8 +44,10 @@ def detect(R, y, detector, classes, eps=0.1, **kwargs):
 
 
 def detect_and_retrain(X, y, party, num_parties, classes, detector="spectral", eps=0.1, detector_kwargs=None,
-                       seed=0, progress=True, **hyperparams):
-    """Plaintext twin of :func:`pgkernels.train.mpc.detect_and_retrain_mpc`.
+                       clean=None, seed=0, progress=True, **hyperparams):
+    """Plaintext twin of :func:`pgkernels.train.mpc.detect_and_retrain_mpc`
+    (``clean = (X_clean, y_clean)``: trusted clean records, represented by the
+    same first model).
 
     Returns ``(f, info)``: the retrained model and ``flags`` (bool (N,)),
     ``seconds`` and the first model's per-phase seconds."""
@@ -53,7 +57,10 @@ def detect_and_retrain(X, y, party, num_parties, classes, detector="spectral", e
                                  progress=progress, **hyperparams)
     t1 = time.perf_counter()
     R = representations(f0, X)
-    flags = detect(R, np.asarray(y), detector, K, eps=eps, **(detector_kwargs or {}))
+    kw = dict(detector_kwargs or {})
+    if clean is not None:
+        kw["clean"] = (representations(f0, clean[0]), np.asarray(clean[1]))
+    flags = detect(R, np.asarray(y), detector, K, eps=eps, **kw)
     t2 = time.perf_counter()
     f, _ = _adv.train_plaintext(X, y, party, num_parties, classes, defense="none", seed=seed, progress=progress,
                                 record_weights=(~flags).astype(np.float32), **hyperparams)

@@ -130,6 +130,8 @@ class TrainConfig:
     world_size: int = 2
     eps: float = 0.05                    # spectral signatures: assumed poison rate (removes 1.5 eps per class)
     ac_size_threshold: float = 0.35      # activation clustering: flag a cluster with at most this share of a class
+    detect_clean: int = 0                # detectors: validation records used as the trusted clean set (0: none)
+    suspect_ratio: float = 1.2           # detectors with a clean set: the suspect-class test's ratio
     strip_fpr: float = 0.05              # STRIP: false-positive rate on the clean calibration records
     strip_blends: int = 20               # STRIP: clean records blended with each query
     strip_queries: int = 500             # STRIP: attack queries and clean queries evaluated (each)
@@ -172,6 +174,10 @@ class TrainConfig:
             raise ValueError(f"eps must lie in [0, 1], got {self.eps}")
         if not 0.0 < float(self.ac_size_threshold) < 0.5:
             raise ValueError(f"ac_size_threshold must lie in (0, 0.5), got {self.ac_size_threshold}")
+        if isinstance(self.detect_clean, bool) or not isinstance(self.detect_clean, int) or self.detect_clean < 0:
+            raise ValueError(f"detect_clean must be an int >= 0, got {self.detect_clean!r}")
+        if not 1.0 <= float(self.suspect_ratio) <= 16.0:
+            raise ValueError(f"suspect_ratio must lie in [1, 16], got {self.suspect_ratio}")
         if not 0.0 <= float(self.strip_fpr) < 1.0:
             raise ValueError(f"strip_fpr must lie in [0, 1), got {self.strip_fpr}")
         for k in ("strip_blends", "strip_queries"):
@@ -504,15 +510,21 @@ def _detection_run(defense, cfg, hp, poisoned, info, data, sets, owner_val):
     args = (poisoned.X, poisoned.y, poisoned.party, poisoned.num_parties, poisoned.classes)
     kw = {"eps": cfg.eps} if defense == "spectral" else {}
     dkw = {"size_threshold": cfg.ac_size_threshold} if defense == "activation_clustering" else {}
+    clean = None
+    if cfg.detect_clean:
+        # the trusted clean set: the first detect_clean validation records
+        nc = min(int(cfg.detect_clean), len(data.X_val))
+        clean = (data.X_val[:nc], data.y_val[:nc])
+        dkw["ratio"] = float(cfg.suspect_ratio)
     t = time.perf_counter()
     if cfg.backend == "mpc":
         from .mpc import detect_and_retrain_mpc
 
-        f, out = detect_and_retrain_mpc(*args, detector=defense, reveal="all", detector_kwargs=dkw,
+        f, out = detect_and_retrain_mpc(*args, detector=defense, reveal="all", detector_kwargs=dkw, clean=clean,
                                         seed=cfg.seed, progress=cfg.progress, world_size=cfg.world_size,
                                         **kw, **{k: v for k, v in hp.items() if k in _MPC_DETECT_HP})
     else:
-        f, out = _det.detect_and_retrain(*args, detector=defense, detector_kwargs=dkw, seed=cfg.seed,
+        f, out = _det.detect_and_retrain(*args, detector=defense, detector_kwargs=dkw, clean=clean, seed=cfg.seed,
                                          progress=cfg.progress, **kw, **hp)
     wall = time.perf_counter() - t
     r = metrics_from_predictions(_predict_sets(f, sets), data, info)
@@ -521,6 +533,8 @@ def _detection_run(defense, cfg, hp, poisoned, info, data, sets, owner_val):
              per_owner_val_acc=_per_owner_acc(_predict_sets(f, {"val": data.X_val})["val"], data, owner_val),
              backend=cfg.backend, phases=out.get("phases"))
     r.update(kw, **dkw)
+    if clean is not None:
+        r["clean_records"] = len(clean[1])
     r.update(_mpc_cost(out) if cfg.backend == "mpc" else {"seconds": out["seconds"]})
     r["wall_seconds"] = wall
     return r

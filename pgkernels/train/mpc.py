@@ -473,7 +473,7 @@ def detect_and_retrain_mpc(X, y, party, num_parties, classes, detector="spectral
                            detector_kwargs=None, hidden=_adv.DEFAULTS["hidden"], epochs=_adv.DEFAULTS["epochs"],
                            batch_size=_adv.DEFAULTS["batch_size"], lr=_adv.DEFAULTS["lr"],
                            momentum=_adv.DEFAULTS["momentum"], seed=0, progress=True, world_size=2,
-                           timeout=None):
+                           timeout=None, clean=None):
     """Find and remove poisoned records inside MPC, then retrain: one session.
 
     1. Train f on the pooled shared records as :func:`train_mpc` (defense
@@ -484,7 +484,11 @@ def detect_and_retrain_mpc(X, y, party, num_parties, classes, detector="spectral
        (:func:`pgkernels.defenses.detection.spectral_signatures`, assumed
        poison rate ``eps``) or ``"activation_clustering"``
        (:func:`~pgkernels.defenses.detection.activation_clustering`);
-       ``detector_kwargs`` go to the detector. Shared 0/1 flags (N,).
+       ``detector_kwargs`` go to the detector. Shared 0/1 flags (N,). With
+       ``clean = (X_clean, y_clean)`` (trusted clean records, e.g. the
+       defender's validation set; secret-shared like the training records)
+       their representations under the same f are the detector's ``clean``
+       set (only suspect classes lose records; see the detectors).
     4. Retrain f from the same initial weights and minibatch order with the
        shared mask ``1 - flag`` on every record's loss gradient
        (:func:`_train_f`): flagged records contribute nothing, and nobody
@@ -523,7 +527,14 @@ def detect_and_retrain_mpc(X, y, party, num_parties, classes, detector="spectral
         timeout = 1200.0 + 10.0 * nbatches + 1e-4 * K * len(X) ** 2
     from ..runtime.inputs import share_all
 
-    party_inputs = share_all({"X": X, "Y": np.eye(K, dtype=np.float64)[y]}, world_size)
+    inputs = {"X": X, "Y": np.eye(K, dtype=np.float64)[y]}
+    if clean is not None:
+        Xc = np.asarray(clean[0], dtype=np.float64).reshape(len(clean[0]), -1)
+        yc = np.asarray(clean[1]).astype(np.int64)
+        if Xc.shape[1] != X.shape[1] or yc.shape != (len(Xc),) or (len(yc) and (yc.min() < 0 or yc.max() >= K)):
+            raise ValueError(f"clean must be (X_clean (m, {X.shape[1]}), y_clean (m,) in [0, {K}))")
+        inputs.update(Xc=Xc, Yc=np.eye(K, dtype=np.float64)[yc])
+    party_inputs = share_all(inputs, world_size)
     job = dict(P=int(num_parties), defense="none", c=1.0, variant="onehot",
                f_state={k: v.detach().clone() for k, v in f.state_dict().items()}, g_state=None,
                schedule=schedule, lr=float(lr), g_lr=float(lr), momentum=float(momentum), g_steps=1,
@@ -575,11 +586,14 @@ def _party_detect_retrain(job, party_input):
     f, _ = _train_f(X, Y, None, job, rank, desc="MPC train f (to inspect)")
     phase("train")
     R = penultimate(f, X)
+    kw = dict(job["detector_kwargs"])
+    if "Xc" in party_input:
+        kw["clean"] = (penultimate(f, to_mpc(party_input["Xc"])), to_mpc(party_input["Yc"]))
     phase("representations")
     if job["detector"] == "spectral":
-        flags = detection.spectral_signatures(R, Y, **job["detector_kwargs"])
+        flags = detection.spectral_signatures(R, Y, **kw)
     else:
-        flags = detection.activation_clustering(R, Y, **job["detector_kwargs"])
+        flags = detection.activation_clustering(R, Y, **kw)
     phase("detect")
     n = X.size(0)
     fs = flags.share.reshape(n)
