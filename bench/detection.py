@@ -5,7 +5,9 @@
     python -m bench.detection mnist-clean # both detectors with a trusted clean set (5,000 validation records)
     python -m bench.detection mnist-none  # the clean pooled model (no attack), the accuracy to stay within 1 point of
     python -m bench.detection adult                                      # Adult 5% contamination, plaintext
+    python -m bench.detection adult-clean # the same with a trusted clean set
     python -m bench.detection mpc                                        # digits, one MPC run per detector
+    python -m bench.detection mpc-clean   # digits, spectral and activation clustering with a clean set, in MPC
 
 Each run is :func:`pgkernels.train.experiment.run` (what ``pgkernels train``
 does) and writes ``<name>.json`` (the result plus ``provenance``: command,
@@ -31,6 +33,9 @@ MNIST_CLEAN = dict(MNIST, defenses=("none", "spectral", "activation_clustering")
 # digits, a small subset (10 owners x 30 records) so that one MPC run per detector fits a CPU
 MPC = dict(dataset="digits", attack="backdoor", fraction=0.5, fraction_of="attacker", target=0, per_party=30,
            val_size=300, epochs=10, eps=0.05, strip_queries=40, strip_blends=8, membership=False)
+ADULT_CLEAN = dict(ADULT, defenses=("none", "advtrain", "spectral", "activation_clustering"), detect_clean=5000)
+# 15 of the ~45 records labelled 0 are poisoned: eps = 0.35 with a clean set of 100 validation records
+MPC_CLEAN = dict(MPC, eps=0.35, detect_clean=100)
 
 
 def _save(result, name):
@@ -63,18 +68,23 @@ def main(which):
         _save(run(TrainConfig(**cfg, progress=progress)), "mnist_no_attack_plaintext")
     elif which == "adult":
         _save(run(TrainConfig(**ADULT, progress=progress)), "adult_contamination_plaintext")
-    elif which == "mpc":
-        for det in ("spectral", "activation_clustering", "strip"):
+    elif which == "adult-clean":
+        _save(run(TrainConfig(**ADULT_CLEAN, progress=progress)), "adult_contamination_plaintext_clean_set")
+    elif which in ("mpc", "mpc-clean"):
+        base, dets, suffix = (MPC, ("spectral", "activation_clustering", "strip"), "") if which == "mpc" else \
+            (MPC_CLEAN, ("spectral", "activation_clustering"), "_clean_set")
+        for det in dets:
             res = {}
             for backend in ("plaintext", "mpc"):
-                res[backend] = run(TrainConfig(**MPC, defenses=(det,), backend=backend, progress=progress))
+                res[backend] = run(TrainConfig(**base, defenses=(det,), backend=backend, progress=progress))
             r_mpc, r_pt = res["mpc"]["results"][det], res["plaintext"]["results"][det]
             r_mpc["plaintext_twin"] = {k: r_pt.get(k) for k in ("detect_tpr", "detect_fpr", "strip_tpr", "strip_fpr",
                                                                  "test_acc", "asr", "seconds")}
             r_mpc["mpc_over_plaintext_seconds"] = r_mpc["seconds"] / max(r_pt["seconds"], 1e-9)
-            _save(res["mpc"], f"digits_{det}_mpc")
+            _save(res["mpc"], f"digits_{det}_mpc{suffix}")
     else:
-        raise SystemExit(f"unknown experiment {which!r}: mnist, mnist-eps, mnist-clean, mnist-none, adult or mpc")
+        raise SystemExit(f"unknown experiment {which!r}: mnist, mnist-eps, mnist-clean, mnist-none, adult, adult-clean, mpc or "
+                         "mpc-clean")
 
 
 if __name__ == "__main__":
