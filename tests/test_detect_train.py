@@ -130,7 +130,7 @@ def test_cli_detection_defenses(tmp_path):
     res = json.loads((tmp_path / "det.json").read_text())["results"]
     for d in ("spectral", "activation_clustering"):
         assert 0 <= res[d]["detect_tpr"] <= 1 and 0 <= res[d]["detect_fpr"] <= 1 and "asr" in res[d]
-        assert res[d]["clean_records"] == 100 and res[d]["ratio"] == 1.2
+        assert res[d]["clean_records"] == 100 and res[d]["ratio"] == 1.5
     assert res["strip"]["strip_queries"] == 20 and res["strip"]["strip_blends"] == 4
     assert res["strip"]["asr"] == res["none"]["asr"]  # STRIP inspects the pooled model itself
     md = (tmp_path / "det.md").read_text()

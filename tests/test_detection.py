@@ -64,9 +64,7 @@ def _clean_set(Rm, y, bad, seed):
 def _clean_margins(Rm, y, Rc, yc):
     """The suspect test is >= 8% away from its threshold in every class."""
     for c in range(3):
-        _, a, A = R.top_share(Rm[y == c] - Rm[y == c].mean(0))
-        _, a2, A2 = R.top_share(Rc[yc == c] - Rc[yc == c].mean(0))
-        q = (a * A2) / (R.SUSPECT_RATIO * a2 * A)
+        q = R.spread(Rm[y == c] - Rm[y == c].mean(0)) / (R.SUSPECT_RATIO * R.spread(Rc[yc == c] - Rc[yc == c].mean(0)))
         if abs(q - 1) < 0.08:
             return False
     return True

@@ -44,10 +44,10 @@ Costs are per party and per other party, 2 parties (see
   :func:`pgkernels.defenses.clustering.two_means` per class (about 12
   rounds per Lloyd step), the size test (4 rounds);
 * with a trusted clean set of m records (``clean=``): its own label bits,
-  centring and counts (as above, on m rows), one more power iteration per
-  class on its rows, per class 2 exact square sums, 2 products and one
-  comparison (the suspect test, about 10 rounds), and one more bit
-  injection (spectral: the clean-mean shift; both: the suspect bit);
+  centring and counts (as above, on m rows), per class 2 exact square sums,
+  2 products by 1/count and one comparison (the suspect test, about 9
+  rounds), and one more bit injection (spectral: the clean-mean shift; both:
+  the suspect bit);
 * STRIP: a row maximum (6 rounds per level of ``ceil(log2 K)``), CrypTen's
   exp and log, Newton steps for 1/S (2 rounds each), the mean per query.
 
@@ -59,12 +59,12 @@ poison is a large share of its target class (MNIST's backdoored owner: a
 third of class 0) no single eps or size threshold separates it. Given a
 trusted clean set (``clean=(R_clean, labels_clean)``, e.g. the defender's
 validation records under the same model), both detectors act only on
-*suspect* classes, whose top direction explains at least ``ratio`` (1.2)
-times the share of variance it explains on the clean records of the class
-(:func:`pgkernels.defenses.reference.suspect_classes`), and spectral
-signatures centre the scores at the clean class mean, which the poison
-cannot drag. On MNIST (docs/results/detection): the nine clean classes'
-ratios are 0.97-1.08, the backdoored class's 1.30; spectral signatures at eps
+*suspect* classes, whose records spread at least ``ratio`` (1.5) times more
+around their mean than the clean records of the class (mean squared
+distance; :func:`pgkernels.defenses.reference.suspect_classes`), and
+spectral signatures centre the scores at the clean class mean, which the
+poison cannot drag. On MNIST (docs/results/detection): the nine clean
+classes' ratios are 0.98-1.01, the backdoored class's 1.70; spectral signatures at eps
 = 0.35 then flag 95.8% of the poison at 2.9% FPR, activation clustering
 93.6% at 0.3%. The suspect bits stay shared.
 
@@ -187,10 +187,10 @@ def _classes(R, labels, classes):
 class _Clean:
     """The trusted clean records' per-class statistics, for the suspect test
     (:func:`pgkernels.defenses.reference.suspect_classes`): class means (K, d),
-    ``[n'_c > 0]`` bits (K,), and per class the top direction's variance and
-    the total variance per record (``a' / n'_c``, ``A' / n'_c``), shared."""
+    ``[n'_c > 0]`` bits (K,), and per class the spread ``||C'_c||^2 / n'_c``,
+    shared."""
 
-    def __init__(self, clean, K, d, ratio, iters, seed):
+    def __init__(self, clean, K, d, ratio):
         if not isinstance(clean, (tuple, list)) or len(clean) != 2:
             raise TypeError("clean must be a pair (R_clean, labels_clean)")
         reference._check_ratio(ratio)
@@ -205,27 +205,22 @@ class _Clean:
         self.scale = Rc.encoder.scale
         C, cnt, self.mu, empty, inv = _centred(Rc, Bc)
         self.nonempty = public_share(torch.ones(K, dtype=torch.long)) - empty
-        self.stats = [_variances(blocks.like_shape(C[c], self.scale), top_directions(
-            blocks.like_shape(C[c], self.scale), 1, iters, seed)[0], inv[c], self.scale) for c in range(K)]
+        self.spread = [_spread(blocks.like_shape(C[c], self.scale), inv[c], self.scale) for c in range(K)]
 
-    def suspect(self, c, a, A):
-        """Bit share of ``[a A'_c >= ratio a'_c A]`` for the class's own per-record
-        variances (a, A) (shared scalars): 2 products and one comparison."""
-        a2, A2 = self.stats[c]
+    def suspect(self, c, spread):
+        """Bit share of ``[S_c >= ratio S'_c]`` for the class's own spread S_c
+        (a shared scalar): one comparison."""
         with exact():
-            diff = a * A2 - (a2 * A) * self.ratio
+            diff = spread - self.spread[c] * self.ratio
         return compare_shares(blocks.flat_share(diff), LT, 64, negate=False)
 
 
-def _variances(Cc, v, inv, scale):
-    """(a / n_c, A / n_c): the variance along v and the total variance per
-    record of the centred class rows Cc, shared scalars (inv = 1 / n_c shared)."""
+def _spread(Cc, inv, scale):
+    """``||Cc||_F^2 / n_c``: the mean squared distance to the mean of the
+    centred class rows Cc (non-members 0), a shared scalar (inv = 1 / n_c)."""
     with exact():
-        u = Cc.matmul(v)
-        sq = torch.stack([blocks.flat_share(row_sq_norms(u.view(1, -1))).sum(),
-                          blocks.flat_share(row_sq_norms(Cc)).sum()])
-        out = blocks.like_shape(sq, scale) * blocks.like_shape(inv.expand(2).contiguous(), scale)
-    return out[0], out[1]
+        sq = blocks.flat_share(row_sq_norms(Cc)).sum()
+        return blocks.like_shape(sq, scale) * blocks.like_shape(inv, scale)
 
 
 # --- spectral signatures ------------------------------------------------------------
@@ -248,10 +243,9 @@ def spectral_signatures(R, labels, eps, classes=None, iters=POWER_ITERS, seed=0,
     With trusted clean records ``clean = (R_clean, labels_clean)`` (shared
     (m, d) representations and shared one-hot or public labels, e.g. a clean
     validation set under the same model): only suspect classes lose records
-    (per class ``[a A' >= ratio a' A]`` on the per-record variance along the
-    top direction, a, and the total, A, of the class's training and clean
-    rows: one more power iteration per class on the clean rows, 2 products
-    and 1 comparison), and scores are centred at the clean class mean (the
+    (per class ``[S >= ratio S']`` on the mean squared distance to the class
+    mean of its training and its clean rows: 2 products by 1/count and 1
+    comparison), and scores are centred at the clean class mean (the
     class's own mean when the clean set has none of it), as
     :func:`pgkernels.defenses.reference.spectral_signatures`.
 
@@ -266,7 +260,7 @@ def spectral_signatures(R, labels, eps, classes=None, iters=POWER_ITERS, seed=0,
     R, B, K, C, cnt, mu, inv = _classes(R, labels, classes)
     n, d = R.size()
     scale = R.encoder.scale
-    ref = None if clean is None else _Clean(clean, K, d, ratio, iters, seed)
+    ref = None if clean is None else _Clean(clean, K, d, ratio)
     scores, suspect = [], []
     for c in range(K):
         Cc = blocks.like_shape(C[c], scale)
@@ -274,7 +268,7 @@ def spectral_signatures(R, labels, eps, classes=None, iters=POWER_ITERS, seed=0,
         with exact():
             u = Cc.matmul(v)
         if ref is not None:
-            suspect.append(ref.suspect(c, *_variances(Cc, v, inv[c], scale)))
+            suspect.append(ref.suspect(c, _spread(Cc, inv[c], scale)).view(1))
             # centre at the clean mean: u_i + (mu_c - mu'_c) . v, the shift 0 when no clean record of c
             shift = mux_shares(ref.nonempty[c].expand(d).contiguous(), (mu[c] - ref.mu[c]).view(1, d).contiguous()).view(d)
             with exact():
@@ -317,8 +311,8 @@ def activation_clustering(R, labels, classes=None, components=2, size_threshold=
     n_c]``, one comparison per cluster. A class whose clusters are both larger
     is kept whole. With trusted clean records ``clean = (R_clean,
     labels_clean)`` (as :func:`spectral_signatures`), the size test is
-    replaced by the suspect test against the clean rows (the first principal
-    direction's variance share, one more power iteration per class) and the
+    replaced by the suspect test against the clean rows (the classes' spread,
+    as in :func:`spectral_signatures`) and the
     strictly smaller cluster (``2 cnt < n_c``) of each suspect class is
     flagged (one more round for the product). Semantics of
     :func:`pgkernels.defenses.reference.activation_clustering`.
@@ -334,7 +328,7 @@ def activation_clustering(R, labels, classes=None, components=2, size_threshold=
     R, B, K, C, cnt, _, inv = _classes(R, labels, classes)
     n, d = R.size()
     scale = R.encoder.scale
-    ref = None if clean is None else _Clean(clean, K, d, ratio, iters, seed)
+    ref = None if clean is None else _Clean(clean, K, d, ratio)
     if ref is not None:
         T = 500  # the strictly smaller cluster: 1000 cnt < 500 n_c
     bits = rank_bits(1000 * n)
@@ -359,7 +353,7 @@ def activation_clustering(R, labels, classes=None, components=2, size_threshold=
         t = T * cnt[c] - 1000 * torch.stack([cnt1, cnt0]) - (0 if ref is None else 1)
         small = compare_shares(t, LT, bits, negate=False)
         if ref is not None:
-            sus = ref.suspect(c, *_variances(Cc, V[0], inv[c], scale))
+            sus = ref.suspect(c, _spread(Cc, inv[c], scale)).view(1)
             small = mux_shares(sus.expand(2).contiguous(), small.view(1, 2)).view(2)
         flags = flags + mux_shares(b, small[0].expand(n).contiguous().view(1, n)).view(n) \
             + mux_shares(members - b, small[1].expand(n).contiguous().view(1, n)).view(n)

@@ -113,8 +113,8 @@ def build_parser():
                    help="spectral/activation clustering: use the first N validation records as a trusted clean "
                         "set (only classes that cluster more than on it lose records; 0: the papers' rules)")
     p.add_argument("--suspect-ratio", type=float, default=d.suspect_ratio,
-                   help="with --detect-clean: a class is suspect when its top direction explains this factor "
-                        "more of its variance than on the clean set")
+                   help="with --detect-clean: a class is suspect when its records spread this factor more "
+                        "around their mean than its clean records")
     p.add_argument("--strip-fpr", type=float, default=d.strip_fpr, help="STRIP: calibrated false-positive rate")
     p.add_argument("--strip-blends", type=int, default=d.strip_blends, help="STRIP: clean records per query")
     p.add_argument("--strip-queries", type=int, default=d.strip_queries,

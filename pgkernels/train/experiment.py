@@ -131,7 +131,7 @@ class TrainConfig:
     eps: float = 0.05                    # spectral signatures: assumed poison rate (removes 1.5 eps per class)
     ac_size_threshold: float = 0.35      # activation clustering: flag a cluster with at most this share of a class
     detect_clean: int = 0                # detectors: validation records used as the trusted clean set (0: none)
-    suspect_ratio: float = 1.2           # detectors with a clean set: the suspect-class test's ratio
+    suspect_ratio: float = 1.5           # detectors with a clean set: the suspect-class test's ratio
     strip_fpr: float = 0.05              # STRIP: false-positive rate on the clean calibration records
     strip_blends: int = 20               # STRIP: clean records blended with each query
     strip_queries: int = 500             # STRIP: attack queries and clean queries evaluated (each)
