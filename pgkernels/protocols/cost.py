@@ -15,6 +15,13 @@ payload value). For a WAN, set for example ``latency=0.05`` (50 ms) and
 ``bandwidth=1.25e8`` (1 Gbit/s), through :func:`configure` or the environment
 variables ``PGKERNELS_LATENCY_S`` and ``PGKERNELS_BANDWIDTH_BPS``; every
 ``method=None`` call then re-plans with them.
+
+The sign test has two methods (:func:`choose_ltz`): the comparison tree (7
+rounds with the dealer round trip, 13.25 bytes per element) and, for 2
+parties, FSS (2 rounds, 8 bytes, but about 2 us of dealer key generation and
+1.5 KB of keys per element on the critical path when the keys are asked for
+online): FSS wins when latency dominates; with the default constants below
+about 400 elements at 0.3 ms per round, 1.2e4 at 10 ms, 6e4 at 50 ms.
 """
 
 import dataclasses
