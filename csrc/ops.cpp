@@ -1,12 +1,13 @@
 // Every pgkernels op schema, declared once. Backends register implementations
 // in csrc/cpu/*.cpp and csrc/cuda/*.cu with TORCH_LIBRARY_IMPL, so a CPU-only
 // build simply leaves the CUDA files out. Op <op> has its CPU implementation
-// <op>_cpu in csrc/cpu/<family>_cpu.cpp (prg, bits, compare, ring), next to
+// <op>_cpu in csrc/cpu/<family>_cpu.cpp (prg, bits, compare, ring, fss), next to
 // the torch-free core function it wraps (<pgkernels/<family>.h>).
 #include <ATen/ATen.h>
 #include <torch/library.h>
 
 #include <pgkernels/compare.h>
+#include <pgkernels/fss.h>
 #include <pgkernels/network.h>
 #include <pgkernels/prg.h>
 
@@ -27,6 +28,14 @@ std::vector<int64_t> cmp_layout_op(int64_t n, int64_t k, int64_t mode, int64_t p
 }
 
 bool aesni_available_op() { return pgk::aesni_available(); }
+
+int64_t dcf_cw_words_op(int64_t bits) {
+  TORCH_CHECK(bits >= 1 && bits <= 64, "dcf_cw_words: bits must be in [1, 64], got ", bits);
+  return pgk::dcf_cw_words(int(bits));
+}
+
+// 0 portable AES, 1 AES-NI, 2 VAES: the DCF's block function on this CPU.
+int64_t dcf_isa_op() { return int64_t(pgk::dcf_best_isa()); }
 
 // Rows (layer, i, j) of Batcher's odd-even merge sort on n wires, pruned to the
 // comparators that reach `outputs` (all wires when empty).
@@ -77,6 +86,13 @@ TORCH_LIBRARY(pgkernels, m) {
   m.def("cmp_finish(Tensor z, Tensor mat, Tensor v, Tensor e, int n, int k, int cmp_mode, int payloads, bool rank0, int self_sign=0) -> Tensor");
   // Dealer: writes the corrected party's words (its material is mats[0]) into corr.
   m.def("cmp_dealer_(Tensor(a!) corr, Tensor[] mats, int n, int k, int cmp_mode, int payloads, int self_sign=0) -> ()");
+  // Function secret sharing (2 parties); see <pgkernels/fss.h>. Seeds: 2 words per element.
+  m.def("dcf_cw_words(int bits) -> int", &dcf_cw_words_op);
+  m.def("dcf_isa() -> int", &dcf_isa_op);
+  m.def("dcf_gen(Tensor alpha, Tensor? beta, Tensor? offset, Tensor seed0, Tensor seed1, int bits) -> Tensor");
+  m.def("dcf_eval(Tensor x, Tensor seed, Tensor cw, int bits, int party) -> Tensor");
+  m.def("fss_ltz_gen_(Tensor(a!) cw, Tensor r, Tensor seed0, Tensor seed1, int k) -> ()");
+  m.def("fss_ltz_eval(Tensor c, Tensor seed, Tensor cw, int k, int party) -> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(pgkernels, CompositeExplicitAutograd, m) {

@@ -5,7 +5,8 @@ dealer), ``protocols/`` (comparisons, ring products, sorting networks, cost
 model) and the tests. It imports only torch and the extension
 ``pgkernels._C``, so every layer may use it. The schemas are declared in
 ``csrc/ops.cpp``; the kernels' contracts (protocol, word layouts) in
-``csrc/core/compare.h``, ``csrc/core/bits.h`` and ``csrc/core/ring.h``.
+``csrc/core/compare.h``, ``csrc/core/bits.h``, ``csrc/core/ring.h`` and
+``csrc/pgkernels/fss.h``.
 
 All word buffers are contiguous 1-D int64 tensors on the CPU holding uint64
 words (shares mod 2^64 or packed bit planes: 64 elements per word).
@@ -15,9 +16,9 @@ without it, e.g. to read the version before a build); :func:`load` loads it
 explicitly. Loading also registers a fake (meta) kernel for every op with
 tensor inputs, computing its output sizes from the same C++ layout as the real
 kernel, so the ops trace under ``torch.compile``/``torch.export`` and
-``torch.library.opcheck`` runs all its tests on them. The three ops without
-tensor inputs are host-side functions of Python ints: :func:`aesni_available`
-and :func:`cmp_layout` run as they are under a fake mode
+``torch.library.opcheck`` runs all its tests on them. The ops without
+tensor inputs are host-side functions of Python ints: :func:`aesni_available`,
+:func:`dcf_isa`, :func:`dcf_cw_words` and :func:`cmp_layout` run as they are under a fake mode
 (``CompositeImplicitAutograd``); :func:`sorting_network` returns a tensor, so
 it is ``CompositeExplicitAutograd`` with a fake kernel that runs the (cheap,
 deterministic) real network outside the fake mode for its size.
@@ -175,6 +176,50 @@ def cmp_dealer_(corr: Tensor, mats: List[Tensor], n: int, k: int, mode: int, pay
     load().cmp_dealer_(corr, mats, n, k, mode, payloads, self_sign)
 
 
+# --- function secret sharing (csrc/pgkernels/fss.h) ---------------------------------------------
+
+def dcf_cw_words(bits: int) -> int:
+    """Correction words (uint64) per element of a DCF key on ``bits`` bits
+    (``3 bits + 1``); a party's full key adds its 2-word root seed."""
+    return int(load().dcf_cw_words(bits))
+
+
+DCF_ISAS = ("portable", "aesni", "vaes")
+
+
+def dcf_isa() -> str:
+    """The DCF's AES implementation on this CPU: ``"vaes"``, ``"aesni"`` or
+    ``"portable"`` (all give identical keys and shares)."""
+    return DCF_ISAS[int(load().dcf_isa())]
+
+
+def dcf_gen(alpha: Tensor, beta: Optional[Tensor], offset: Optional[Tensor], seed0: Tensor, seed1: Tensor,
+            bits: int) -> Tensor:
+    """Dealer: the correction words (n x ``dcf_cw_words(bits)``, flat) of n
+    DCF keys with ``eval(0) + eval(1) = offset + beta [x < alpha]`` on the low
+    ``bits`` bits (unsigned); ``beta`` defaults to 1, ``offset`` to 0; party
+    b's root seeds are ``seed_b`` (2 words per element)."""
+    return load().dcf_gen(alpha, beta, offset, seed0, seed1, bits)
+
+
+def dcf_eval(x: Tensor, seed: Tensor, cw: Tensor, bits: int, party: int) -> Tensor:
+    """Party ``party`` (0 or 1): its additive shares (n words) of the n DCFs at the public ``x``."""
+    return load().dcf_eval(x, seed, cw, bits, party)
+
+
+def fss_ltz_gen_(cw: Tensor, r: Tensor, seed0: Tensor, seed1: Tensor, k: int) -> None:
+    """Dealer: write into ``cw`` (n x ``dcf_cw_words(k - 1)`` words) the keys
+    of the one-round sign test of k-bit values masked by ``r`` (n words, the
+    sum of the parties' mask shares)."""
+    load().fss_ltz_gen_(cw, r, seed0, seed1, k)
+
+
+def fss_ltz_eval(c: Tensor, seed: Tensor, cw: Tensor, k: int, party: int) -> Tensor:
+    """Party ``party``: its additive shares of ``[x < 0]`` (x read as a k-bit
+    signed value) from the opened ``c = x + r mod 2^k`` (high bits ignored)."""
+    return load().fss_ltz_eval(c, seed, cw, k, party)
+
+
 # --- fake kernels ---------------------------------------------------------------------------------
 
 def _size(v):
@@ -262,6 +307,32 @@ def _register_fakes():
         lay(n, k, mode, payloads, self_sign)  # the same spec checks as the kernel
         return _words(z, payloads * n if payloads else n)
 
+    cw_words = torch.ops.pgkernels.dcf_cw_words
+
+    @torch.library.register_fake("pgkernels::dcf_gen")
+    def _dcf_gen(alpha, beta, offset, seed0, seed1, bits):
+        _check_words(alpha, "alpha")
+        return _words(alpha, _size(alpha.numel()) * cw_words(bits))
+
+    @torch.library.register_fake("pgkernels::dcf_eval")
+    def _dcf_eval(x, seed, cw, bits, party):
+        _check_words(x, "x")
+        cw_words(bits)  # the kernel's range check
+        torch._check(party in (0, 1), lambda: f"party must be 0 or 1, got {party}")
+        return _words(x, x.numel())
+
+    @torch.library.register_fake("pgkernels::fss_ltz_gen_")
+    def _fss_ltz_gen(cw, r, seed0, seed1, k):
+        _check_words(r, "r")
+        torch._check(2 <= k <= 64, lambda: f"k must be in [2, 64], got {k}")
+
+    @torch.library.register_fake("pgkernels::fss_ltz_eval")
+    def _fss_ltz_eval(c, seed, cw, k, party):
+        _check_words(c, "c")
+        torch._check(2 <= k <= 64, lambda: f"k must be in [2, 64], got {k}")
+        torch._check(party in (0, 1), lambda: f"party must be 0 or 1, got {party}")
+        return _words(c, c.numel())
+
     @torch.library.register_fake("pgkernels::cmp_dealer_")
     def _cmp_dealer(corr, mats, n, k, mode, payloads, self_sign=0):
         torch._check(len(mats) >= 2, lambda: "cmp_dealer: need the material of at least 2 parties")
@@ -269,7 +340,8 @@ def _register_fakes():
 
 
 __all__ = [
-    "CMP_EQ", "CMP_LT", "CMP_MODES", "CMP_MUX", "CmpLayout", "aesni_available", "bitslice", "cmp_dealer_",
-    "cmp_finish", "cmp_layout", "cmp_open1", "cmp_start", "cmp_step", "load", "prg_fill_", "ring_matmul_nt",
-    "ring_syr2k", "sorting_network", "unbitslice",
+    "CMP_EQ", "CMP_LT", "CMP_MODES", "CMP_MUX", "CmpLayout", "DCF_ISAS", "aesni_available", "bitslice",
+    "cmp_dealer_", "cmp_finish", "cmp_layout", "cmp_open1", "cmp_start", "cmp_step", "dcf_cw_words", "dcf_eval",
+    "dcf_gen", "dcf_isa", "fss_ltz_eval", "fss_ltz_gen_", "load", "prg_fill_", "ring_matmul_nt", "ring_syr2k",
+    "sorting_network", "unbitslice",
 ]

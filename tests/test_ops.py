@@ -251,10 +251,30 @@ def _other_cases():
     ]
 
 
+def _fss_cases():
+    from pgkernels import ops as K
+
+    lib = K.load()
+    g = torch.Generator().manual_seed(13)
+    cases = []
+    for n, bits in ((1, 1), (37, 32), (9, 64)):
+        a, x = _rand((n,), g), _rand((n,), g)
+        s0, s1 = _rand((2 * n,), g), _rand((2 * n,), g)
+        cw = K.dcf_gen(a, None, None, s0, s1, bits)
+        cases.append((f"dcf_gen-n{n}-b{bits}", lib.dcf_gen, (a, None, None, s0, s1, bits)))
+        cases.append((f"dcf_gen-beta-n{n}-b{bits}", lib.dcf_gen, (a, _rand((n,), g), _rand((n,), g), s0, s1, bits)))
+        cases.append((f"dcf_eval-n{n}-b{bits}", lib.dcf_eval, (x, s1, cw, bits, 1)))
+        k = max(bits, 2)
+        cwl = torch.empty(n * K.dcf_cw_words(k - 1), dtype=torch.long)
+        cases.append((f"fss_ltz_gen_-n{n}-k{k}", lib.fss_ltz_gen_, (cwl, a, s0, s1, k)))
+        cases.append((f"fss_ltz_eval-n{n}-k{k}", lib.fss_ltz_eval, (x, s0, cwl, k, 0)))
+    return cases
+
+
 ALL_TESTS = ("test_schema", "test_autograd_registration", "test_faketensor", "test_aot_dispatch_dynamic")
 
 
-@pytest.mark.parametrize("case", _cmp_cases() + _other_cases(), ids=lambda c: c[0])
+@pytest.mark.parametrize("case", _cmp_cases() + _other_cases() + _fss_cases(), ids=lambda c: c[0])
 def test_opcheck(case):
     """Every test of opcheck on every op with tensor inputs, the mutating ones
     (prg_fill_, cmp_step, cmp_dealer_) included: their schemas name the mode
@@ -272,6 +292,8 @@ def test_opcheck_ops_without_tensor_inputs():
     lib = K.load()
     torch.library.opcheck(lib.cmp_layout, (100, 64, 0, 2, -1), test_utils=ALL_TESTS)
     torch.library.opcheck(lib.aesni_available, (), test_utils=ALL_TESTS)
+    torch.library.opcheck(lib.dcf_isa, (), test_utils=ALL_TESTS)
+    torch.library.opcheck(lib.dcf_cw_words, (63,), test_utils=ALL_TESTS)
     for args in ((9, [4]), (9, []), (1, []), (0, []), (33, [0, 32])):
         torch.library.opcheck(lib.sorting_network, args, test_utils=ALL_TESTS)
 
@@ -316,3 +338,61 @@ def test_fake_kernels_trace_the_comparison_rounds():
     assert got == want
     assert want[0] == (lay.open1,) and want[2] == (lay.state,) and want[-1] == (P * n,)
     assert [s[0] for s in want[3:3 + lay.levels + 1]] == list(lay.open)
+
+
+@pytest.mark.parametrize("bits", [1, 2, 31, 32, 63, 64])
+def test_dcf_shares_add_up_to_the_comparison(bits):
+    from pgkernels import ops as K
+
+    g = torch.Generator().manual_seed(bits)
+    top = (1 << bits) - 1 if bits < 64 else -1  # as an int64
+    alpha = torch.cat([torch.tensor([0, 1, top, top - 1] if bits > 1 else [0, 1, 1, 0]), _rand((60,), g)])
+    alpha = alpha & top if bits < 64 else alpha
+    n = alpha.numel()
+    edges = [torch.zeros(n, dtype=torch.long), alpha - 1, alpha, alpha + 1, torch.full((n,), top)]
+    beta, off = _rand((n,), g), _rand((n,), g)
+    s0, s1 = _rand((2 * n,), g), _rand((2 * n,), g)
+    cw = K.dcf_gen(alpha, beta, off, s0, s1, bits)
+    assert cw.numel() == n * K.dcf_cw_words(bits) == n * (3 * bits + 1)
+    for x in edges + [_rand((n,), g)]:
+        got = K.dcf_eval(x, s0, cw, bits, 0) + K.dcf_eval(x, s1, cw, bits, 1)
+        xl, al = (x & top, alpha & top) if bits < 64 else (x, alpha)
+        # unsigned comparison of the low bits
+        less = (xl ^ (1 << 63) < al ^ (1 << 63)) if bits == 64 else xl < al
+        assert torch.equal(got, off + torch.where(less, beta, torch.zeros_like(beta)))
+
+
+@pytest.mark.parametrize("k", [2, 8, 32, 63, 64])
+def test_fss_ltz_exact_on_edges(k):
+    from pgkernels import ops as K
+
+    g = torch.Generator().manual_seed(100 + k)
+    half = 1 << (k - 1)
+    x = torch.cat([torch.tensor([0, 1, -1, -half, half - 1, -half + 1]), _rand((200,), g) >> (64 - k)])
+    n = x.numel()
+    r = _rand((n,), g)
+    r[:6] = 0
+    r[6:12] = -x[:6]
+    s0, s1 = _rand((2 * n,), g), _rand((2 * n,), g)
+    cw = torch.empty(n * K.dcf_cw_words(k - 1), dtype=torch.long)
+    K.fss_ltz_gen_(cw, r, s0, s1, k)
+    c = x + r  # high bits above k are ignored
+    got = K.fss_ltz_eval(c, s0, cw, k, 0) + K.fss_ltz_eval(c, s1, cw, k, 1)
+    assert torch.equal(got, (x < 0).long())
+    assert K.dcf_isa() in K.DCF_ISAS
+
+
+def test_fss_ops_check_arguments():
+    from pgkernels import ops as K
+
+    x = torch.zeros(4, dtype=torch.long)
+    with pytest.raises(RuntimeError, match="bits must be in"):
+        K.dcf_gen(x, None, None, torch.zeros(8, dtype=torch.long), torch.zeros(8, dtype=torch.long), 65)
+    with pytest.raises(RuntimeError, match="seed0"):
+        K.dcf_gen(x, None, None, torch.zeros(7, dtype=torch.long), torch.zeros(8, dtype=torch.long), 8)
+    with pytest.raises(RuntimeError, match="party must be 0 or 1"):
+        K.dcf_eval(x, torch.zeros(8, dtype=torch.long), torch.zeros(4 * 25, dtype=torch.long), 8, 2)
+    with pytest.raises(RuntimeError, match="cw"):
+        K.fss_ltz_eval(x, torch.zeros(8, dtype=torch.long), torch.zeros(3, dtype=torch.long), 64, 0)
+    with pytest.raises(RuntimeError, match="k must be in"):
+        K.fss_ltz_eval(x, torch.zeros(8, dtype=torch.long), torch.zeros(3, dtype=torch.long), 1, 0)

@@ -191,6 +191,111 @@ def test_dealer_core_refuses_before_allocating(monkeypatch):
     assert core.seq == 0  # nothing was drawn
 
 
+def _forging_fss_party(record):
+    """Party 0 asks for a tree comparison where party 1 asks for FSS keys of
+    the same elements: answered, party 0 would get material built on party
+    1's stream words for another protocol. The dealer must refuse."""
+    import crypten
+
+    from pgkernels.runtime import comm, session
+
+    client = session.dealer_client()
+    x = crypten.cryptensor(torch.arange(8.0) - 4)
+    if comm.rank() == 0:
+        real_send = client._send_request
+
+        def forged(header, payload=None):
+            if int(header[0]) != D.FSS:
+                return real_send(header, payload)
+            real_send(D._header(D.CMP, int(header[1]), (8, 64, 0, 0, 0)))
+            answer = torch.zeros(8, dtype=torch.long)
+            try:
+                client.tx.recv(answer, client.dealer_rank, group=client.group)
+                outcome = "ANSWERED " + str(answer.tolist())
+            except Exception as e:
+                outcome = "no answer: " + str(e).splitlines()[0]
+            with open(record, "w") as f:
+                f.write(outcome)
+            raise RuntimeError("forgery over: " + outcome)
+
+        client._send_request = forged
+    pgkernels.ltz(x, method="fss").get_plain_text()
+    return "finished"
+
+
+def test_forged_fss_header_from_party0_is_refused(tmp_path):
+    record = tmp_path / "party0.txt"
+    with pytest.raises(pgkernels.PartyError) as ei:
+        pgkernels.launch(_forging_fss_party, world_size=2, args=(str(record),), timeout=180)
+    msg = str(ei.value)
+    assert "refusing request 1" in msg and "asked for different things" in msg, msg
+    assert "FSS comparison n=8 k=64" in msg and "comparison n=8 k=64 mode=0" in msg
+    assert record.read_text().startswith("no answer"), record.read_text()
+
+
+@pytest.mark.parametrize("case,header,why", [
+    ("fss-bits", [D.FSS, 1, 8, 65, 0, 0, 0, 0], r"bits k must be in \[2, 64\]"),
+    ("fss-bits-1", [D.FSS, 1, 8, 1, 0, 0, 0, 0], r"bits k must be in \[2, 64\]"),
+    ("fss-huge", [D.FSS, 1, 2 ** 40, 64, 0, 0, 0, 0], "over the budget"),
+    ("fss-zero", [D.FSS, 1, 0, 64, 0, 0, 0, 0], r"n must be in \[1, 2\^40\]"),
+    ("fss-extra-words", [D.FSS, 1, 8, 64, 5, 0, 0, 0], "unused header words must be zero"),
+])
+def test_dealer_refuses_malformed_fss_requests(case, header, why):
+    with pytest.raises(pgkernels.PartyError, match=why) as ei:
+        pgkernels.launch(_raw_request_party, world_size=2, args=(header, None), timeout=180)
+    assert "refusing request 1" in str(ei.value) and "ANSWERED" not in str(ei.value)
+
+
+def test_dealer_refuses_fss_with_three_parties():
+    header = [D.FSS, 1, 8, 64, 0, 0, 0, 0]
+    with pytest.raises(pgkernels.PartyError, match="exactly 2 parties") as ei:
+        pgkernels.launch(_raw_request_party, world_size=3, args=(header, None), timeout=180)
+    assert "ANSWERED" not in str(ei.value)
+
+
+def test_fss_request_units(monkeypatch):
+    assert D.check_fss_params(10, 64) == (10, 64)
+    for args in [(0, 64), (2 ** 40 + 1, 64), (10, 1), (10, 65), (10, 2 ** 32 + 64)]:
+        with pytest.raises(ValueError):
+            D.check_fss_params(*args)
+    with pytest.raises(ValueError, match="exactly 2 parties"):
+        D.check_fss_params(10, 64, world_size=3)
+    with pytest.raises(TypeError, match="n must be an int"):
+        D.check_fss_params(True, 64)
+    assert D.fss_layout(10, 64) == (30, 30 + 10 * 190)
+    core = D.DealerCore([D.new_key(), D.new_key()])
+    with pytest.raises(ValueError, match="over the budget"):
+        core.answer(D.FSS, (2 ** 40, 64))
+    with pytest.raises(ValueError, match="exactly 2 parties"):
+        D.DealerCore([D.new_key() for _ in range(3)]).answer(D.FSS, (8, 64))
+    assert core.seq == 0  # nothing was drawn
+    # an answer is the keys for r = r_0 + r_1 from the two streams: evaluating them gives [x < 0]
+    from pgkernels import ops
+
+    n = 64
+    corr = core.answer(D.FSS, (n, 64)).clone()
+    mats = [D.stream(k, core.seq, 3 * n) for k in core.keys]
+    x = torch.randint(-(2 ** 63), 2 ** 63 - 1, (n,))
+    c = x + mats[0][:n] + mats[1][:n]
+    got = sum(ops.fss_ltz_eval(c, mats[b][n:], corr, 64, b) for b in (0, 1))
+    assert torch.equal(got, (x < 0).long())
+    assert D.describe_header(D._header(D.FSS, 3, (8, 64))) == "request 3: FSS comparison n=8 k=64"
+
+
+def test_insecure_local_dealer_serves_fss():
+    """dealer="tfp": party 0 computes the FSS keys and sends the other party its copy."""
+
+    def fn():
+        import crypten
+
+        x = crypten.cryptensor(torch.tensor([-1.0, 2.0, -3.0, 0.0]))
+        return pgkernels.ltz(x, method="fss").get_plain_text().tolist()
+
+    with pytest.warns(RuntimeWarning, match="INSECURE"):
+        res = pgkernels.launch(fn, world_size=2, dealer="tfp", insecure=True, timeout=180)
+    assert res[0] == [1, 0, 1, 0]
+
+
 # --- Task 2: the encrypted channel ------------------------------------------------------
 
 def _cli(args, env, **kw):

@@ -314,6 +314,23 @@ bool aes128_encrypt_block_aesni(const uint8_t key[16], const uint8_t in[16], uin
   return false;
 }
 
+void aes128_expand_key(const uint8_t key[16], Aes128RoundKeys& out) {
+  PortableSchedule ks;
+  expand_key_portable(key, ks);
+  // The schedule's little-endian words, stored in order, are the FIPS-197 bytes.
+  for (int i = 0; i < 44; ++i) store_le32(&out.bytes[i / 4][4 * (i % 4)], ks.rk[i]);
+}
+
+void aes128_ecb_portable(const Aes128RoundKeys& keys, const uint8_t* in, uint8_t* out, size_t nblocks) {
+  PortableSchedule ks;
+  for (int i = 0; i < 44; ++i) ks.rk[i] = load_le32(&keys.bytes[i / 4][4 * (i % 4)]);
+  uint8_t tmp[16];
+  for (size_t b = 0; b < nblocks; ++b) {
+    encrypt_block_portable(ks, in + 16 * b, tmp);
+    std::memcpy(out + 16 * b, tmp, 16);
+  }
+}
+
 void aes128_ctr_portable(const uint8_t key[16], uint64_t nonce, uint64_t first_block, void* out, size_t nbytes) {
   PortableSchedule ks;
   expand_key_portable(key, ks);

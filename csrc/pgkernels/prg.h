@@ -19,6 +19,17 @@ void aes128_ctr_portable(const uint8_t key[16], uint64_t nonce, uint64_t first_b
 // True if aes128_ctr dispatches to the AES-NI implementation on this machine.
 bool aesni_available();
 
+// Expanded AES-128 key: the 11 round keys in FIPS-197 byte order (the layout
+// AES-NI's aesenc takes), for fixed-key constructions that encrypt many blocks
+// under one public key (the FSS PRG, <pgkernels/fss.h>).
+struct Aes128RoundKeys {
+  alignas(16) uint8_t bytes[11][16];
+};
+void aes128_expand_key(const uint8_t key[16], Aes128RoundKeys& out);
+// ECB encryption of nblocks 16-byte blocks with an expanded key, portable
+// path (out may equal in). Byte-identical to AES-NI on the same round keys.
+void aes128_ecb_portable(const Aes128RoundKeys& ks, const uint8_t* in, uint8_t* out, size_t nblocks);
+
 // Single-block AES-128 encryption (for known-answer tests).
 void aes128_encrypt_block_portable(const uint8_t key[16], const uint8_t in[16], uint8_t out[16]);
 // AES-NI single-block encryption. Returns false (and leaves out untouched) if

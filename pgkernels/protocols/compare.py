@@ -35,6 +35,31 @@ party (``seq mod n``, rotating between requests) receives about 42 bytes per
 element; the other parties draw everything from their PRG streams. Reveals nothing: every opened value is one-time
 padded by dealer randomness (c by r, AND inputs by triple masks, z by s).
 
+One-round comparison with function secret sharing (``method="fss"``, 2 parties)
+-------------------------------------------------------------------------------
+Dealer material (offline): a random r (additive shares drawn from the parties'
+PRG streams) and, per element, the keys of a distributed comparison function
+(:mod:`csrc/pgkernels/fss.h`; Boyle et al., EUROCRYPT 2021) for
+``f(c') = r_{k-1} ^ [c' < r mod 2^(k-1)]``: each party's root seed from its
+stream, the correction words (1520 bytes per element at k = 64, 752 at 32)
+from the dealer to both parties.
+
+1. Open ``c = x + r mod 2^k`` (SUM; 1 round, 8 bytes per element at k = 64).
+2. Locally: evaluate the DCF at ``c mod 2^(k-1)`` and flip by the public
+   ``c_{k-1}``: ``msb(x) = c_{k-1} ^ r_{k-1} ^ [c' < r']``, exact for every
+   x (borrow argument; -2^63 and 2^63 - 1 included), giving arithmetic shares
+   of ``[x < 0]`` directly (the DCF's output group is Z_2^64: no conversion
+   round).
+
+Cost: 1 round between the parties, plus the dealer round trip when the keys
+are asked for online (2 in all; 1 when prefetched), 8 bytes sent per element
+(k = 64; 4 at k <= 32), and the dealer's key generation and 1.5 KB per
+element of keys per party, which is why :func:`pgkernels.protocols.cost.choose_ltz`
+picks FSS only when latency dominates. Reveals nothing: c is padded by r, and a
+party's key alone is pseudorandom. ReLU and the ``>=``/``<=`` forms build on
+it: ``[x >= 0] = 1 - [x < 0]`` locally, ReLU = ``x - [x < 0] x`` with one
+bit-injection round (:func:`mux_shares`, its material prefetched): 3 rounds.
+
 ``bits=k`` (2 <= k <= 64) is for inputs the caller guarantees to lie in
 ``[-2^(k-1), 2^(k-1))`` as ring integers (fixed-point encoded values, i.e.
 ``|value| < 2^(k-1-16)`` at CrypTen's 16 fractional bits). Step 1 then sends c
@@ -50,7 +75,7 @@ import torch
 from .. import ops
 from ..runtime import comm as _comm
 from ..runtime.session import dealer_client
-from . import shares
+from . import cost, shares
 
 # comparison modes (csrc/core/compare.h): [x >= 0], [x == 0], and bit * payload
 LT, EQ, MUX = ops.CMP_LT, ops.CMP_EQ, ops.CMP_MUX
@@ -134,6 +159,37 @@ def compare_shares(share, mode, bits=64, negate=False, payloads=None, prefetch=N
     return out.view(P, n) if P else out
 
 
+def fss_ltz_shares(share, bits=64, prefetch_mux=0):
+    """``[t < 0]`` (t read as a ``bits``-bit signed value) for this party's
+    flat int64 share, by the one-round FSS protocol (module docstring; 2
+    parties). Returns n words of arithmetic shares (scale 1).
+
+    ``prefetch_mux``: P > 0 asks the dealer, right after this request, for
+    the material of a ``mux_shares`` of n elements and P payloads, so that
+    it arrives during this comparison (ReLU)."""
+    n = share.numel()
+    ws = _comm.world_size()
+    if ws != 2:
+        raise ValueError(f"method='fss' needs exactly 2 parties, the session has {ws}")
+    if n == 0:
+        return share.new_zeros((0,))
+    client = dealer_client()
+    mat = client.fss(n, bits)
+    if prefetch_mux:
+        client.prefetch_cmp(n, 64, MUX, prefetch_mux)
+    words = mat.words
+    c = share + words[:n]
+    narrow = _narrow_dtype(bits)
+    if narrow is not None:  # only the low `bits` bits of c matter
+        c = c.to(narrow)
+        _comm.exchange(sum_tensor=c)
+        c = c.long()
+    else:
+        _comm.exchange(sum_tensor=c)
+    mat.wait()
+    return ops.fss_ltz_eval(c, words[n:3 * n], words[3 * n:], bits, _comm.rank())
+
+
 def mux_shares(bit_share, values):
     """bit * values for a 0/1 arithmetic sharing (n,) and (P, n) value shares:
     shares (P, n) with the values' scale.
@@ -156,8 +212,28 @@ def mux_shares(bit_share, values):
     return ops.cmp_finish(xor_open, mat.words, v, sum_open, n, 64, MUX, P, rank0).view(P, n)
 
 
-def _compare(x, mode, bits, negate, inject=None):
+def _fss_compare(x, bits, negate, inject=None):
+    flat = shares.flat_share(x)
+    if inject is not None:
+        # x [x >= 0] = x - [x < 0] x: one bit injection after the comparison
+        v = shares.flat_share(inject)
+        b = fss_ltz_shares(flat, bits, prefetch_mux=1)
+        out = v - (mux_shares(b, v.view(1, -1)).view(-1) if v.numel() else v)
+        return shares.like(inject, out, scale=inject.encoder.scale)
+    b = fss_ltz_shares(flat, bits)
+    if not negate:  # [t >= 0] = 1 - [t < 0]
+        b = (1 if _comm.rank() == 0 else 0) - b
+    return shares.like(x, b, scale=1)
+
+
+def _compare(x, mode, bits, negate, inject=None, method=None):
     _check_bits(bits)
+    if mode == LT:
+        chosen = cost.choose_ltz(x.share.numel(), bits, _comm.world_size(), method, relu=inject is not None)
+        if chosen == "fss":
+            return _fss_compare(x, bits, negate, inject)
+    elif method is not None:
+        raise ValueError(f"method applies to the sign comparisons only, got {method!r}")
     flat = shares.flat_share(x)
     if inject is not None:
         # ReLU multiplies the bit into x itself: at 64 bits its opening is free
@@ -169,14 +245,18 @@ def _compare(x, mode, bits, negate, inject=None):
     return shares.like(x, out, scale=1)
 
 
-def ltz(x, bits=64):
+def ltz(x, bits=64, method=None):
     """Shared ``[x < 0]`` (0/1, scale 1), as CrypTen's ``x < 0``.
 
-    Protocol and cost: see the module docstring (6 rounds and 13.25 bytes sent
-    per element per party for 2 parties at bits=64). Reveals nothing.
+    ``method``: "tree" (6 rounds + the dealer round trip, 13.25 bytes sent per
+    element per party for 2 parties at bits=64, any number of parties),
+    "fss" (2 parties: 1 round + the dealer round trip, 8 bytes, and 1.5 KB of
+    dealer keys per element), or None: the cost model's pick
+    (:func:`pgkernels.protocols.cost.choose_ltz`). Protocols: see the module
+    docstring. Reveals nothing.
     """
     x = shares.check_mpc(x, "x")
-    return _compare(x, LT, bits, negate=True)
+    return _compare(x, LT, bits, negate=True, method=method)
 
 
 def _diff(x, y, name_x="x", name_y="y"):
@@ -185,30 +265,30 @@ def _diff(x, y, name_x="x", name_y="y"):
     return x - y
 
 
-def lt(x, y, bits=64):
+def lt(x, y, bits=64, method=None):
     """Shared ``[x < y]``; y shared or public. ``ltz(x - y)``: same cost, reveals nothing.
 
     As in CrypTen, x - y is computed in the ring: with bits=64 it is exact for any
     encodable x, y whose difference does not overflow 2^63.
     """
-    return _compare(_diff(x, y), LT, bits, negate=True)
+    return _compare(_diff(x, y), LT, bits, negate=True, method=method)
 
 
-def gt(x, y, bits=64):
+def gt(x, y, bits=64, method=None):
     """Shared ``[x > y]`` = ``ltz(y - x)``; reveals nothing."""
     x = shares.check_mpc(x, "x")
-    return _compare(-_diff(x, y), LT, bits, negate=True)
+    return _compare(-_diff(x, y), LT, bits, negate=True, method=method)
 
 
-def le(x, y, bits=64):
+def le(x, y, bits=64, method=None):
     """Shared ``[x <= y]`` = ``1 - [x > y]``, computed as ``msb(y - x) == 0``; reveals nothing."""
     x = shares.check_mpc(x, "x")
-    return _compare(-_diff(x, y), LT, bits, negate=False)
+    return _compare(-_diff(x, y), LT, bits, negate=False, method=method)
 
 
-def ge(x, y, bits=64):
+def ge(x, y, bits=64, method=None):
     """Shared ``[x >= y]`` = ``1 - [x < y]``; reveals nothing."""
-    return _compare(_diff(x, y), LT, bits, negate=False)
+    return _compare(_diff(x, y), LT, bits, negate=False, method=method)
 
 
 def eq(x, y, bits=64):
@@ -228,7 +308,7 @@ def ne(x, y, bits=64):
     return _compare(_diff(x, y), EQ, bits, negate=True)
 
 
-def relu(x, bits=64):
+def relu(x, bits=64, method=None):
     """Shared ``max(x, 0)`` with x's encoding.
 
     Fused: the bit ``b = [x >= 0]`` from the comparison is multiplied into x in
@@ -239,17 +319,21 @@ def relu(x, bits=64):
     parties), where CrypTen's ``x.relu()`` needs a comparison plus a Beaver
     multiplication (9 rounds, 232 bytes). With bits < 64, e = x + m is opened in
     round 1 (8 more bytes). Reveals nothing.
+
+    ``method="fss"`` (2 parties): the FSS sign test, then one bit-injection
+    round: 3 rounds (with the dealer round trip), 16.125 bytes per element.
+    ``method=None``: the cost model's pick, as in :func:`ltz`.
     """
     x = shares.check_mpc(x, "x")
-    return _compare(x, LT, bits, negate=False, inject=x)
+    return _compare(x, LT, bits, negate=False, inject=x, method=method)
 
 
-def sign(x, bits=64):
+def sign(x, bits=64, method=None):
     """Shared sign with CrypTen's convention: ``1 - 2 [x < 0]`` (so sign(0) = +1).
 
     Scale 1, like CrypTen's ``x.sign()``. Cost of :func:`ltz`; reveals nothing.
     """
-    return 1 - 2 * ltz(x, bits=bits)
+    return 1 - 2 * ltz(x, bits=bits, method=method)
 
 
 def where(condition, a, b):
@@ -308,5 +392,5 @@ def _public_select(cond, a, b):
     return a * cond + b * (1 - cond)
 
 
-__all__ = ["EQ", "LT", "MUX", "compare_shares", "eq", "ge", "gt", "le", "lt", "ltz", "mux_shares", "ne", "relu",
-           "sign", "where"]
+__all__ = ["EQ", "LT", "MUX", "compare_shares", "eq", "fss_ltz_shares", "ge", "gt", "le", "lt", "ltz", "mux_shares",
+           "ne", "relu", "sign", "where"]

@@ -40,6 +40,16 @@ first opening). A comparison asked for ahead (:meth:`DealerClient.prefetch_cmp`)
 travels while the previous comparison's rounds run and is not counted. The dealer learns the request shapes
 (public) and nothing else.
 
+FSS requests (kind :data:`FSS`, two parties only) carry the keys of the
+one-round comparison (:func:`pgkernels.ops.fss_ltz_gen_`, a distributed
+comparison function per element). Both parties draw their mask share r_b and
+their DCF root seed from their streams (3 words per element); the dealer
+regenerates both, computes r = r_0 + r_1 and the keys, and sends the
+correction words, which are common to the two keys, to *both* parties
+(``8 * dcf_cw_words(k - 1)`` bytes per element each: 1520 at k = 64, 752 at
+k = 32). Each party thus holds exactly its own key (its seed and the
+correction words); a key alone is pseudorandom and reveals nothing of r.
+
 All traffic goes through the session's transport
 (:func:`pgkernels.runtime.comm.transport`): with ``channel="encrypted"`` the
 keys, headers and corrections are AES-GCM records of the authenticated
@@ -63,6 +73,7 @@ from . import comm as _comm
 STOP = 0
 CMP = 1
 CRYPTEN = 2
+FSS = 3
 
 
 HEADER_WORDS = 8  # [kind, request number, parameters..., zeros]
@@ -124,6 +135,29 @@ def check_cmp_params(n, k, mode, payloads, self_sign=0):
     if self_sign not in (-1, 0, 1):
         raise ValueError(f"dealer request: comparison self_sign must be -1, 0 or 1, got {self_sign}")
     return (int(n), int(k), int(mode), int(payloads), int(self_sign))
+
+
+def check_fss_params(n, k, world_size=2):
+    """Range-check an FSS comparison request (n elements, k-bit values, 2
+    parties only): returns (n, k)."""
+    for name, v in (("n", n), ("k", k)):
+        if not _is_int(v):
+            raise TypeError(f"dealer request: FSS comparison {name} must be an int, got {type(v).__name__}")
+    if world_size != 2:
+        raise ValueError(f"dealer request: FSS comparison needs exactly 2 parties, the session has {world_size}")
+    if not 1 <= n <= MAX_ELEMENTS:
+        raise ValueError(f"dealer request: FSS comparison n must be in [1, 2^40], got {n}")
+    if not 2 <= k <= 64:
+        raise ValueError(f"dealer request: FSS comparison bits k must be in [2, 64], got {k}")
+    return int(n), int(k)
+
+
+def fss_layout(n, k):
+    """(stream words, total words) of an FSS request: every party's stream
+    segment is [r share (n) | root seeds (2 n)], the corrected segment (the
+    same words at both parties) the n keys' correction words."""
+    stream = 3 * n
+    return stream, stream + n * ops.dcf_cw_words(k - 1)
 
 
 def max_request_bytes():
@@ -408,9 +442,24 @@ class DealerCore:
             check_budget(lay.stream, lay.total, ws, "comparison")
         elif kind == CRYPTEN:
             stream_words, total = crypten_layout(params, ws)
+        elif kind == FSS:
+            n, k = check_fss_params(*params, world_size=ws)
+            stream_words, total = fss_layout(n, k)
+            check_budget(stream_words, total, ws, "FSS comparison")
         else:
             raise ValueError(f"unknown dealer request kind {kind}")
         self.seq += 1
+        if kind == FSS:
+            # only the stream segments: the corrected segment is the answer itself
+            mats = []
+            for i, key in enumerate(self.keys):
+                buf = self.pool.get(("mat", i), stream_words)
+                ops.prg_fill_(buf, key, self.seq, 0)
+                mats.append(buf)
+            r = mats[0][:n] + mats[1][:n]
+            corr = self.pool.get("corr", total - stream_words)
+            ops.fss_ltz_gen_(corr, r, mats[0][n:], mats[1][n:], k)
+            return corr
         if kind == CMP:
             mats = self._streams(self.seq, lay.stream, lay.total)
             corr = self.pool.get("corr", lay.corrected)
@@ -459,6 +508,8 @@ def describe_header(h):
     if kind == CMP:
         return (f"request {h[1]}: comparison n={h[2]} k={h[3]} mode={h[4]} payloads={h[5]} "
                 f"self_sign={h[6]}")
+    if kind == FSS:
+        return f"request {h[1]}: FSS comparison n={h[2]} k={h[3]}"
     if kind == CRYPTEN:
         return f"request {h[1]}: CrypTen request of {h[2]} JSON bytes"
     if kind == STOP:
@@ -519,20 +570,24 @@ class DealerClient:
     def _request(self, kind, params, stream_words, total_words, header_extra=(), payload=None, online=True):
         # refuse here what the dealer would refuse: a clearer error, at the party that asked
         check_budget(stream_words, total_words, self.world_size,
-                     "comparison" if kind == CMP else f"{params.get('fn')} request")
+                     {CMP: "comparison", FSS: "FSS comparison"}.get(kind) or f"{params.get('fn')} request")
         self.seq += 1
         # Reused buffers, two of them: a request in use and at most one asked
         # for ahead (prefetch); every caller is done with its material before
         # the request after next.
         words = self._pool.get(("mat", self.seq % 2), total_words)
         corrected = corrected_party(self.seq, self.world_size)
+        if kind == FSS:
+            corrected = self.rank  # every party receives the correction words (the keys' common part)
         local_corr = None
         if self.mode == "local":
             # insecure test mode: party 0 computes the corrected party's words
             if self.rank == 0:
                 local_corr = self.core.answer(kind, params)
-                if corrected != 0 and local_corr.numel():
-                    self.tx.send(local_corr, corrected, group=self.group)
+                targets = range(1, self.world_size) if kind == FSS else [corrected] if corrected != 0 else []
+                for r in targets:
+                    if local_corr.numel():
+                        self.tx.send(local_corr, r, group=self.group)
         else:
             # every party sends its own header: the dealer answers only if all agree
             self._send_request(_header(kind, self.seq, header_extra), payload)
@@ -580,6 +635,32 @@ class DealerClient:
         lay = cmp_layout(*params)
         mat = self._request(CMP, params, lay.stream, lay.total, header_extra=params, online=False)
         self._ahead = (params, mat, lay)
+
+    def fss(self, n, k):
+        """Keys of one FSS comparison of n k-bit elements (2 parties; taken
+        from a prefetch if one is waiting): Material whose words are
+        ``[r share (n) | root seeds (2 n) | correction words]``."""
+        params = ("fss",) + check_fss_params(n, k, self.world_size)
+        if self._ahead is not None:
+            ahead, self._ahead = self._ahead, None
+            if ahead[0] != params:
+                raise RuntimeError(f"pgkernels: dealer material asked ahead for {ahead[0]} but the "
+                                   f"next request is {params}")
+            return ahead[1]
+        return self._fss_request(params, online=True)
+
+    def prefetch_fss(self, n, k):
+        """Ask now for the keys of the next FSS comparison (see :meth:`prefetch_cmp`):
+        key generation and transfer then leave the online phase."""
+        if self._ahead is not None:
+            raise RuntimeError("pgkernels: only one comparison can be asked for ahead")
+        params = ("fss",) + check_fss_params(n, k, self.world_size)
+        self._ahead = (params, self._fss_request(params, online=False), None)
+
+    def _fss_request(self, params, online):
+        _, n, k = params
+        stream_words, total_words = fss_layout(n, k)
+        return self._request(FSS, (n, k), stream_words, total_words, header_extra=(n, k), online=online)
 
     def crypten(self, req):
         if self._ahead is not None:
@@ -641,6 +722,10 @@ def _receive_request(tx, group, world_size, seq, posted):
             if h[7]:
                 raise ValueError("unused header words must be zero")
             return CMP, check_cmp_params(*h[2:7])
+        if kind == FSS:
+            if any(h[4:]):
+                raise ValueError("unused header words must be zero")
+            return FSS, check_fss_params(h[2], h[3], world_size)
         if kind == CRYPTEN:
             length = h[2]
             if any(h[3:]):
@@ -690,4 +775,6 @@ def serve(world_size):
         except (ValueError, TypeError, RuntimeError) as e:
             _refuse(seq, str(e))
         if corr.numel():
-            tx.send(corr, corrected_party(core.seq, world_size), group=group)
+            targets = range(world_size) if kind == FSS else [corrected_party(core.seq, world_size)]
+            for r in targets:
+                tx.send(corr, r, group=group)
