@@ -1,0 +1,119 @@
+"""The simulated network link (pgkernels.runtime.link): delays, bandwidth, dealer traffic, results.
+
+Timing checks assert lower bounds (a message cannot arrive before its
+simulated due time); the upper bounds are only sanity checks, generous
+because the test machine is shared.
+"""
+
+import pytest
+import torch
+
+import pgkernels
+from pgkernels.runtime.link import BANDWIDTH_ENV, LATENCY_ENV, Link
+
+L = 0.02  # one-way latency of the sessions below
+BW = 1e7  # bytes/s per direction
+
+
+def test_link_config():
+    assert not Link().active
+    assert Link(latency=0.01).active and Link(bandwidth=1e6).active
+    assert Link.from_env({}) == Link()
+    assert Link.from_env({LATENCY_ENV: "0.05", BANDWIDTH_ENV: "1.25e8"}) == Link(0.05, 1.25e8)
+    assert Link.from_env({LATENCY_ENV: " ", BANDWIDTH_ENV: ""}) == Link()
+    assert Link.from_env(Link(0.01, 2e6).env()) == Link(0.01, 2e6)
+    assert Link.from_env(Link(0.01).env()) == Link(0.01)
+    for bad in (-1, float("nan"), float("inf"), "0.1", True):
+        with pytest.raises(ValueError, match="latency"):
+            Link(latency=bad)
+    for bad in (0, -5, float("inf"), "1e9"):
+        with pytest.raises(ValueError, match="bandwidth"):
+            Link(bandwidth=bad)
+    with pytest.raises(ValueError, match=LATENCY_ENV):
+        Link.from_env({LATENCY_ENV: "fast"})
+    with pytest.raises(TypeError, match="link"):
+        pgkernels.launch(lambda: 0, link={"latency": 0.1})
+
+
+def _session(x_plain, big_words):
+    """Runs in every party under Link(L, BW); returns timings (s) and results."""
+    import time
+
+    import crypten
+    import torch.distributed as dist
+
+    from pgkernels.protocols.compare import LT
+    from pgkernels.runtime import comm
+    from pgkernels.runtime.dealer import corrected_party
+    from pgkernels.runtime.session import dealer_client
+
+    g = crypten.communicator.get().main_group
+    me = comm.rank()
+
+    def timed(f):
+        dist.barrier(group=g)  # barriers are not delayed: both parties start together
+        t0 = time.perf_counter()
+        f()
+        return time.perf_counter() - t0
+
+    small = torch.zeros(4, dtype=torch.long)
+    out = {}
+    comm.exchange(small)  # warm up the connections
+    out["one"] = min(timed(lambda: comm.exchange(small)) for _ in range(2))
+
+    def rounds(k):
+        for _ in range(k):
+            comm.exchange(small)
+
+    out["five"] = timed(lambda: rounds(5))
+    big = torch.zeros(big_words, dtype=torch.long)
+    out["big"] = timed(lambda: comm.exchange(big))
+    # two messages to one peer share its direction's bandwidth
+    halves = [torch.zeros(big_words // 2, dtype=torch.long) for _ in range(2)]
+    out["two_halves"] = timed(lambda: comm.exchange(halves))
+    # a dealer round trip: request out, correction back to the corrected party
+    client = dealer_client()
+    held = {}
+
+    def ask():
+        mat, _ = client.cmp(8, 64, LT, 0)
+        held["corrected"] = corrected_party(mat.seq, comm.world_size()) == me
+        mat.wait()
+
+    out["dealer"] = timed(ask)
+    out["corrected"] = held.get("corrected", False)
+    x = crypten.cryptensor(x_plain)
+    pgkernels.ltz(x)  # warm up
+    before = comm.STATS.snapshot()
+    res = {}
+    out["ltz"] = timed(lambda: res.update(y=pgkernels.ltz(x)))
+    out["ltz_rounds"] = comm.STATS.since(before).rounds
+    out["ltz_value"] = res["y"].get_plain_text().tolist()
+    out["rank"] = me
+    return out
+
+
+def _edge_values():
+    return torch.tensor([-1.0, 0.0, 2.0, -3.5, 1 / 65536, -1 / 65536, 1e4, -1e4, 0.0, 7.25])
+
+
+@pytest.mark.parametrize("channel", ["plain", "encrypted"])
+def test_link_delays_every_message(channel):
+    x = _edge_values()
+    big_words = 125_000  # 1 MB: 0.1 s at BW
+    res = pgkernels.launch(_session, args=(x, big_words), link=Link(latency=L, bandwidth=BW),
+                           channel=channel, timeout=240)
+    expected = (x < 0).float().tolist()
+    tx = big_words * 8 / BW
+    for r in res:
+        assert r["ltz_value"] == expected  # the link changes timing, never results
+        assert L <= r["one"] < L + 0.5
+        assert 5 * L <= r["five"] < 5 * L + 1.0
+        assert L + tx <= r["big"] < L + tx + 1.0
+        assert L + tx <= r["two_halves"] < L + tx + 1.0
+        # ltz: every counted round (the dealer's round trip among them) costs about L
+        assert 0.8 * r["ltz_rounds"] * L <= r["ltz"] < r["ltz_rounds"] * L + 1.5
+    # the corrected party waits for the dealer's answer: a round trip, 2 L
+    corrected = [r for r in res if r["corrected"]]
+    assert len(corrected) == 1
+    assert 2 * L <= corrected[0]["dealer"] < 2 * L + 1.0
