@@ -73,15 +73,20 @@ def _session(x_plain, big_words):
     out["two_halves"] = timed(lambda: comm.exchange(halves))
     # a dealer round trip: request out, correction back to the corrected party
     client = dealer_client()
-    held = {}
 
     def ask():
         mat, _ = client.cmp(8, 64, LT, 0)
-        held["corrected"] = corrected_party(mat.seq, comm.world_size()) == me
         mat.wait()
+        return corrected_party(mat.seq, comm.world_size()) == me
 
-    out["dealer"] = timed(ask)
-    out["corrected"] = held.get("corrected", False)
+    ask()  # warm up
+    waits = []
+    for _ in range(4):  # the corrected party rotates: each party is it twice
+        dist.barrier(group=g)
+        t0 = time.perf_counter()
+        if ask():
+            waits.append(time.perf_counter() - t0)
+    out["dealer"] = min(waits)
     x = crypten.cryptensor(x_plain)
     pgkernels.ltz(x)  # warm up
     before = comm.STATS.snapshot()
@@ -113,7 +118,5 @@ def test_link_delays_every_message(channel):
         assert L + tx <= r["two_halves"] < L + tx + 1.0
         # ltz: every counted round (the dealer's round trip among them) costs about L
         assert 0.8 * r["ltz_rounds"] * L <= r["ltz"] < r["ltz_rounds"] * L + 1.5
-    # the corrected party waits for the dealer's answer: a round trip, 2 L
-    corrected = [r for r in res if r["corrected"]]
-    assert len(corrected) == 1
-    assert 2 * L <= corrected[0]["dealer"] < 2 * L + 1.0
+        # the corrected party waits for the dealer's answer: a round trip, 2 L
+        assert 2 * L <= r["dealer"] < 2 * L + 1.0
