@@ -8,13 +8,23 @@ ranks then an equality test) asks for its first comparison's material when it
 starts and for each next one while the previous one runs (prefetch), so a
 chain pays one dealer round trip, not one per comparison.
 
+``latency`` is the cost of one round: in an exchange every party sends at
+once and waits for the others' words, so a round costs one *one-way* latency
+(plus the local overheads of a round). The dealer's round trip (request out,
+answer back) is two one-way latencies, but a comparison awaits the answer
+only after its first opening, which runs meanwhile: it adds one round's worth
+(:data:`DEALER_ROUNDS` = 1), as the meter counts it.
+
 The defaults were measured on this project's reference machine (2 cores,
-parties over loopback TCP): a round trip of about 0.3 ms, about 1 GB/s per
+parties over loopback TCP): a round of about 0.3 ms, about 1 GB/s per
 direction, and about 60 ns of local work per compared element (8 ns per
-payload value). For a WAN, set for example ``latency=0.05`` (50 ms) and
-``bandwidth=1.25e8`` (1 Gbit/s), through :func:`configure` or the environment
-variables ``PGKERNELS_LATENCY_S`` and ``PGKERNELS_BANDWIDTH_BPS``; every
-``method=None`` call then re-plans with them.
+payload value). For a WAN, set for example ``latency=0.05`` (50 ms one way)
+and ``bandwidth=1.25e8`` (1 Gbit/s), through :func:`configure` (or
+:func:`configure_link`, which adds the loopback costs that a simulated link,
+:mod:`pgkernels.runtime.link`, runs on top of) or the environment variables
+``PGKERNELS_LATENCY_S`` and ``PGKERNELS_BANDWIDTH_BPS``; every
+``method=None`` call then re-plans with them. ``bench/cost_check.py`` checks
+the model against the simulated link.
 """
 
 import dataclasses
@@ -25,10 +35,15 @@ import os
 from .. import ops
 
 
+# One round and the bandwidth over loopback on the reference machine.
+LOOPBACK_LATENCY = 3e-4
+LOOPBACK_BANDWIDTH = 1e9
+
+
 @dataclasses.dataclass
 class CostModel:
-    latency: float = float(os.environ.get("PGKERNELS_LATENCY_S", 3e-4))
-    bandwidth: float = float(os.environ.get("PGKERNELS_BANDWIDTH_BPS", 1e9))
+    latency: float = float(os.environ.get("PGKERNELS_LATENCY_S", LOOPBACK_LATENCY))
+    bandwidth: float = float(os.environ.get("PGKERNELS_BANDWIDTH_BPS", LOOPBACK_BANDWIDTH))
     compare_s: float = 6e-8
     payload_s: float = 8e-9
 
@@ -49,6 +64,20 @@ def configure(latency=None, bandwidth=None, compare_s=None, payload_s=None):
                 raise ValueError(f"{name} must be a positive number, got {val!r}")
             setattr(MODEL, name, float(val))
     return MODEL
+
+
+def link_constants(latency, bandwidth=None):
+    """(round cost, bandwidth) of a simulated link of one-way ``latency`` and
+    ``bandwidth`` (bytes/s, None: unlimited) on top of loopback: the link's
+    latency plus a loopback round, and both bandwidths in series."""
+    bw = LOOPBACK_BANDWIDTH if bandwidth is None else 1.0 / (1.0 / bandwidth + 1.0 / LOOPBACK_BANDWIDTH)
+    return LOOPBACK_LATENCY + latency, bw
+
+
+def configure_link(latency, bandwidth=None):
+    """:func:`configure` for a session over a simulated link (see :func:`link_constants`)."""
+    lat, bw = link_constants(latency, bandwidth)
+    return configure(latency=lat, bandwidth=bw)
 
 
 # A dealer request made when the op needs it: one round trip (headers out,
