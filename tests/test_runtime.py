@@ -220,6 +220,14 @@ def _metered_plans():
     pgkernels.argmax(x, dim=0, method="tournament")
     s = comm.STATS.snapshot()
     out["argmax tournament"] = (s.rounds, s.dealer_rounds, plan("argmax", 7, 10, method="tournament").rounds)
+    # an even n's median and the trimmed mean end with a division (its own dealer request)
+    y = crypten.cryptensor(torch.randn(8, 10))
+    for op, kw in (("median", {}), ("trimmed_mean", {"proportiontocut": 0.25})):
+        for method in ("network", "rank"):
+            comm.reset_stats()
+            getattr(pgkernels, op)(y, dim=0, method=method, **kw)
+            s = comm.STATS.snapshot()
+            out[f"{op} even {method}"] = (s.rounds, s.dealer_rounds - 1, plan(op, 8, 10, method=method).rounds)
     return out
 
 

@@ -137,6 +137,25 @@ def _plan_tournament(n, onehot):
     return Plan("tournament", rounds, nbytes, comps, pays, widest)
 
 
+def _with_div(plans):
+    """Plans followed by one division by a public integer (truncation.div: a
+    dealer request whose round trip overlaps its one opening, 8 bytes per
+    value): 1 + DEALER_ROUNDS rounds, counted as the meter counts them."""
+    return [dataclasses.replace(p, rounds=p.rounds + 1 + DEALER_ROUNDS,
+                                bytes_per_column=p.bytes_per_column + 8) for p in plans]
+
+
+def _trimmed_plans(n):
+    """The trimmed mean's plans, its final division included."""
+    plans = [_plan_network(n, None, 1)]
+    r1, b1 = compare_cost(64, LT, 0)
+    r2, b2 = compare_cost(rank_bits(n), LT, 1, online=False)  # prefetched during the ranks
+    pairs = n * (n - 1) // 2
+    plans.append(Plan("rank", r1 + r2, pairs * b1 + 2 * n * b2, pairs + 2 * n, 2 * n,
+                      builtins.max(pairs, 4 * n)))
+    return _with_div(plans)
+
+
 def _plan_pairwise(n, payloads):
     # the rank method's cost with a single wanted position (rank n - 1)
     return dataclasses.replace(_plan_rank(n, 1, payloads), method="pairwise")
@@ -184,7 +203,7 @@ def _positions(cols, positions, descending, want_index, method, ascending_only_r
 def plan(op, n, columns, parties=2, method=None, k=1):
     """The method the cost model picks for ``op`` on n elements x ``columns``.
 
-    ``op``: "sort", "topk", "median", "max", "argmax". For benchmarks and
+    ``op``: "sort", "topk", "median", "trimmed_mean", "max", "argmax". For benchmarks and
     curious users; returns the :class:`~pgkernels.protocols.cost.Plan`.
     """
     if op == "sort":
@@ -194,6 +213,10 @@ def plan(op, n, columns, parties=2, method=None, k=1):
     elif op == "median":
         pos = [(n - 1) // 2] if n % 2 else [n // 2 - 1, n // 2]
         plans = [_plan_network(n, pos, 1), _plan_rank(n, len(pos), 1)]
+        if len(pos) == 2:  # the mean of the two middle values
+            plans = _with_div(plans)
+    elif op == "trimmed_mean":
+        plans = _trimmed_plans(n)
     elif op in ("max", "argmax"):
         onehot = op == "argmax"
         plans = [_plan_tournament(n, onehot), _plan_pairwise(n, 1 + int(onehot))]
@@ -308,13 +331,7 @@ def trimmed_mean(x, dim=-1, proportiontocut=0.1, keepdim=False, method=None):
     if cols.d == 0 or c == 0:
         total = cols.X.sum(0, keepdim=True)
         return truncation.div(cols.out(total, keepdim=keepdim, squeeze=True), keep)
-    plans = [_plan_network(n, None, 1)]
-    r1, b1 = compare_cost(64, LT, 0)
-    r2, b2 = compare_cost(rank_bits(n), LT, 1, online=False)  # prefetched during the ranks
-    pairs = n * (n - 1) // 2
-    plans.append(Plan("rank", r1 + r2, pairs * b1 + 2 * n * b2, pairs + 2 * n, 2 * n,
-                      builtins.max(pairs, 4 * n)))
-    plan = choose(plans, cols.d, _parties(), method)
+    plan = choose(_trimmed_plans(n), cols.d, _parties(), method)
     if plan.method == "network":
         X = cols.X.clone()
         compare_exchange(X, [], network_rows(n, None), False)
