@@ -108,7 +108,7 @@ def _model_seconds(plan_args, method):
     op, n = plan_args
     if op == "ltz":
         r, b = cost.compare_cost(64, LT, 0)
-        return cost.MODEL.time(r, b * n, n, 0), r
+        return cost.MODEL.time(r, b * n, n, 0, cost.dealer_bytes(64, LT, 0) * n), r
     kw = {"k": K} if op == "topk" else {}
     p = order.plan(op, n, D, method=method, **kw)
     return p.seconds(D), p.rounds

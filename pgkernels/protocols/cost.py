@@ -1,6 +1,7 @@
 """Cost model that picks a protocol per call: rounds, bytes and local work.
 
-    time = rounds * latency + bytes_sent_per_party / bandwidth + elements * compute
+    time = rounds * latency + (bytes_sent_per_party + online_dealer_bytes) / bandwidth
+           + elements * compute
 
 Rounds include the online round trip to the dealer (:data:`DEALER_ROUNDS`):
 a chain of comparisons (a sorting network's layers, a tournament's levels,
@@ -47,8 +48,11 @@ class CostModel:
     compare_s: float = 6e-8
     payload_s: float = 8e-9
 
-    def time(self, rounds, nbytes, compares, payloads):
-        return (rounds * self.latency + nbytes / self.bandwidth
+    def time(self, rounds, nbytes, compares, payloads, dealer_bytes=0.0):
+        """``dealer_bytes``: the corrections an online dealer request sends
+        one party (they cross that party's link from the dealer before its
+        protocol can go on; prefetched ones travel during earlier rounds)."""
+        return (rounds * self.latency + (nbytes + dealer_bytes) / self.bandwidth
                 + compares * self.compare_s + payloads * self.payload_s)
 
 
@@ -100,6 +104,20 @@ def compare_cost(bits, mode, payloads, self_sign=0, online=True):
     return 2 + lay.levels + (DEALER_ROUNDS if online else 0), nbytes
 
 
+@functools.lru_cache(maxsize=None)
+def dealer_bytes(bits, mode, payloads, self_sign=0):
+    """Bytes per element the dealer sends the corrected party for one
+    comparison (40.4 for a 64-bit LT without payloads)."""
+    n = 64 * 1024
+    lay = ops.cmp_layout(n, bits, mode, payloads, self_sign)
+    return 8 * (lay.total - lay.stream) / n
+
+
+# Dealer bytes per value of a division by a public integer (truncation.div's
+# request: the quotient and top-bit words of its mask).
+DIV_DEALER_BYTES = 16
+
+
 # Largest single batched comparison a plan may issue: its correlated randomness
 # takes about 55 bytes per element and payload, so 2^25 elements is ~2 GB.
 MAX_BATCH = 1 << 25
@@ -113,11 +131,13 @@ class Plan:
     compares_per_column: int
     payloads_per_column: int
     widest_per_column: int = 0  # elements (comparisons + payloads) of its widest call
+    dealer_bytes_per_column: float = 0.0  # online dealer corrections to one party
 
     def seconds(self, columns, parties=2, model=None):
         m = model or MODEL
         return m.time(self.rounds, self.bytes_per_column * columns * (parties - 1),
-                      self.compares_per_column * columns, self.payloads_per_column * columns)
+                      self.compares_per_column * columns, self.payloads_per_column * columns,
+                      self.dealer_bytes_per_column * columns)
 
 
 def choose(plans, columns, parties=2, method=None):
