@@ -120,3 +120,31 @@ def test_link_delays_every_message(channel):
         assert 0.8 * r["ltz_rounds"] * L <= r["ltz"] < r["ltz_rounds"] * L + 1.5
         # the corrected party waits for the dealer's answer: a round trip, 2 L
         assert 2 * L <= r["dealer"] < 2 * L + 1.0
+
+
+def test_cost_model_for_a_link():
+    """configure_link: a round costs the one-way latency plus a loopback round;
+    the plans count the online dealer corrections, and at 50 ms the
+    constant-round rank method wins where loopback picks the network."""
+    from pgkernels.protocols import cost, order
+    from pgkernels.protocols.compare import LT
+
+    saved = cost.dataclasses.replace(cost.MODEL)
+    try:
+        lat, bw = cost.link_constants(0.05, 1.25e8)
+        assert lat == pytest.approx(0.05 + cost.LOOPBACK_LATENCY)
+        assert 1 / bw == pytest.approx(1 / 1.25e8 + 1 / cost.LOOPBACK_BANDWIDTH)
+        assert cost.dealer_bytes(64, LT, 0) == pytest.approx(40.375)
+        rank = order.plan("median", 100, 1000, method="rank")
+        assert rank.dealer_bytes_per_column == pytest.approx(100 * 99 // 2 * 40.375 + cost.DIV_DEALER_BYTES)
+        cost.configure_link(0.0)
+        assert order.plan("median", 100, 1000).method == "network"
+        cost.configure_link(0.05, 1.25e8)
+        assert order.plan("median", 100, 1000).method == "rank"
+        assert order.plan("trimmed_mean", 100, 1000).method == "rank"
+        assert order.plan("topk", 99, 100, k=74).method == "rank"
+        # 12 rounds, 67 MB each way and 200 MB of corrections at 1 Gbit/s: about 3.3 s
+        assert 2.5 < rank.seconds(1000) < 4.0
+    finally:
+        for field in cost.dataclasses.fields(saved):
+            setattr(cost.MODEL, field.name, getattr(saved, field.name))
