@@ -34,9 +34,10 @@ Cost: per request every party sends 64 header bytes (plus the JSON of a
 CrypTen request, tens of bytes) with ``isend``, before the protocol's first
 round, and the corrected party receives one correction tensor. A request made
 when an op needs it is one round trip to the dealer, metered as a round
-(:func:`pgkernels.runtime.comm.record_dealer_round`); its answer is awaited
-only when the corrected words are first needed (in a comparison, after the
-first opening). A comparison asked for ahead (:meth:`DealerClient.prefetch_cmp`)
+(:func:`pgkernels.runtime.comm.record_dealer_round`; two when the caller
+awaits the answer before its next opening, as CrypTen's ops do); its answer
+is awaited only when the corrected words are first needed (in a comparison,
+after the first opening). A comparison asked for ahead (:meth:`DealerClient.prefetch_cmp`)
 travels while the previous comparison's rounds run and is not counted. The dealer learns the request shapes
 (public) and nothing else.
 
@@ -516,7 +517,8 @@ class DealerClient:
         if payload is not None:
             self._sending.append(self.tx.isend(payload, self.dealer_rank, group=self.group))
 
-    def _request(self, kind, params, stream_words, total_words, header_extra=(), payload=None, online=True):
+    def _request(self, kind, params, stream_words, total_words, header_extra=(), payload=None, online=True,
+                 awaited=False):
         # refuse here what the dealer would refuse: a clearer error, at the party that asked
         check_budget(stream_words, total_words, self.world_size,
                      "comparison" if kind == CMP else f"{params.get('fn')} request")
@@ -538,7 +540,7 @@ class DealerClient:
             self._send_request(_header(kind, self.seq, header_extra), payload)
             if online:
                 # the corrected party waits for the answer, and the others for it
-                _comm.record_dealer_round()
+                _comm.record_dealer_round(awaited)
         # everything but the corrected party's corrected segment comes from the stream
         drawn = total_words if self.rank != corrected else stream_words
         if drawn:
@@ -581,7 +583,10 @@ class DealerClient:
         mat = self._request(CMP, params, lay.stream, lay.total, header_extra=params, online=False)
         self._ahead = (params, mat, lay)
 
-    def crypten(self, req):
+    def crypten(self, req, awaited=False):
+        """Material for one CrypTen-style request. ``awaited``: the caller
+        waits for it before its next opening (the meter then counts the round
+        trip as two rounds, see :func:`pgkernels.runtime.comm.record_dealer_round`)."""
         if self._ahead is not None:
             raise RuntimeError("pgkernels: a CrypTen op ran while a comparison was asked for ahead")
         stream_words, total_words = crypten_layout(req, self.world_size)
@@ -593,7 +598,7 @@ class DealerClient:
             payload = torch.frombuffer(bytearray(raw), dtype=torch.uint8).clone()
             extra = (len(raw),)
         return self._request(CRYPTEN, req, stream_words, total_words, header_extra=extra,
-                             payload=payload)
+                             payload=payload, awaited=awaited)
 
     def stop(self):
         """Tell the dealer this party is done (every party does; the dealer stops when all have)."""
