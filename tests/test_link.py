@@ -148,3 +148,48 @@ def test_cost_model_for_a_link():
     finally:
         for field in cost.dataclasses.fields(saved):
             setattr(cost.MODEL, field.name, getattr(saved, field.name))
+
+
+def _split_session():
+    """Every comparison kind with its dealer request split per party (forced
+    by a small threshold and a slow model link) and not: same results."""
+    import crypten
+
+    from pgkernels.protocols import compare, cost
+    from pgkernels.runtime import comm
+
+    g = torch.Generator().manual_seed(7)
+    x = torch.round(torch.randn(1001, generator=g, dtype=torch.float64) * 2**16) / 2**16
+    x[:6] = torch.tensor([0.0, -1 / 65536, 1 / 65536, 2.0**14, -(2.0**14), 0.0])
+    U = torch.round(torch.randn(9, 13, generator=g, dtype=torch.float64) * 2**16) / 2**16
+    U[3] = U[5]  # ties
+    ex, eu = crypten.cryptensor(x), crypten.cryptensor(U)
+    cost.configure(latency=0.01, bandwidth=1e4)  # a slow link: splitting pays
+    compare.SPLIT_MIN = 8
+    out = {}
+    for split in (False, True):
+        compare.SPLIT = split
+        before = comm.STATS.snapshot()
+        r = {"ltz": pgkernels.ltz(ex).get_plain_text(), "relu": pgkernels.relu(ex).get_plain_text(),
+             "eq": pgkernels.eq(ex, 0.0).get_plain_text(), "gt": pgkernels.gt(ex, 0.5).get_plain_text()}
+        for m in ("network", "rank"):
+            r[f"median {m}"] = pgkernels.median(eu, dim=0, method=m).get_plain_text()
+            r[f"topk {m}"] = pgkernels.topk(eu, 3, dim=0, method=m)[0].get_plain_text()
+        r["argmax"] = pgkernels.argmax(eu, dim=0, method="tournament").get_plain_text()
+        s = comm.STATS.since(before)
+        out[split] = ({k: v.tolist() for k, v in r.items()}, s.rounds, s.dealer_requests)
+    return out, x, U
+
+
+def test_split_dealer_requests_change_nothing_but_the_links(world_size):
+    res = pgkernels.launch(_split_session, world_size=world_size, timeout=300)
+    # more requests (one per party for the big comparisons), each party corrected in more of them
+    assert sum(out[True][2] for out, _, _ in res) > sum(out[False][2] for out, _, _ in res)
+    for out, x, U in res:
+        plain, split = out[False], out[True]
+        assert split[0] == plain[0]  # same results
+        assert split[1] == plain[1]  # same rounds
+        assert split[2] >= plain[2]
+        assert plain[0]["ltz"] == (x < 0).double().tolist()
+        assert plain[0]["eq"] == (x == 0).double().tolist()
+        assert plain[0]["median network"] == pytest.approx(U.median(0).values.tolist(), abs=1e-4)

@@ -518,7 +518,7 @@ class DealerClient:
             self._sending.append(self.tx.isend(payload, self.dealer_rank, group=self.group))
 
     def _request(self, kind, params, stream_words, total_words, header_extra=(), payload=None, online=True,
-                 awaited=False):
+                 awaited=False, pooled=True):
         # refuse here what the dealer would refuse: a clearer error, at the party that asked
         check_budget(stream_words, total_words, self.world_size,
                      "comparison" if kind == CMP else f"{params.get('fn')} request")
@@ -526,7 +526,9 @@ class DealerClient:
         # Reused buffers, two of them: a request in use and at most one asked
         # for ahead (prefetch); every caller is done with its material before
         # the request after next.
-        words = self._pool.get(("mat", self.seq % 2), total_words)
+        # (pooled=False: a fresh buffer, for material held beside those two)
+        words = self._pool.get(("mat", self.seq % 2), total_words) if pooled else torch.empty(
+            max(total_words, 1), dtype=torch.long)[:total_words]
         corrected = corrected_party(self.seq, self.world_size)
         local_corr = None
         if self.mode == "local":
@@ -559,6 +561,23 @@ class DealerClient:
             work = self.tx.irecv(corr, self.dealer_rank, group=self.group)
         _comm.record_dealer_bytes(corr.numel() * 8)
         return Material(words, stream_words, work, seq=self.seq)
+
+    def has_prefetched(self):
+        """Whether a comparison's material asked for ahead waits for its ``cmp``."""
+        return self._ahead is not None
+
+    def cmp_part(self, n, k, mode, payloads, self_sign=0, online=True):
+        """Material for one part of a comparison split over several requests
+        (:func:`pgkernels.protocols.compare.compare_shares`: consecutive
+        requests correct different parties, so their corrections travel on
+        different links). Its own buffer; ``online=False`` for the parts asked
+        for together with the first (one round trip for all)."""
+        if self._ahead is not None:
+            raise RuntimeError("pgkernels: a comparison was asked for ahead; it cannot be split")
+        params = check_cmp_params(n, k, mode, int(payloads), int(self_sign))
+        lay = cmp_layout(*params)
+        return self._request(CMP, params, lay.stream, lay.total, header_extra=params, online=online,
+                             pooled=False), lay
 
     def cmp(self, n, k, mode, payloads, self_sign=0):
         """Material for one comparison of n elements (taken from a prefetch if one is waiting)."""
