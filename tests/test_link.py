@@ -112,14 +112,20 @@ def test_link_delays_every_message(channel):
     tx = big_words * 8 / BW
     for r in res:
         assert r["ltz_value"] == expected  # the link changes timing, never results
-        assert L <= r["one"] < L + 0.5
-        assert 5 * L <= r["five"] < 5 * L + 1.0
-        assert L + tx <= r["big"] < L + tx + 1.0
-        assert L + tx <= r["two_halves"] < L + tx + 1.0
-        # ltz: every counted round (the dealer's round trip among them) costs about L
-        assert 0.8 * r["ltz_rounds"] * L <= r["ltz"] < r["ltz_rounds"] * L + 1.5
         # the corrected party waits for the dealer's answer: a round trip, 2 L
         assert 2 * L <= r["dealer"] < 2 * L + 1.0
+
+    def slowest(key):
+        # A party that leaves the barrier late (the machine is shared) sees its
+        # peer's messages early; the one that left first waits the whole time.
+        return max(r[key] for r in res)
+
+    assert L <= slowest("one") < L + 0.5
+    assert 5 * L <= slowest("five") < 5 * L + 1.0
+    assert L + tx <= slowest("big") < L + tx + 1.0
+    assert L + tx <= slowest("two_halves") < L + tx + 1.0
+    # ltz: every counted round (the dealer's round trip among them) costs about L
+    assert 0.8 * res[0]["ltz_rounds"] * L <= slowest("ltz") < res[0]["ltz_rounds"] * L + 1.5
 
 
 def test_cost_model_for_a_link():
@@ -143,8 +149,9 @@ def test_cost_model_for_a_link():
         assert order.plan("median", 100, 1000).method == "rank"
         assert order.plan("trimmed_mean", 100, 1000).method == "rank"
         assert order.plan("topk", 99, 100, k=74).method == "rank"
-        # 12 rounds, 67 MB each way and 200 MB of corrections at 1 Gbit/s: about 3.3 s
-        assert 2.5 < rank.seconds(1000) < 4.0
+        # 12 rounds, 67 MB each way and 200 MB of corrections, split over 2 links, at 1 Gbit/s
+        assert 2.0 < rank.seconds(1000) < 3.0
+        assert rank.seconds(1000, parties=3) < rank.seconds(1000)
     finally:
         for field in cost.dataclasses.fields(saved):
             setattr(cost.MODEL, field.name, getattr(saved, field.name))

@@ -60,11 +60,10 @@ PREFETCH = os.environ.get("PGKERNELS_PREFETCH", "1") != "0"
 
 # Split a large comparison's dealer request into one request per party (see
 # compare_shares) when the cost model says a round costs at least
-# SPLIT_MIN_LATENCY (a WAN, not loopback) and the corrections take longer to
-# arrive than SPLIT_ROUNDS rounds.
+# cost.SPLIT_MIN_LATENCY (a WAN, not loopback) and the corrections take longer
+# to arrive than SPLIT_ROUNDS rounds.
 SPLIT = os.environ.get("PGKERNELS_SPLIT_DEALER", "1") != "0"
 SPLIT_MIN = 1 << 16
-SPLIT_MIN_LATENCY = 1e-3
 SPLIT_ROUNDS = 2
 
 
@@ -101,6 +100,12 @@ def compare_shares(share, mode, bits=64, negate=False, payloads=None, prefetch=N
     ``prefetch``: ``(n, bits, mode, payloads[, self_sign])`` of the caller's
     next comparison; its dealer material is asked for as soon as this one's is,
     so the dealer works while the parties run this comparison's rounds.
+
+    On a WAN (the cost model's round >= 1 ms) a large comparison whose
+    material was not asked for ahead takes it from one dealer request per
+    party (:func:`_dealer_parts`): the dealer's corrections then reach all
+    parties at once instead of one, in 1/k of the time at a given bandwidth;
+    rounds, bytes between the parties and results are the same.
 
     ``self_sign`` (+1/-1, bits = 64 only): the caller promises that payload
     row 0 is ``self_sign * share`` (ReLU: x itself; a compare-exchange: the
@@ -155,7 +160,7 @@ def _dealer_parts(client, n, bits, mode, P, self_sign):
     per party (consecutive requests correct different parties) puts them on
     all the dealer's links at once: 1/k of the time, the same bytes, rounds
     and results."""
-    from .cost import MODEL, dealer_bytes
+    from .cost import MODEL, SPLIT_MIN_LATENCY, dealer_bytes
 
     k = _comm.world_size()
     if (not SPLIT or k < 2 or n < SPLIT_MIN or client.mode != "process" or client.has_prefetched()

@@ -118,6 +118,12 @@ def dealer_bytes(bits, mode, payloads, self_sign=0):
 DIV_DEALER_BYTES = 16
 
 
+# From this round cost on (a WAN), a large comparison's dealer request is split
+# into one per party (pgkernels.protocols.compare): its corrections reach the
+# k parties on k links at once.
+SPLIT_MIN_LATENCY = 1e-3
+
+
 # Largest single batched comparison a plan may issue: its correlated randomness
 # takes about 55 bytes per element and payload, so 2^25 elements is ~2 GB.
 MAX_BATCH = 1 << 25
@@ -135,9 +141,11 @@ class Plan:
 
     def seconds(self, columns, parties=2, model=None):
         m = model or MODEL
+        dealer = self.dealer_bytes_per_column * columns
+        if m.latency >= SPLIT_MIN_LATENCY:
+            dealer /= parties  # split per party (approximately: small batches are not)
         return m.time(self.rounds, self.bytes_per_column * columns * (parties - 1),
-                      self.compares_per_column * columns, self.payloads_per_column * columns,
-                      self.dealer_bytes_per_column * columns)
+                      self.compares_per_column * columns, self.payloads_per_column * columns, dealer)
 
 
 def choose(plans, columns, parties=2, method=None):
