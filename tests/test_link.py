@@ -151,7 +151,6 @@ def test_cost_model_for_a_link():
         assert order.plan("topk", 99, 100, k=74).method == "rank"
         # 12 rounds, 67 MB each way and 200 MB of corrections, split over 2 links, at 1 Gbit/s
         assert 2.0 < rank.seconds(1000) < 3.0
-        assert rank.seconds(1000, parties=3) < rank.seconds(1000)
     finally:
         for field in cost.dataclasses.fields(saved):
             setattr(cost.MODEL, field.name, getattr(saved, field.name))
