@@ -35,7 +35,7 @@ import sys
 import pgkernels
 
 from .bench_order import crypten_network
-from .common import close, measure, run_crypten, start_run, write_results
+from .common import add_link_args, apply_link, close, measure, run_crypten, start_run, write_results
 from .tables import aggregate_tables, fmt_table
 
 
@@ -214,7 +214,9 @@ def main(argv=None):
     ap.add_argument("--providers", nargs="+", default=["TFP", "TTP"],
                     help="CrypTen providers to run the baselines under (the table takes the fastest)")
     ap.add_argument("--out", default="bench/results/aggregate.json")
+    add_link_args(ap)
     a = ap.parse_args(argv)
+    link = apply_link(a.latency, a.bandwidth)
     start_run()
     d, sd = int(a.d), int(a.small_d)
     print("[bench] pgkernels (pgkernels dealer)", file=sys.stderr)
@@ -232,6 +234,8 @@ def main(argv=None):
                     "MB: sent per compute party; small-size rows are seconds "
                     "per aggregation round next to EIFFeL's published 2.4 s/iteration (n=100, d=1e3)"}
     meta["validity_overhead"] = overhead
+    if link:
+        meta.update(link)
     print(write_results(a.out, meta, rows, table))
     text = fmt_table(overhead)
     print(text)

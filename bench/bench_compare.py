@@ -24,7 +24,7 @@ import sys
 
 import pgkernels
 
-from .common import close, measure, start_run, write_results
+from .common import add_link_args, apply_link, close, measure, start_run, write_results
 from .tables import compare_table
 
 def _reps(n):
@@ -94,7 +94,9 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", nargs="+", type=float, default=[1e3, 1e4, 1e5, 1e6])
     ap.add_argument("--out", default="bench/results/compare.json")
+    add_link_args(ap)
     a = ap.parse_args(argv)
+    link = apply_link(a.latency, a.bandwidth)
     start_run()
     sizes = [int(s) for s in a.sizes]
     timeout = 3600
@@ -118,6 +120,8 @@ def main(argv=None):
     meta = {"parties": 2, "note": "seconds: median at party 0 of the timed calls after one warm call checked "
             "against plaintext; rounds include online round trips to the dealer; bytes: sent per compute party; "
             "dealer bytes: received from the dealer by all parties together; speedup: against min(TFP, TTP)"}
+    if link:
+        meta.update(link)
     print(write_results(a.out, meta, rows, table))
     print(f"[bench] wrote {a.out}", file=sys.stderr)
 

@@ -27,7 +27,7 @@ import time
 
 import pgkernels
 
-from .common import close, measure, run_crypten, start_run, write_results
+from .common import add_link_args, apply_link, close, measure, run_crypten, start_run, write_results
 from .tables import order_table
 
 
@@ -150,7 +150,9 @@ def main(argv=None):
     ap.add_argument("--providers", nargs="+", default=["TFP", "TTP"],
                     help="CrypTen providers to run the baselines under (the table takes the fastest)")
     ap.add_argument("--out", default="bench/results/order.json")
+    add_link_args(ap)
     a = ap.parse_args(argv)
+    link = apply_link(a.latency, a.bandwidth)
     start_run()
     ds = [int(d) for d in a.ds]
     ad = int(a.argmax_d)
@@ -166,6 +168,8 @@ def main(argv=None):
     meta = {"parties": 2, "baseline_providers": a.providers,
             "note": "seconds: median at party 0 of the timed calls after one warm call checked against "
                     "plaintext; rounds include the online round trips to the dealer; MB: sent per compute party"}
+    if link:
+        meta.update(link)
     print(write_results(a.out, meta, rows, table))
     print(f"[bench] wrote {a.out}", file=sys.stderr)
 

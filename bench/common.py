@@ -151,3 +151,40 @@ def run_crypten(session, args, providers, timeout=3600):
             got = pgkernels.launch(session, args=args, timeout=timeout, **PROVIDERS[name])[0]
         rows += [dict(r, provider=name) for r in got]
     return rows
+
+
+# --- simulated WAN link (pgkernels.runtime.link) ---------------------------------------
+
+def add_link_args(ap):
+    """``--latency`` / ``--bandwidth``: run every session over a simulated link."""
+    ap.add_argument("--latency", type=float, default=None,
+                    help="one-way latency of a simulated link between all processes, seconds "
+                         "(e.g. 0.05); also sets the cost model's round cost")
+    ap.add_argument("--bandwidth", type=float, default=None,
+                    help="bandwidth of the simulated link, bytes/s per direction (e.g. 1.25e8 "
+                         "for 1 Gbit/s); also sets the cost model's bandwidth")
+
+
+def apply_link(latency=None, bandwidth=None):
+    """Turn on the simulated link for every session this process launches
+    from now on (the environment the parties and the dealer inherit), and
+    give the cost model the same numbers, in this process and in the parties
+    (``PGKERNELS_LATENCY_S``/``PGKERNELS_BANDWIDTH_BPS``). A round over the
+    link costs its one-way latency plus what it costs over loopback
+    (:func:`pgkernels.protocols.cost.link_constants`). Returns the link's description for the
+    results' meta, or None when neither is given."""
+    import os
+
+    from pgkernels.protocols import cost
+    from pgkernels.runtime.link import Link
+
+    if latency is None and bandwidth is None:
+        return None
+    link = Link(latency=latency or 0.0, bandwidth=bandwidth)
+    os.environ.update(link.env())
+    model_latency, model_bw = cost.link_constants(link.latency, bandwidth)
+    os.environ["PGKERNELS_LATENCY_S"] = repr(model_latency)
+    os.environ["PGKERNELS_BANDWIDTH_BPS"] = repr(model_bw)
+    cost.configure(latency=model_latency, bandwidth=model_bw)
+    return {"simulated_link": {"latency_s": link.latency, "bandwidth_Bps": link.bandwidth},
+            "cost_model": {"latency_s": model_latency, "bandwidth_Bps": model_bw}}

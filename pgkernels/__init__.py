@@ -20,6 +20,7 @@ from .protocols.roots import inv_sqrt, norm, sqrt  # noqa: E402
 from . import defenses  # noqa: E402,F401
 from .runtime.comm import CommStats, reset_stats  # noqa: E402
 from .runtime.launch import PartyError, launch  # noqa: E402
+from .runtime.link import Link  # noqa: E402
 from .runtime.session import ConfigError  # noqa: E402
 from .runtime.session import init_from_env as init, shutdown_party as uninit  # noqa: E402
 
@@ -35,7 +36,7 @@ def comm_stats():
 
 
 __all__ = [
-    "ConfigError", "CommStats", "PartyError", "comm_stats", "decode", "eq", "ge", "gt", "import_crypten",
+    "ConfigError", "CommStats", "Link", "PartyError", "comm_stats", "decode", "eq", "ge", "gt", "import_crypten",
     "init", "launch", "le", "lt", "ltz", "ne", "relu", "reset_stats", "sign", "uninit", "where",
     "argmax", "argmin", "cosine_similarity", "cost_model", "defenses", "gram", "inv_sqrt", "norm", "sqrt", "pairwise_sq_dist", "kthvalue", "max", "median", "min", "sort", "topk", "trimmed_mean",
 ]

@@ -197,8 +197,8 @@ def test_protocol_costs_are_metered():
     # 6 rounds between the parties + the online round trip to the dealer
     assert rows["ltz"] == (7, 13.25)
     assert rows["relu"] == (7, 13.25)  # the payload x is the compared value: its opening is free
-    # CrypTen's 8 rounds, each waiting for a triple asked of the dealer online
-    assert rows["crypten_lt"][0] == 16
+    # CrypTen's 8 rounds, each waiting for a triple asked of the dealer online (out and back)
+    assert rows["crypten_lt"][0] == 24
     assert rows["ltz"][1] * 4 <= rows["crypten_lt"][1]
     assert rows["eq"][0] == 7
 
@@ -220,6 +220,14 @@ def _metered_plans():
     pgkernels.argmax(x, dim=0, method="tournament")
     s = comm.STATS.snapshot()
     out["argmax tournament"] = (s.rounds, s.dealer_rounds, plan("argmax", 7, 10, method="tournament").rounds)
+    # an even n's median and the trimmed mean end with a division (its own dealer request)
+    y = crypten.cryptensor(torch.randn(8, 10))
+    for op, kw in (("median", {}), ("trimmed_mean", {"proportiontocut": 0.25})):
+        for method in ("network", "rank"):
+            comm.reset_stats()
+            getattr(pgkernels, op)(y, dim=0, method=method, **kw)
+            s = comm.STATS.snapshot()
+            out[f"{op} even {method}"] = (s.rounds, s.dealer_rounds - 1, plan(op, 8, 10, method=method).rounds)
     return out
 
 
@@ -234,7 +242,8 @@ def test_rounds_count_the_online_dealer_round_trip_as_the_cost_model_does():
 
 
 def test_crypten_ttp_request_is_a_round():
-    """CrypTen's TTP: party 0's request and the answer are one round per triple."""
+    """CrypTen's TTP: party 0's request and the answer are two rounds per triple
+    (CrypTen opens nothing before it holds the triple)."""
 
     def fn():
         import crypten
@@ -248,7 +257,7 @@ def test_crypten_ttp_request_is_a_round():
         return comm.rank(), s.rounds, s.dealer_rounds
 
     res = pgkernels.launch(fn, world_size=2, dealer="crypten-ttp", timeout=180)
-    assert res[0] == (0, 2, 1)  # one opening round + the triple's round trip
+    assert res[0] == (0, 3, 1)  # one opening round + the triple's round trip
 
 
 def test_dealer_rejects_malformed_crypten_requests():

@@ -609,7 +609,7 @@ def test_meter_counts_the_same_over_the_encrypted_channel():
     enc = pgkernels.launch(_metered, world_size=2, channel="encrypted", timeout=180)[0]
     assert plain[1] == "PgkCommunicator" and enc[1] == "ChannelCommunicator"
     assert plain[0] == enc[0]
-    assert enc[0]["ltz"][:2] == (7, 13.25) and enc[0]["crypten_lt"][0] == 16
+    assert enc[0]["ltz"][:2] == (7, 13.25) and enc[0]["crypten_lt"][0] == 24
 
 
 def test_insecure_local_dealer_over_encrypted_channel():

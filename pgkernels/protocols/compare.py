@@ -83,6 +83,14 @@ LT, EQ, MUX = ops.CMP_LT, ops.CMP_EQ, ops.CMP_MUX
 # Ask the dealer for the next comparison's material early (see compare_shares).
 PREFETCH = os.environ.get("PGKERNELS_PREFETCH", "1") != "0"
 
+# Split a large comparison's dealer request into one request per party (see
+# compare_shares) when the cost model says a round costs at least
+# cost.SPLIT_MIN_LATENCY (a WAN, not loopback) and the corrections take longer
+# to arrive than SPLIT_ROUNDS rounds.
+SPLIT = os.environ.get("PGKERNELS_SPLIT_DEALER", "1") != "0"
+SPLIT_MIN = 1 << 16
+SPLIT_ROUNDS = 2
+
 
 def _check_bits(bits):
     if isinstance(bits, bool) or not isinstance(bits, int):
@@ -118,6 +126,12 @@ def compare_shares(share, mode, bits=64, negate=False, payloads=None, prefetch=N
     next comparison; its dealer material is asked for as soon as this one's is,
     so the dealer works while the parties run this comparison's rounds.
 
+    On a WAN (the cost model's round >= 1 ms) a large comparison whose
+    material was not asked for ahead takes it from one dealer request per
+    party (:func:`_dealer_parts`): the dealer's corrections then reach all
+    parties at once instead of one, in 1/k of the time at a given bandwidth;
+    rounds, bytes between the parties and results are the same.
+
     ``self_sign`` (+1/-1, bits = 64 only): the caller promises that payload
     row 0 is ``self_sign * share`` (ReLU: x itself; a compare-exchange: the
     negated difference). Its opening then follows from c, saving 8 bytes per
@@ -129,6 +143,9 @@ def compare_shares(share, mode, bits=64, negate=False, payloads=None, prefetch=N
         return share.new_zeros((P, 0) if P else (0,))
     client = dealer_client()
     rank0 = _comm.rank() == 0
+    parts = _dealer_parts(client, n, bits, mode, P, self_sign)
+    if parts > 1:
+        return _compare_parts(client, parts, share, mode, bits, negate, payloads, prefetch, self_sign)
     mat, lay = client.cmp(n, bits, mode, P, self_sign)
     if prefetch is not None and prefetch[0] > 0 and PREFETCH:
         client.prefetch_cmp(*prefetch)
@@ -188,6 +205,76 @@ def fss_ltz_shares(share, bits=64, prefetch_mux=0):
         _comm.exchange(sum_tensor=c)
     mat.wait()
     return ops.fss_ltz_eval(c, words[n:3 * n], words[3 * n:], bits, _comm.rank())
+
+
+def _dealer_parts(client, n, bits, mode, P, self_sign):
+    """How many dealer requests to split a comparison of n elements into.
+
+    The dealer sends a request's corrections (about 40 bytes per 64-bit
+    element) to one party, which waits for them after the first opening; on a
+    WAN link of bandwidth B that is n * 40 / B seconds on one link. One request
+    per party (consecutive requests correct different parties) puts them on
+    all the dealer's links at once: 1/k of the time, the same bytes, rounds
+    and results."""
+    from .cost import MODEL, SPLIT_MIN_LATENCY, dealer_bytes
+
+    k = _comm.world_size()
+    if (not SPLIT or k < 2 or n < SPLIT_MIN or client.mode != "process" or client.has_prefetched()
+            or MODEL.latency < SPLIT_MIN_LATENCY):
+        return 1
+    if n * dealer_bytes(bits, mode, P, self_sign) / MODEL.bandwidth < SPLIT_ROUNDS * MODEL.latency:
+        return 1
+    return k
+
+
+def _compare_parts(client, k, share, mode, bits, negate, payloads, prefetch, self_sign):
+    """:func:`compare_shares` with its material from k dealer requests (one
+    round trip: asked for together), each part's rounds batched with the
+    others' (same rounds and bytes as one request)."""
+    n = share.numel()
+    P = 0 if payloads is None else payloads.shape[0]
+    rank0 = _comm.rank() == 0
+    bounds = [n * i // k for i in range(k + 1)]
+    spans = [(bounds[i], bounds[i + 1]) for i in range(k)]
+    mats = [client.cmp_part(b - a, bits, mode, P, self_sign, online=(i == 0)) for i, (a, b) in enumerate(spans)]
+    if prefetch is not None and prefetch[0] > 0 and PREFETCH:
+        client.prefetch_cmp(*prefetch)
+    narrow = _narrow_dtype(bits)
+    flat = share.reshape(-1)
+    vs, cs, es, sums = [], [], [], []
+    for (a, b), (mat, _) in zip(spans, mats):
+        v = payloads[:, a:b].contiguous().reshape(-1) if P else share.new_empty(0)
+        open1, _ = ops.cmp_open1(flat[a:b].contiguous(), v, mat.words, bits, mode, P, rank0, self_sign)
+        c = open1[:b - a]
+        e = open1[b - a:] if P else share.new_empty(0)
+        if narrow is not None:
+            c = c.to(narrow)
+        vs.append(v)
+        cs.append(c)
+        es.append(e)
+        sums += [c, e]
+    _comm.exchange(sum_tensor=sums)
+    states, bufs = [], []
+    for i, ((a, b), (mat, _)) in enumerate(zip(spans, mats)):
+        c = cs[i].long() if narrow is not None else cs[i]
+        cs[i] = c
+        if self_sign:
+            off = -(2**63) if mode == LT else 0
+            es[i] = torch.cat([(c - off) * self_sign, es[i]])
+        mat.wait()
+        state, buf = ops.cmp_start(c, mat.words, bits, mode, P, rank0, negate, self_sign)
+        states.append(state)
+        bufs.append(buf)
+    for level in range(mats[0][1].levels):
+        _comm.exchange(xor_tensor=bufs)
+        bufs = [ops.cmp_step(buf, mat.words, state, b - a, bits, mode, P, rank0, level, self_sign)
+                for buf, (mat, _), state, (a, b) in zip(bufs, mats, states, spans)]
+    _comm.exchange(xor_tensor=bufs)
+    outs = [ops.cmp_finish(buf, mat.words, v, e, b - a, bits, mode, P, rank0, self_sign)
+            for buf, (mat, _), v, e, (a, b) in zip(bufs, mats, vs, es, spans)]
+    if P:
+        return torch.cat([o.view(P, b - a) for o, (a, b) in zip(outs, spans)], dim=1)
+    return torch.cat(outs)
 
 
 def mux_shares(bit_share, values):

@@ -1,6 +1,7 @@
 """Cost model that picks a protocol per call: rounds, bytes and local work.
 
-    time = rounds * latency + bytes_sent_per_party / bandwidth + elements * compute
+    time = rounds * latency + (bytes_sent_per_party + online_dealer_bytes) / bandwidth
+           + elements * compute
 
 Rounds include the online round trip to the dealer (:data:`DEALER_ROUNDS`):
 a chain of comparisons (a sorting network's layers, a tournament's levels,
@@ -8,13 +9,23 @@ ranks then an equality test) asks for its first comparison's material when it
 starts and for each next one while the previous one runs (prefetch), so a
 chain pays one dealer round trip, not one per comparison.
 
+``latency`` is the cost of one round: in an exchange every party sends at
+once and waits for the others' words, so a round costs one *one-way* latency
+(plus the local overheads of a round). The dealer's round trip (request out,
+answer back) is two one-way latencies, but a comparison awaits the answer
+only after its first opening, which runs meanwhile: it adds one round's worth
+(:data:`DEALER_ROUNDS` = 1), as the meter counts it.
+
 The defaults were measured on this project's reference machine (2 cores,
-parties over loopback TCP): a round trip of about 0.3 ms, about 1 GB/s per
+parties over loopback TCP): a round of about 0.3 ms, about 1 GB/s per
 direction, and about 60 ns of local work per compared element (8 ns per
-payload value). For a WAN, set for example ``latency=0.05`` (50 ms) and
-``bandwidth=1.25e8`` (1 Gbit/s), through :func:`configure` or the environment
-variables ``PGKERNELS_LATENCY_S`` and ``PGKERNELS_BANDWIDTH_BPS``; every
-``method=None`` call then re-plans with them.
+payload value). For a WAN, set for example ``latency=0.05`` (50 ms one way)
+and ``bandwidth=1.25e8`` (1 Gbit/s), through :func:`configure` (or
+:func:`configure_link`, which adds the loopback costs that a simulated link,
+:mod:`pgkernels.runtime.link`, runs on top of) or the environment variables
+``PGKERNELS_LATENCY_S`` and ``PGKERNELS_BANDWIDTH_BPS``; every
+``method=None`` call then re-plans with them. ``bench/cost_check.py`` checks
+the model against the simulated link.
 
 The sign test has two methods (:func:`choose_ltz`): the comparison tree (7
 rounds with the dealer round trip, 13.25 bytes per element) and, for 2
@@ -32,10 +43,15 @@ import os
 from .. import ops
 
 
+# One round and the bandwidth over loopback on the reference machine.
+LOOPBACK_LATENCY = 3e-4
+LOOPBACK_BANDWIDTH = 1e9
+
+
 @dataclasses.dataclass
 class CostModel:
-    latency: float = float(os.environ.get("PGKERNELS_LATENCY_S", 3e-4))
-    bandwidth: float = float(os.environ.get("PGKERNELS_BANDWIDTH_BPS", 1e9))
+    latency: float = float(os.environ.get("PGKERNELS_LATENCY_S", LOOPBACK_LATENCY))
+    bandwidth: float = float(os.environ.get("PGKERNELS_BANDWIDTH_BPS", LOOPBACK_BANDWIDTH))
     compare_s: float = 6e-8
     payload_s: float = 8e-9
     # FSS comparison, per element and DCF level (k - 1 levels for k-bit
@@ -44,8 +60,11 @@ class CostModel:
     fss_gen_s: float = 3e-8
     fss_eval_s: float = 1e-8
 
-    def time(self, rounds, nbytes, compares, payloads):
-        return (rounds * self.latency + nbytes / self.bandwidth
+    def time(self, rounds, nbytes, compares, payloads, dealer_bytes=0.0):
+        """``dealer_bytes``: the corrections an online dealer request sends
+        one party (they cross that party's link from the dealer before its
+        protocol can go on; prefetched ones travel during earlier rounds)."""
+        return (rounds * self.latency + (nbytes + dealer_bytes) / self.bandwidth
                 + compares * self.compare_s + payloads * self.payload_s)
 
 
@@ -61,6 +80,20 @@ def configure(latency=None, bandwidth=None, compare_s=None, payload_s=None, fss_
                 raise ValueError(f"{name} must be a positive number, got {val!r}")
             setattr(MODEL, name, float(val))
     return MODEL
+
+
+def link_constants(latency, bandwidth=None):
+    """(round cost, bandwidth) of a simulated link of one-way ``latency`` and
+    ``bandwidth`` (bytes/s, None: unlimited) on top of loopback: the link's
+    latency plus a loopback round, and both bandwidths in series."""
+    bw = LOOPBACK_BANDWIDTH if bandwidth is None else 1.0 / (1.0 / bandwidth + 1.0 / LOOPBACK_BANDWIDTH)
+    return LOOPBACK_LATENCY + latency, bw
+
+
+def configure_link(latency, bandwidth=None):
+    """:func:`configure` for a session over a simulated link (see :func:`link_constants`)."""
+    lat, bw = link_constants(latency, bandwidth)
+    return configure(latency=lat, bandwidth=bw)
 
 
 # A dealer request made when the op needs it: one round trip (headers out,
@@ -137,6 +170,25 @@ def choose_ltz(n, bits=64, parties=2, method=None, model=None, relu=False):
     return min(LTZ_METHODS, key=lambda meth: ltz_seconds(meth, n, bits, parties, model, relu=relu))
 
 
+def dealer_bytes(bits, mode, payloads, self_sign=0):
+    """Bytes per element the dealer sends the corrected party for one
+    comparison (40.4 for a 64-bit LT without payloads)."""
+    n = 64 * 1024
+    lay = ops.cmp_layout(n, bits, mode, payloads, self_sign)
+    return 8 * (lay.total - lay.stream) / n
+
+
+# Dealer bytes per value of a division by a public integer (truncation.div's
+# request: the quotient and top-bit words of its mask).
+DIV_DEALER_BYTES = 16
+
+
+# From this round cost on (a WAN), a large comparison's dealer request is split
+# into one per party (pgkernels.protocols.compare): its corrections reach the
+# k parties on k links at once.
+SPLIT_MIN_LATENCY = 1e-3
+
+
 # Largest single batched comparison a plan may issue: its correlated randomness
 # takes about 55 bytes per element and payload, so 2^25 elements is ~2 GB.
 MAX_BATCH = 1 << 25
@@ -150,11 +202,15 @@ class Plan:
     compares_per_column: int
     payloads_per_column: int
     widest_per_column: int = 0  # elements (comparisons + payloads) of its widest call
+    dealer_bytes_per_column: float = 0.0  # online dealer corrections to one party
 
     def seconds(self, columns, parties=2, model=None):
         m = model or MODEL
+        dealer = self.dealer_bytes_per_column * columns
+        if m.latency >= SPLIT_MIN_LATENCY:
+            dealer /= parties  # split per party (approximately: small batches are not)
         return m.time(self.rounds, self.bytes_per_column * columns * (parties - 1),
-                      self.compares_per_column * columns, self.payloads_per_column * columns)
+                      self.compares_per_column * columns, self.payloads_per_column * columns, dealer)
 
 
 def choose(plans, columns, parties=2, method=None):

@@ -54,7 +54,7 @@ from ..runtime import comm as _comm
 from . import shares, truncation
 from .blocks import compare_exchange, network_rows, public_share, rank_bits, ranks
 from .compare import EQ, LT, compare_shares
-from .cost import DEALER_ROUNDS, Plan, choose, compare_cost
+from .cost import DEALER_ROUNDS, DIV_DEALER_BYTES, Plan, choose, compare_cost, dealer_bytes
 
 
 # --- plumbing -------------------------------------------------------------------
@@ -109,8 +109,11 @@ def _plan_network(n, outputs, payloads):
     # layers after the first are prefetched: one dealer round trip in all
     r, b = compare_cost(64, LT, payloads, -1, online=False)
     C = rows.shape[0]
-    widest = int(torch.bincount(rows[:, 0]).max()) * (1 + payloads) if C else 0
-    return Plan("network", r * depth + (DEALER_ROUNDS if depth else 0), b * C, C, C * payloads, widest)
+    per_layer = torch.bincount(rows[:, 0]) if C else None
+    widest = int(per_layer.max()) * (1 + payloads) if C else 0
+    # the first layer's material is awaited; each later layer's travels during the one before
+    first = int(per_layer[0]) * dealer_bytes(64, LT, payloads, -1) if C else 0.0
+    return Plan("network", r * depth + (DEALER_ROUNDS if depth else 0), b * C, C, C * payloads, widest, first)
 
 
 def _plan_rank(n, npos, payloads):
@@ -118,23 +121,46 @@ def _plan_rank(n, npos, payloads):
     r1, b1 = compare_cost(64, LT, 0)  # online
     r2, b2 = compare_cost(rank_bits(n), EQ, payloads, online=False)  # prefetched during the ranks
     return Plan("rank", r1 + r2, pairs * b1 + n * npos * b2, pairs + n * npos, n * npos * payloads,
-                builtins.max(pairs, n * npos * (1 + payloads)))
+                builtins.max(pairs, n * npos * (1 + payloads)), pairs * dealer_bytes(64, LT, 0))
 
 
 def _plan_tournament(n, onehot):
-    rounds, nbytes, comps, pays, widest = 0, 0.0, 0, 0, 0
+    rounds, nbytes, comps, pays, widest, dealer = 0, 0.0, 0, 0, 0, 0.0
     m, s = n, 1
     while m > 1:
         P = m // 2
         p = 1 + (2 * s if onehot else 0)
         r, b = compare_cost(64, LT, p, -1, online=rounds == 0)  # later levels are prefetched
+        if rounds == 0:
+            dealer = P * dealer_bytes(64, LT, p, -1)
         rounds += r
         nbytes += P * b
         comps += P
         pays += P * p
         widest = builtins.max(widest, P * (1 + p))
         m, s = (m + 1) // 2, 2 * s
-    return Plan("tournament", rounds, nbytes, comps, pays, widest)
+    return Plan("tournament", rounds, nbytes, comps, pays, widest, dealer)
+
+
+def _with_div(plans):
+    """Plans followed by one division by a public integer (truncation.div: a
+    dealer request whose round trip overlaps its one opening, 8 bytes per
+    value): 1 + DEALER_ROUNDS rounds, counted as the meter counts them."""
+    return [dataclasses.replace(p, rounds=p.rounds + 1 + DEALER_ROUNDS,
+                                bytes_per_column=p.bytes_per_column + 8,
+                                dealer_bytes_per_column=p.dealer_bytes_per_column + DIV_DEALER_BYTES)
+            for p in plans]
+
+
+def _trimmed_plans(n):
+    """The trimmed mean's plans, its final division included."""
+    plans = [_plan_network(n, None, 1)]
+    r1, b1 = compare_cost(64, LT, 0)
+    r2, b2 = compare_cost(rank_bits(n), LT, 1, online=False)  # prefetched during the ranks
+    pairs = n * (n - 1) // 2
+    plans.append(Plan("rank", r1 + r2, pairs * b1 + 2 * n * b2, pairs + 2 * n, 2 * n,
+                      builtins.max(pairs, 4 * n), pairs * dealer_bytes(64, LT, 0)))
+    return _with_div(plans)
 
 
 def _plan_pairwise(n, payloads):
@@ -184,7 +210,7 @@ def _positions(cols, positions, descending, want_index, method, ascending_only_r
 def plan(op, n, columns, parties=2, method=None, k=1):
     """The method the cost model picks for ``op`` on n elements x ``columns``.
 
-    ``op``: "sort", "topk", "median", "max", "argmax". For benchmarks and
+    ``op``: "sort", "topk", "median", "trimmed_mean", "max", "argmax". For benchmarks and
     curious users; returns the :class:`~pgkernels.protocols.cost.Plan`.
     """
     if op == "sort":
@@ -194,6 +220,10 @@ def plan(op, n, columns, parties=2, method=None, k=1):
     elif op == "median":
         pos = [(n - 1) // 2] if n % 2 else [n // 2 - 1, n // 2]
         plans = [_plan_network(n, pos, 1), _plan_rank(n, len(pos), 1)]
+        if len(pos) == 2:  # the mean of the two middle values
+            plans = _with_div(plans)
+    elif op == "trimmed_mean":
+        plans = _trimmed_plans(n)
     elif op in ("max", "argmax"):
         onehot = op == "argmax"
         plans = [_plan_tournament(n, onehot), _plan_pairwise(n, 1 + int(onehot))]
@@ -308,13 +338,7 @@ def trimmed_mean(x, dim=-1, proportiontocut=0.1, keepdim=False, method=None):
     if cols.d == 0 or c == 0:
         total = cols.X.sum(0, keepdim=True)
         return truncation.div(cols.out(total, keepdim=keepdim, squeeze=True), keep)
-    plans = [_plan_network(n, None, 1)]
-    r1, b1 = compare_cost(64, LT, 0)
-    r2, b2 = compare_cost(rank_bits(n), LT, 1, online=False)  # prefetched during the ranks
-    pairs = n * (n - 1) // 2
-    plans.append(Plan("rank", r1 + r2, pairs * b1 + 2 * n * b2, pairs + 2 * n, 2 * n,
-                      builtins.max(pairs, 4 * n)))
-    plan = choose(plans, cols.d, _parties(), method)
+    plan = choose(_trimmed_plans(n), cols.d, _parties(), method)
     if plan.method == "network":
         X = cols.X.clone()
         compare_exchange(X, [], network_rows(n, None), False)

@@ -241,11 +241,18 @@ def _plain_source(tensor):
 
 
 class PlainTransport:
-    """gloo point-to-point in the clear (the default on one host)."""
+    """gloo point-to-point in the clear (the default on one host); with a
+    ``link`` (:class:`pgkernels.runtime.link.SimLink`) every send is delayed
+    by the simulated link."""
 
     encrypted = False
 
+    def __init__(self, link=None):
+        self.link = link
+
     def isend(self, tensor, dst, group=None):
+        if self.link is not None:
+            return self.link.isend(tensor, dst, group=group)
         return dist.isend(tensor, dst, group=group)
 
     def irecv(self, tensor, src, group=None):
@@ -334,7 +341,8 @@ class Channel:
 
     encrypted = True
 
-    def __init__(self, rank, nprocs, keys, names):
+    def __init__(self, rank, nprocs, keys, names, link=None):
+        self.link = link  # a simulated link (pgkernels.runtime.link) delays every record
         self.rank = rank
         self.nprocs = nprocs
         self._keys = keys  # peer -> (send_key, recv_key)
@@ -437,6 +445,8 @@ class Channel:
         buf = self._pool.get(n + TAG_BYTES)
         ct = buf[: n + TAG_BYTES]
         self._seal(dst, _byte_view(src) if n else b"", ct)
+        if self.link is not None:  # it copies the record: the buffer goes back to the pool at wait()
+            return _SendWork(self._pool, self.link.isend(ct, dst), buf)
         return _SendWork(self._pool, dist.isend(ct, dst), buf)
 
     def irecv(self, tensor, src, group=None):
@@ -466,10 +476,11 @@ def process_names(world_size, nprocs):
     return names
 
 
-def establish(rank, world_size, nprocs, roster, identity):
+def establish(rank, world_size, nprocs, roster, identity, link=None):
     """Run the handshake with every other process (collective over the world
     group: every process of the session calls it at the same point) and return
-    this process's :class:`Channel`."""
+    this process's :class:`Channel` (its records delayed by ``link``, a
+    :class:`pgkernels.runtime.link.SimLink`, when given)."""
     from cryptography.hazmat.primitives import hashes
     from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
@@ -526,7 +537,7 @@ def establish(rank, world_size, nprocs, roster, identity):
         k_ab, k_ba = okm[:32], okm[32:]
         keys[p] = (k_ab, k_ba) if a_is_me else (k_ba, k_ab)
         confirm[p] = th
-    ch = Channel(rank, nprocs, keys, names)
+    ch = Channel(rank, nprocs, keys, names, link)
     # 3. key confirmation: record 0 of each direction carries the transcript hash
     sends, recvs = [], {}
     for p in peers:

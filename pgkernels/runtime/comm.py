@@ -17,13 +17,24 @@ Bytes from the dealer to a party are counted apart (``dealer_bytes``).
 
 Rounds include the online dealer round trip: a request for correlated
 randomness made when an op needs it (every party's header to the pgkernels
-dealer, or party 0's request to CrypTen's TTP, and the dealer's answer) is one
-round, also counted apart in ``dealer_rounds``. A pgkernels comparison asked
+dealer, or party 0's request to CrypTen's TTP, and the dealer's answer) is
+counted apart in ``dealer_rounds`` and in the rounds as what it costs on the
+clock: two rounds (out and back) when the op awaits the answer before it
+sends anything else -- CrypTen's ops, under the pgkernels dealer or CrypTen's
+TTP, take a whole triple before their opening -- and one when the answer is
+awaited only after the op's next opening, which runs meanwhile (pgkernels'
+comparisons, truncation, Gram matrix and square sums). A pgkernels comparison asked
 for ahead (``prefetch``, while the previous comparison's rounds run) adds no
 round; CrypTen's TFP and pgkernels' insecure local dealer make no request.
-In pgkernels' comparison the answer is awaited only after the first opening,
-so on a network where the dealer is as close as the peer the round trip
-overlaps that round; it is counted anyway (the conservative count).
+(On a network where the dealer is as close as the peer, that overlapped round
+trip adds one latency to the opening's.)
+Checked against the clock over the simulated link
+(:mod:`pgkernels.runtime.link`, ``bench/cost_check.py``): at 10 and 50 ms
+one-way latency a comparison, a sorting network, ranks, a tournament and
+Krum each take their metered rounds x the latency (+ bytes / bandwidth),
+within 20%; CrypTen's ``x < 0`` (8 triples, each awaited, and 8 openings:
+24 rounds) takes 22 to 26 latencies, a multiplication 3 (under CrypTen's TTP and
+under the pgkernels dealer alike).
 
 Sizes are plaintext sizes and the model is the same whatever carries the
 messages: with ``channel="encrypted"`` (:mod:`pgkernels.runtime.channel`)
@@ -169,9 +180,12 @@ def record_dealer_bytes(nbytes):
     STATS.dealer_bytes += nbytes
 
 
-def record_dealer_round():
-    """One online round trip to the dealer (request out, answer back): a round."""
-    STATS.rounds += 1
+def record_dealer_round(awaited=False):
+    """One online round trip to the dealer (request out, answer back): one
+    round when the caller awaits the answer only after its next opening (which
+    runs meanwhile: pgkernels' protocols), two when ``awaited`` before it
+    (CrypTen's ops take a whole triple before they open anything)."""
+    STATS.rounds += 2 if awaited else 1
     STATS.dealer_rounds += 1
 
 
@@ -205,7 +219,7 @@ def _account(self, name, args, kwargs, result):
         # Dealer traffic: what a compute party receives from the dealer; a
         # request sent to CrypTen's TTP (party 0's send_obj) is a round trip.
         if me < n and name == "send_obj":
-            record_dealer_round()
+            record_dealer_round(awaited=True)
         if me < n and name in ("broadcast", "recv", "irecv", "recv_obj"):
             b = _tensor_bytes(args[0]) if name != "recv_obj" else sys.getsizeof(result)
             record_dealer_bytes(b)

@@ -34,9 +34,10 @@ Cost: per request every party sends 64 header bytes (plus the JSON of a
 CrypTen request, tens of bytes) with ``isend``, before the protocol's first
 round, and the corrected party receives one correction tensor. A request made
 when an op needs it is one round trip to the dealer, metered as a round
-(:func:`pgkernels.runtime.comm.record_dealer_round`); its answer is awaited
-only when the corrected words are first needed (in a comparison, after the
-first opening). A comparison asked for ahead (:meth:`DealerClient.prefetch_cmp`)
+(:func:`pgkernels.runtime.comm.record_dealer_round`; two when the caller
+awaits the answer before its next opening, as CrypTen's ops do); its answer
+is awaited only when the corrected words are first needed (in a comparison,
+after the first opening). A comparison asked for ahead (:meth:`DealerClient.prefetch_cmp`)
 travels while the previous comparison's rounds run and is not counted. The dealer learns the request shapes
 (public) and nothing else.
 
@@ -567,7 +568,8 @@ class DealerClient:
         if payload is not None:
             self._sending.append(self.tx.isend(payload, self.dealer_rank, group=self.group))
 
-    def _request(self, kind, params, stream_words, total_words, header_extra=(), payload=None, online=True):
+    def _request(self, kind, params, stream_words, total_words, header_extra=(), payload=None, online=True,
+                 awaited=False, pooled=True):
         # refuse here what the dealer would refuse: a clearer error, at the party that asked
         check_budget(stream_words, total_words, self.world_size,
                      {CMP: "comparison", FSS: "FSS comparison"}.get(kind) or f"{params.get('fn')} request")
@@ -575,7 +577,9 @@ class DealerClient:
         # Reused buffers, two of them: a request in use and at most one asked
         # for ahead (prefetch); every caller is done with its material before
         # the request after next.
-        words = self._pool.get(("mat", self.seq % 2), total_words)
+        # (pooled=False: a fresh buffer, for material held beside those two)
+        words = self._pool.get(("mat", self.seq % 2), total_words) if pooled else torch.empty(
+            max(total_words, 1), dtype=torch.long)[:total_words]
         corrected = corrected_party(self.seq, self.world_size)
         if kind == FSS:
             corrected = self.rank  # every party receives the correction words (the keys' common part)
@@ -593,7 +597,7 @@ class DealerClient:
             self._send_request(_header(kind, self.seq, header_extra), payload)
             if online:
                 # the corrected party waits for the answer, and the others for it
-                _comm.record_dealer_round()
+                _comm.record_dealer_round(awaited)
         # everything but the corrected party's corrected segment comes from the stream
         drawn = total_words if self.rank != corrected else stream_words
         if drawn:
@@ -612,6 +616,23 @@ class DealerClient:
             work = self.tx.irecv(corr, self.dealer_rank, group=self.group)
         _comm.record_dealer_bytes(corr.numel() * 8)
         return Material(words, stream_words, work, seq=self.seq)
+
+    def has_prefetched(self):
+        """Whether a comparison's material asked for ahead waits for its ``cmp``."""
+        return self._ahead is not None
+
+    def cmp_part(self, n, k, mode, payloads, self_sign=0, online=True):
+        """Material for one part of a comparison split over several requests
+        (:func:`pgkernels.protocols.compare.compare_shares`: consecutive
+        requests correct different parties, so their corrections travel on
+        different links). Its own buffer; ``online=False`` for the parts asked
+        for together with the first (one round trip for all)."""
+        if self._ahead is not None:
+            raise RuntimeError("pgkernels: a comparison was asked for ahead; it cannot be split")
+        params = check_cmp_params(n, k, mode, int(payloads), int(self_sign))
+        lay = cmp_layout(*params)
+        return self._request(CMP, params, lay.stream, lay.total, header_extra=params, online=online,
+                             pooled=False), lay
 
     def cmp(self, n, k, mode, payloads, self_sign=0):
         """Material for one comparison of n elements (taken from a prefetch if one is waiting)."""
@@ -662,7 +683,10 @@ class DealerClient:
         stream_words, total_words = fss_layout(n, k)
         return self._request(FSS, (n, k), stream_words, total_words, header_extra=(n, k), online=online)
 
-    def crypten(self, req):
+    def crypten(self, req, awaited=False):
+        """Material for one CrypTen-style request. ``awaited``: the caller
+        waits for it before its next opening (the meter then counts the round
+        trip as two rounds, see :func:`pgkernels.runtime.comm.record_dealer_round`)."""
         if self._ahead is not None:
             raise RuntimeError("pgkernels: a CrypTen op ran while a comparison was asked for ahead")
         stream_words, total_words = crypten_layout(req, self.world_size)
@@ -674,7 +698,7 @@ class DealerClient:
             payload = torch.frombuffer(bytearray(raw), dtype=torch.uint8).clone()
             extra = (len(raw),)
         return self._request(CRYPTEN, req, stream_words, total_words, header_extra=extra,
-                             payload=payload)
+                             payload=payload, awaited=awaited)
 
     def stop(self):
         """Tell the dealer this party is done (every party does; the dealer stops when all have)."""

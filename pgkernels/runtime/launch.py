@@ -75,7 +75,7 @@ def _identities(tmp, world_size, with_dealer):
 
 
 def launch(fn, world_size=2, dealer="ttp", timeout=300.0, args=(), kwargs=None, insecure=False,
-           threads=1, party_inputs=None, channel="auto"):
+           threads=1, party_inputs=None, channel="auto", link=None):
     """Run ``fn(*args, **kwargs)`` in every compute party; return the per-rank results.
 
     Args:
@@ -94,6 +94,10 @@ def launch(fn, world_size=2, dealer="ttp", timeout=300.0, args=(), kwargs=None, 
             that the party deletes once read), so no party's process reads
             another's private input -- unlike ``args``/``kwargs``, which every
             party receives. :mod:`pgkernels.runtime.inputs` makes such shares.
+        link: None, or a :class:`pgkernels.runtime.link.Link`: every process
+            (the dealer too) then runs over that simulated link (one-way latency,
+            bandwidth per direction). None leaves ``PGKERNELS_SIM_LATENCY_S`` /
+            ``PGKERNELS_SIM_BANDWIDTH_BPS`` as the caller's environment has them.
 
     Raises:
         PartyError: a party raised (its traceback is in the message), exited
@@ -108,6 +112,12 @@ def launch(fn, world_size=2, dealer="ttp", timeout=300.0, args=(), kwargs=None, 
         raise ConfigError(f"timeout must be > 0 seconds, got {timeout!r}")
     check_dealer(dealer, insecure)
     kwargs = kwargs or {}
+    if link is not None:
+        from .link import Link
+
+        if not isinstance(link, Link):
+            raise TypeError(f"link must be a pgkernels Link (pgkernels.runtime.link.Link), got "
+                            f"{type(link).__name__}")
     mode = resolve_channel(channel, "file://")
     if party_inputs is not None:
         if not isinstance(party_inputs, (list, tuple)) or len(party_inputs) != world_size:
@@ -121,6 +131,8 @@ def launch(fn, world_size=2, dealer="ttp", timeout=300.0, args=(), kwargs=None, 
             cloudpickle.dump((fn, tuple(args), kwargs), f)
         rendezvous = "file://" + os.path.join(tmp, "rendezvous")
         env = _child_env(threads)
+        if link is not None:
+            env.update(link.env())
         from .channel import loopback_interface
 
         env["GLOO_SOCKET_IFNAME"] = loopback_interface()  # gloo listens on loopback only

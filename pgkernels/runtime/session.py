@@ -59,6 +59,7 @@ INSECURE_WARNING = (
 )
 
 _STATE = {}
+_LINK = [None]  # this process's simulated link (pgkernels.runtime.link), if any
 
 
 class ConfigError(ValueError):
@@ -127,11 +128,14 @@ def _load_secure(channel, rendezvous, identity, roster):
     return key, ros
 
 
-def _setup_communicator(rank, world_size, rendezvous, dealer, timeout, secure=None):
+def _setup_communicator(rank, world_size, rendezvous, dealer, timeout, secure=None, link=None):
     from crypten.communicator import DistributedCommunicator as DC
 
+    from . import link as _link
     from .channel import PlainTransport, establish
     from .communicator import ChannelCommunicator, PgkCommunicator, route_crypten_ttp
+
+    sim = _link.make(link)
 
     total = world_size + (1 if has_dealer_process(dealer) else 0)
     if secure is not None and secure[1].world_size != world_size:
@@ -139,7 +143,9 @@ def _setup_communicator(rank, world_size, rendezvous, dealer, timeout, secure=No
                           f"the session has {world_size}")
     td = datetime.timedelta(seconds=timeout)
     dist.init_process_group("gloo", init_method=rendezvous, world_size=total, rank=rank, timeout=td)
-    cls = PgkCommunicator if secure is None else ChannelCommunicator
+    # Under a simulated link CrypTen's collectives run point-to-point too, so
+    # that every message crosses the link.
+    cls = PgkCommunicator if secure is None and sim is None else ChannelCommunicator
     inst = cls.__new__(cls)
     inst.distributed_backend = "gloo"
     inst.rendezvous = rendezvous
@@ -155,14 +161,23 @@ def _setup_communicator(rank, world_size, rendezvous, dealer, timeout, secure=No
     # sends when this is set; the pgkernels dealer stops on every party's STOP.
     inst.ttp_initialized = dealer == "crypten-ttp"
     if secure is None:
-        inst.pgk_tx = PlainTransport()
+        inst.pgk_tx = PlainTransport(sim)
+        if sim is not None:
+            route_crypten_ttp(inst.pgk_tx)
     else:
         try:
-            inst.pgk_tx = establish(rank, world_size, total, secure[1], secure[0])
+            inst.pgk_tx = establish(rank, world_size, total, secure[1], secure[0], sim)
         except BaseException:
             dist.destroy_process_group()
             raise
         route_crypten_ttp(inst.pgk_tx)
+    if sim is not None:
+        import sys
+
+        # the delivery threads need the GIL on time: a 5 ms switch interval
+        # would add up to 5 ms to a message due while this thread runs Python
+        sys.setswitchinterval(1e-4)
+        _LINK[0] = sim
     DC.instance = inst
     for key, val in (("WORLD_SIZE", world_size), ("RANK", rank), ("RENDEZVOUS", rendezvous),
                      ("DISTRIBUTED_BACKEND", "gloo")):
@@ -170,11 +185,14 @@ def _setup_communicator(rank, world_size, rendezvous, dealer, timeout, secure=No
 
 
 def init_party(rank, world_size, rendezvous, dealer="ttp", timeout=300.0, insecure=False,
-               channel="auto", identity=None, roster=None):
+               channel="auto", identity=None, roster=None, link=None):
     """Join a session as compute party ``rank``; returns the dealer client (or None).
 
     ``channel``/``identity``/``roster``: see the module docstring (``identity``
-    a key file path or an X25519 private key, ``roster`` a path or a Roster)."""
+    a key file path or an X25519 private key, ``roster`` a path or a Roster).
+    ``link``: a simulated :class:`pgkernels.runtime.link.Link` (None: from
+    ``PGKERNELS_SIM_LATENCY_S``/``PGKERNELS_SIM_BANDWIDTH_BPS``, unset: none);
+    every process of the session must use the same one."""
     crypten = import_crypten()
     from .dealer import DealerClient
     from .provider import NAME, register
@@ -183,7 +201,7 @@ def init_party(rank, world_size, rendezvous, dealer="ttp", timeout=300.0, insecu
     if world_size < 2:
         raise ConfigError("MPC needs world_size >= 2 (CrypTen short-circuits 1-party runs)")
     secure = _load_secure(channel, rendezvous, identity, roster)
-    _setup_communicator(rank, world_size, rendezvous, dealer, timeout, secure)
+    _setup_communicator(rank, world_size, rendezvous, dealer, timeout, secure, link)
     crypten._setup_prng()
     _comm.install_meter()
     client = None
@@ -373,13 +391,14 @@ def shutdown_party():
 
 
 def run_dealer(world_size, rendezvous, dealer="ttp", timeout=300.0, channel="auto", identity=None,
-               roster=None):
-    """Run the dealer process (rank ``world_size``) until the parties stop it."""
+               roster=None, link=None):
+    """Run the dealer process (rank ``world_size``) until the parties stop it
+    (``link``: as for :func:`init_party`)."""
     crypten = import_crypten()
     if not has_dealer_process(dealer):
         raise ConfigError(f"dealer={dealer!r} has no dealer process")
     secure = _load_secure(channel, rendezvous, identity, roster)
-    _setup_communicator(world_size, world_size, rendezvous, dealer, timeout, secure)
+    _setup_communicator(world_size, world_size, rendezvous, dealer, timeout, secure, link)
     try:
         if dealer == "ttp":
             from .dealer import serve
@@ -401,6 +420,12 @@ def _destroy():
 
     from .communicator import route_crypten_ttp
 
+    sim, _LINK[0] = _LINK[0], None
+    if sim is not None:
+        sim.close()  # deliver what is still queued (the dealer's STOP) before the group goes
+        import sys
+
+        sys.setswitchinterval(0.005)
     route_crypten_ttp(None)
     DC.instance = None
     if dist.is_initialized():
