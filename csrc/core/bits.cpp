@@ -3,7 +3,7 @@
 #include <algorithm>
 #include <cstring>
 
-#include "bits_hd.h"
+#include <pgkernels/bits_hd.h>
 
 namespace pgk {
 

@@ -6,7 +6,7 @@
 
 #include <pgkernels/bits.h>
 
-#include "compare_hd.h"
+#include <pgkernels/compare_hd.h>
 
 // The per-word formulas live in compare_hd.h (shared with the CUDA kernels);
 // this file holds the layout and the CPU loops around them.

@@ -2,7 +2,7 @@
 
 #include <cstring>
 
-#include "prg_hd.h"
+#include <pgkernels/prg_hd.h>
 
 // The AES-NI path relies on GCC/Clang function-level target attributes and
 // __builtin_cpu_supports, so the file builds without -maes and still runs on

@@ -3,7 +3,7 @@
 #include <algorithm>
 #include <vector>
 
-#include "ring_hd.h"
+#include <pgkernels/ring_hd.h>
 
 namespace pgk {
 namespace {

@@ -9,7 +9,7 @@
 #include "kernels.h"
 #include "launch.cuh"
 
-#include "../core/bits_hd.h"
+#include <pgkernels/bits_hd.h>
 
 namespace pgk {
 namespace cuda {

@@ -4,11 +4,11 @@
 // tree rounds (start, step) one thread per plane word w, walking the groups
 // and pairs in the CPU's order (step overwrites node i while pair 2i + 1 still
 // reads, which a thread per (pair, word) would race on). Every formula is a
-// PGK_HD function of csrc/core/compare_hd.h.
+// PGK_HD function of <pgkernels/compare_hd.h>.
 #include "kernels.h"
 #include "launch.cuh"
 
-#include "../core/compare_hd.h"
+#include <pgkernels/compare_hd.h>
 
 namespace pgk {
 namespace cuda {

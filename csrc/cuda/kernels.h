@@ -4,7 +4,7 @@
 // wrappers (ops_cuda.cu) and the standalone device test (tests/test_cuda_core.cu)
 // call these. Each launcher computes exactly what the CPU function of the same
 // name in <pgkernels/*.h> does, word for word: the per-element formulas are the
-// same PGK_HD functions (csrc/core/*_hd.h), and the loops around them keep the
+// same PGK_HD functions (csrc/pgkernels/*_hd.h), and the loops around them keep the
 // CPU's order wherever a word depends on an earlier one.
 #include <cstddef>
 #include <cstdint>

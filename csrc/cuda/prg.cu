@@ -1,13 +1,13 @@
 // The dealer stream on the GPU: AES-128-CTR (<pgkernels/prg.h>), byte for
 // byte the stream of csrc/core/prg.cpp: the same key schedule, T-table rounds
-// and counter layout (csrc/core/prg_hd.h). One thread per 16-byte block; the
+// and counter layout (<pgkernels/prg_hd.h>). One thread per 16-byte block; the
 // tables (4 KiB + the S-box) and the round keys sit in each block's shared
 // memory. The key schedule is expanded on the host, so the key bytes reach the
 // device only as round keys in the launch parameters.
 #include "kernels.h"
 #include "launch.cuh"
 
-#include "../core/prg_hd.h"
+#include <pgkernels/prg_hd.h>
 
 namespace pgk {
 namespace cuda {

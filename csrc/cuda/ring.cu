@@ -14,7 +14,7 @@
 #include "kernels.h"
 #include "launch.cuh"
 
-#include "../core/ring_hd.h"
+#include <pgkernels/ring_hd.h>
 
 namespace pgk {
 namespace cuda {

@@ -53,7 +53,16 @@ from .truncation import exact
 def public_share(t):
     """A public int64 tensor as a trivial sharing: party 0 holds ``t``, the
     others zeros. Local (0 rounds, 0 bytes); t is public, so nothing is revealed."""
+    t = _on_session_device(t)
     return t if _comm.rank() == 0 else torch.zeros_like(t)
+
+
+def _on_session_device(t):
+    """A public constant moved to where the session's shares live (a no-op on the CPU)."""
+    from ..runtime.device import session_device
+
+    dev = session_device()
+    return t if t.device == dev else t.to(dev)
 
 
 def rank_bits(n):

@@ -75,7 +75,7 @@ def _identities(tmp, world_size, with_dealer):
 
 
 def launch(fn, world_size=2, dealer="ttp", timeout=300.0, args=(), kwargs=None, insecure=False,
-           threads=1, party_inputs=None, channel="auto"):
+           threads=1, party_inputs=None, channel="auto", device="cpu"):
     """Run ``fn(*args, **kwargs)`` in every compute party; return the per-rank results.
 
     Args:
@@ -94,6 +94,12 @@ def launch(fn, world_size=2, dealer="ttp", timeout=300.0, args=(), kwargs=None, 
             that the party deletes once read), so no party's process reads
             another's private input -- unlike ``args``/``kwargs``, which every
             party receives. :mod:`pgkernels.runtime.inputs` makes such shares.
+        device: ``"cpu"`` (default) or ``"cuda"`` (``"cuda:N"``): where every
+            party keeps its shares and dealer material and runs the kernels;
+            the dealer computes on it too. Messages go through host memory
+            over gloo, so all parties may share one GPU
+            (:mod:`pgkernels.runtime.device`). ValueError naming ``device``
+            when this machine or build has no usable CUDA.
 
     Raises:
         PartyError: a party raised (its traceback is in the message), exited
@@ -107,6 +113,9 @@ def launch(fn, world_size=2, dealer="ttp", timeout=300.0, args=(), kwargs=None, 
     if timeout is None or timeout <= 0:
         raise ConfigError(f"timeout must be > 0 seconds, got {timeout!r}")
     check_dealer(dealer, insecure)
+    from .device import ENV as DEVICE_ENV, check_device
+
+    dev = check_device(device, "device")
     kwargs = kwargs or {}
     mode = resolve_channel(channel, "file://")
     if party_inputs is not None:
@@ -121,6 +130,7 @@ def launch(fn, world_size=2, dealer="ttp", timeout=300.0, args=(), kwargs=None, 
             cloudpickle.dump((fn, tuple(args), kwargs), f)
         rendezvous = "file://" + os.path.join(tmp, "rendezvous")
         env = _child_env(threads)
+        env[DEVICE_ENV] = str(dev)
         from .channel import loopback_interface
 
         env["GLOO_SOCKET_IFNAME"] = loopback_interface()  # gloo listens on loopback only

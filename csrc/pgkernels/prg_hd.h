@@ -8,10 +8,10 @@
 // hand-copied constant to get wrong; the known-answer tests pin the result.
 // Table lookups are indexed by secret data, so this is not cache-timing
 // resistant on a CPU (the CPU uses AES-NI where present); on the GPU the
-// tables sit in each block's shared memory. Internal: not installed.
+// tables sit in each block's shared memory.
 #include <cstdint>
 
-#include "hd.h"
+#include <pgkernels/hd.h>
 
 namespace pgk {
 namespace hd {

@@ -3,12 +3,12 @@
 // CPU loops of csrc/core/compare.cpp and the CUDA kernels of
 // csrc/cuda/compare.cu (see hd.h). The protocol and the word layouts are
 // documented in <pgkernels/compare.h>; each function here is one formula of
-// it, so both backends compute the same words. Internal: not installed.
+// it, so both backends compute the same words.
 #include <cstdint>
 
 #include <pgkernels/compare.h>
 
-#include "hd.h"
+#include <pgkernels/hd.h>
 
 namespace pgk {
 namespace hd {

@@ -3,7 +3,8 @@
 // and the CUDA kernels (csrc/cuda/*.cu) share: __host__ __device__ under nvcc,
 // nothing for a plain C++ compiler. Keeping one definition of each formula is
 // what makes the GPU results bit-identical to the CPU ones, and lets the CPU
-// tests exercise the GPU arithmetic. Internal to pgkernels: not installed.
+// tests exercise the GPU arithmetic. Installed with the public headers, so other code
+// can build its own CUDA kernels on the same formulas.
 #include <cstdint>
 
 #if defined(__CUDACC__)

@@ -1,10 +1,10 @@
 #pragma once
 // Bit-plane arithmetic shared by csrc/core/bits.cpp and the CUDA kernels
 // (see hd.h). Plane b, word w, bit j holds bit b of element 64 w + j.
-// Internal: not installed.
+//
 #include <cstdint>
 
-#include "hd.h"
+#include <pgkernels/hd.h>
 
 namespace pgk {
 namespace hd {

@@ -3,10 +3,10 @@
 // products (csrc/cuda/ring.cu); see hd.h. Unsigned 64-bit wrap-around is the
 // ring, so every order of summation gives the same bits: the GPU may split k
 // across blocks and add partial sums atomically and still match the CPU.
-// Internal: not installed.
+//
 #include <cstdint>
 
-#include "hd.h"
+#include <pgkernels/hd.h>
 
 namespace pgk {
 namespace hd {
