@@ -86,7 +86,7 @@ def _pgk_session(cases, device):
 
         def check(out, want=want, tol=tol, op=op):
             if want is not None:
-                close(pgkernels.decode(out), want, tol, op)
+                close(pgkernels.decode(out).cpu(), want, tol, op)
 
         row = dict(impl="pgkernels", device=device, op=op, n=int(torch.tensor(shape).prod()), shape=list(shape))
         try:
@@ -168,34 +168,48 @@ def main(argv=None):
     start_run()
     cases = _cases(a.scale)
     rows = []
-    print(f"[bench] pgkernels on {a.device}", file=sys.stderr)
-    rows += pgkernels.launch(_pgk_session, args=(cases, a.device), device=a.device, timeout=a.timeout)[0]
-    if not a.skip_crypten:
-        for provider, kw in (("pgk-dealer", {}), ("TFP", dict(dealer="tfp", insecure=True))):
-            print(f"[bench] CrypTen on {a.device} ({provider})", file=sys.stderr)
-            try:
-                rows += pgkernels.launch(_crypten_session, args=(cases, a.device, provider), device=a.device,
-                                         timeout=a.timeout, **kw)[0]
-            except Exception as e:
-                rows.append(dict(impl="crypten", provider=provider, device=a.device, op="*", n=0, shape=[0],
-                                 error=f"{type(e).__name__}: {e}"[:500]))
-    if not a.skip_cpu:
-        print("[bench] pgkernels on the CPU", file=sys.stderr)
-        try:
-            rows += pgkernels.launch(_pgk_session, args=(cases, "cpu"), device="cpu", timeout=a.timeout)[0]
-        except Exception as e:
-            rows.append(dict(impl="pgkernels", device="cpu", op="*", n=0, shape=[0],
-                             error=f"{type(e).__name__}: {e}"[:500]))
-    for r in rows:
-        if "seconds" in r:
-            r["ms"] = round(r["seconds"] * 1e3, 2)
     meta = {"parties": 2, "device": a.device, "scale": a.scale,
             "note": "seconds: median at party 0 of >= 3 timed calls after one warm call checked against "
                     "plaintext (GPU synchronised after each call); both parties and the dealer on one GPU, "
                     "messages through host memory over gloo; vs cpu: pgkernels' CPU path in the same run "
                     "(1 thread per party); vs crypten: CrypTen's op on CUDA shares, fastest provider"}
-    print(write_results(a.out, meta, rows, _table(rows)))
-    print(f"[bench] wrote {a.out}", file=sys.stderr)
+
+    def stage(what, fn, fail_row):
+        # results are written after every stage, so a run cut short keeps what it measured
+        print(f"[bench] {what}", file=sys.stderr, flush=True)
+        try:
+            rows.extend(fn())
+        except Exception as e:
+            rows.append(dict(fail_row, error=f"{type(e).__name__}: {e}"[:500]))
+        for r in rows:
+            if "seconds" in r:
+                r["ms"] = round(r["seconds"] * 1e3, 2)
+        text = write_results(a.out, dict(meta, stages_done=what), rows, _table(rows))
+        print(f"[bench] wrote {a.out}", file=sys.stderr, flush=True)
+        return text
+
+    text = stage(f"pgkernels on {a.device}",
+                 lambda: pgkernels.launch(_pgk_session, args=(cases, a.device), device=a.device,
+                                          timeout=a.timeout)[0],
+                 dict(impl="pgkernels", device=a.device, op="*", n=0, shape=[0]))
+    if not a.skip_cpu:
+        text = stage("pgkernels on the CPU",
+                     lambda: pgkernels.launch(_pgk_session, args=(cases, "cpu"), device="cpu",
+                                              timeout=a.timeout)[0],
+                     dict(impl="pgkernels", device="cpu", op="*", n=0, shape=[0]))
+    if not a.skip_crypten:
+        import warnings
+
+        for provider, kw in (("pgk-dealer", {}), ("TFP", dict(dealer="tfp", insecure=True))):
+            def run(provider=provider, kw=kw):
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    return pgkernels.launch(_crypten_session, args=(cases, a.device, provider), device=a.device,
+                                            timeout=a.timeout, **kw)[0]
+
+            text = stage(f"CrypTen on {a.device} ({provider})", run,
+                         dict(impl="crypten", provider=provider, device=a.device, op="*", n=0, shape=[0]))
+    print(text)
 
 
 if __name__ == "__main__":

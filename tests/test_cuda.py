@@ -208,13 +208,13 @@ def _session_ops(n):
     eX = crypten.cryptensor(X, device="cuda")
     assert ex.is_cuda and eX.is_cuda
     out = {}
-    out["ltz"] = bool((decode(pgkernels.ltz(ex)) == (x < 0).double()).all())
-    out["relu"] = float((decode(pgkernels.relu(ex)) - x.clamp(min=0)).abs().max())
+    out["ltz"] = bool((decode(pgkernels.ltz(ex)).cpu() == (x < 0).double()).all())
+    out["relu"] = float((decode(pgkernels.relu(ex)).cpu() - x.clamp(min=0)).abs().max())
     from pgkernels.protocols.linalg import gram
 
-    out["gram"] = float((decode(gram(eX)) - X @ X.T).abs().max())
+    out["gram"] = float((decode(gram(eX)).cpu() - X @ X.T).abs().max())
     med = pgkernels.median(eX, dim=0, lower=True)
-    out["median"] = float((decode(med) - torch.quantile(X, 0.5, dim=0, interpolation="lower")).abs().max())
+    out["median"] = float((decode(med).cpu() - torch.quantile(X, 0.5, dim=0, interpolation="lower")).abs().max())
     return out
 
 
@@ -229,3 +229,15 @@ def test_cuda_session_end_to_end(world_size):
         assert r["relu"] <= 2**-16
         assert r["gram"] <= 1e-3
         assert r["median"] == 0
+
+
+def test_udiv_int64_matches_numpy():
+    """The GPU's unsigned division (int64 arithmetic) against the CPU's numpy uint64 one."""
+    from pgkernels.runtime.dealer import _udiv_int64, udiv
+
+    t = _words(100_000, 9)
+    t[10:14] = torch.tensor([-2, 2**63 - 2, 3, -(2**63) + 1])
+    for D in (1, 2, 3, 7, 2**16, 2**16 + 1, 10**9 + 7, 2**32, 2**61 + 3, 2**62):
+        assert torch.equal(udiv(t, D), _udiv_int64(t, D)), D
+    with pytest.raises(ValueError, match="divisor"):
+        _udiv_int64(t, 2**62 + 1)

@@ -135,7 +135,10 @@ def decode(x):
     parties (it is an opening).
     """
     check_mpc(x, "x")
-    return x._tensor.reveal().double() / x.encoder.scale
+    t = x._tensor.reveal()
+    if not isinstance(t, torch.Tensor) and hasattr(t, "tensor"):
+        t = t.tensor()  # a CUDALongTensor: the plain tensor on its GPU
+    return t.double() / x.encoder.scale
 
 
 __all__ = ["FRAC_BITS_MAX", "check_mpc", "check_operand", "check_public", "decode", "flat_share", "frac_bits",

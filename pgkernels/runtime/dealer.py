@@ -90,10 +90,24 @@ def stream(key, seq, nwords, device=None):
 
 def udiv(t, divisor):
     """``floor(t / divisor)`` for an int64 tensor read as unsigned 64-bit integers."""
+    if t.device.type != "cpu":
+        return _udiv_int64(t, divisor)
     import numpy as np
 
     q = t.contiguous().numpy().view(np.uint64) // np.uint64(divisor)
     return torch.from_numpy(q.view(np.int64))
+
+
+def _udiv_int64(t, divisor):
+    """:func:`udiv` in int64 arithmetic (any device: CUDA has no uint64 division).
+    With u = 2 h + b (h = u >> 1 >= 0 as an int64): u // D = 2 (h // D) + (2 (h % D) + b) // D,
+    where 2 (h % D) + b < 2 D fits an int64 for D <= 2^62."""
+    D = int(divisor)
+    if not 0 < D <= 2 ** 62:
+        raise ValueError(f"udiv: divisor must be in [1, 2^62] off the CPU, got {D}")
+    h = (t >> 1) & (2 ** 63 - 1)  # logical shift: u // 2
+    q1 = torch.div(h, D, rounding_mode="floor")
+    return 2 * q1 + torch.div(2 * (h - q1 * D) + (t & 1), D, rounding_mode="floor")
 
 
 def new_key():
