@@ -3,8 +3,11 @@
     pip install --no-build-isolation -e .
 
 Environment switches (as in pytorch_scatter): FORCE_CUDA=1 builds the CUDA
-sources even when no GPU is visible (nvcc is enough); FORCE_ONLY_CPU=1 never
-builds them; DEBUG=1 compiles with -O0 -g.
+sources (csrc/cuda/*.cu) even when no GPU is visible (nvcc and a CUDA build of
+torch are enough: the extension links torch's CUDA libraries); FORCE_ONLY_CPU=1
+never builds them; DEBUG=1 compiles with -O0 -g. Without FORCE_CUDA the CUDA
+sources are built only when torch sees a GPU, so a CPU machine builds exactly
+the CPU extension. TORCH_CUDA_ARCH_LIST picks the GPU architectures (e.g. 9.0).
 """
 
 import glob
@@ -61,7 +64,9 @@ def extension():
     )
     if with_cuda:
         kwargs["sources"] += cuda_sources
-        kwargs["extra_compile_args"]["nvcc"] = ["-O3", "-std=c++17"]
+        # -Icsrc (include_dirs) also serves nvcc: the kernels include the
+        # shared csrc/pgkernels/*_hd.h arithmetic.
+        kwargs["extra_compile_args"]["nvcc"] = ["-O3", "-std=c++17"] + (["-g", "-G"] if debug else [])
         return CUDAExtension(**kwargs)
     return CppExtension(**kwargs)
 

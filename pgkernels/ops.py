@@ -8,8 +8,12 @@ model) and the tests. It imports only torch and the extension
 ``csrc/core/compare.h``, ``csrc/core/bits.h``, ``csrc/core/ring.h`` and
 ``csrc/pgkernels/fss.h``.
 
-All word buffers are contiguous 1-D int64 tensors on the CPU holding uint64
-words (shares mod 2^64 or packed bit planes: 64 elements per word).
+All word buffers are contiguous 1-D int64 tensors holding uint64 words
+(shares mod 2^64 or packed bit planes: 64 elements per word), all on the CPU
+or all on one CUDA device: an extension built with CUDA (``setup.py`` with
+nvcc and a CUDA torch, see :func:`cuda_built`) registers a CUDA kernel for
+every op with tensor inputs (``csrc/cuda/``), giving the CPU kernels' words
+bit for bit.
 
 The extension is loaded on the first call (so that ``import pgkernels`` works
 without it, e.g. to read the version before a build); :func:`load` loads it
@@ -94,6 +98,18 @@ def cmp_layout(n: int, k: int, mode: int, payloads: int, self_sign: int = 0) -> 
                      open=tuple(raw[6:]))
 
 
+def cuda_built() -> bool:
+    """Whether the loaded extension has the CUDA kernels (``csrc/cuda/``,
+    compiled when ``setup.py`` found nvcc and a CUDA torch, or FORCE_CUDA=1)."""
+    load()
+    return bool(torch._C._dispatch_has_kernel_for_dispatch_key("pgkernels::cmp_open1", "CUDA"))
+
+
+def cuda_ready() -> bool:
+    """Whether shares can live on the GPU here: CUDA kernels built and a GPU visible."""
+    return cuda_built() and torch.cuda.is_available()
+
+
 def aesni_available() -> bool:
     """Whether the CPU has AES-NI (the PRG then runs on it; a portable AES otherwise)."""
     return bool(load().aesni_available())
@@ -126,13 +142,13 @@ def unbitslice(planes: Tensor, n: int, k: int) -> Tensor:
 
 
 def ring_matmul_nt(a: Tensor, b: Tensor) -> Tensor:
-    """``a @ b.T`` mod 2^64 for int64 matrices (m, k) and (p, k) on the CPU: (m, p)."""
+    """``a @ b.T`` mod 2^64 for int64 matrices (m, k) and (p, k), both on the CPU or one GPU: (m, p)."""
     return load().ring_matmul_nt(a, b)
 
 
 def ring_syr2k(a: Tensor, b: Optional[Tensor] = None) -> Tensor:
     """``a @ b.T + b @ a.T`` (or ``a @ a.T``) mod 2^64 for int64 (m, k) on the
-    CPU: (m, m), computing one triangle."""
+    CPU or one GPU: (m, m), computing one triangle (the GPU: the full A B^T)."""
     return load().ring_syr2k(a, b)
 
 
@@ -341,7 +357,7 @@ def _register_fakes():
 
 __all__ = [
     "CMP_EQ", "CMP_LT", "CMP_MODES", "CMP_MUX", "CmpLayout", "DCF_ISAS", "aesni_available", "bitslice",
-    "cmp_dealer_", "cmp_finish", "cmp_layout", "cmp_open1", "cmp_start", "cmp_step", "dcf_cw_words", "dcf_eval",
-    "dcf_gen", "dcf_isa", "fss_ltz_eval", "fss_ltz_gen_", "load", "prg_fill_", "ring_matmul_nt", "ring_syr2k",
-    "sorting_network", "unbitslice",
+    "cmp_dealer_", "cmp_finish", "cmp_layout", "cmp_open1", "cmp_start", "cmp_step", "cuda_built", "cuda_ready",
+    "dcf_cw_words", "dcf_eval", "dcf_gen", "dcf_isa", "fss_ltz_eval", "fss_ltz_gen_", "load", "prg_fill_",
+    "ring_matmul_nt", "ring_syr2k", "sorting_network", "unbitslice",
 ]

@@ -121,7 +121,17 @@ def main(argv=None):
                          "is file:// or a loopback host)")
     ap.add_argument("--identity", help="this process's private identity key file (keygen)")
     ap.add_argument("--roster", help="the roster JSON of every process's public key")
+    ap.add_argument("--device", default=None,
+                    help="cpu or cuda: where shares, dealer material and kernels live (default: "
+                         "$PGKERNELS_DEVICE, else cpu); messages go through host memory")
     a = ap.parse_args(argv)
+    if a.device is not None:
+        from pgkernels.runtime.device import ENV, check_device
+
+        try:
+            os.environ[ENV] = str(check_device(a.device, "--device"))
+        except ValueError as e:
+            ap.error(str(e))
 
     threads = os.environ.get("PGKERNELS_THREADS")
     if threads:

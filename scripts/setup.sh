@@ -28,7 +28,7 @@ if [ "$(cat "$VENV/.pgk-deps" 2>/dev/null)" != "$deps_hash" ]; then
   echo "$deps_hash" > "$VENV/.pgk-deps"
 fi
 
-src_hash=$(hash_of setup.py $(find csrc -type f \( -name '*.cpp' -o -name '*.h' -o -name '*.cu' \) | sort))
+src_hash=$(hash_of setup.py $(find csrc -type f \( -name '*.cpp' -o -name '*.h' -o -name '*.cu' -o -name '*.cuh' \) | sort))
 if [ "$(cat "$VENV/.pgk-build" 2>/dev/null)" != "$src_hash" ] || ! "$VPY" -c "import pgkernels._C" 2>/dev/null; then
   echo "[setup] building the pgkernels extension (a minute on 2 cores)"
   MAX_JOBS=${MAX_JOBS:-2} "$VPY" -m pip install -q --no-build-isolation --no-deps -e . 2>&1 | grep -v -i "warning" || true

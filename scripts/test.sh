@@ -2,14 +2,15 @@
 # Set everything up and run the whole test suite: the C++ core through CMake
 # and ctest (unit tests, the example, and install_consumer: cmake --install
 # into a fresh prefix, then examples/cpp built against it with
-# find_package(pgkernels REQUIRED) and run), then the Python suite through pytest.
+# find_package(pgkernels REQUIRED) and run; cuda_compile: nvcc compiles csrc/cuda/, skipped
+# without nvcc), then the Python suite through pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 VENV=${PGKERNELS_VENV:-$(pwd)/.venv}
 
 echo "== C++ core (cmake + ctest, including the cmake --install / find_package consumer) =="
-cmake -S . -B build/core -DCMAKE_BUILD_TYPE=Release >/dev/null
+cmake -S . -B build/core -DCMAKE_BUILD_TYPE=Release -DPGKERNELS_PYTHON="$VENV/bin/python" >/dev/null
 cmake --build build/core -j "${MAX_JOBS:-2}" >/dev/null
 ctest --test-dir build/core --output-on-failure
 

@@ -12,3 +12,7 @@ if "PGKERNELS_DATA" not in os.environ and _shared.is_dir():
 @pytest.fixture(params=[2, 3], ids=lambda n: f"{n}pc")
 def world_size(request):
     return request.param
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "cuda: needs a CUDA GPU and pgkernels built with CUDA (skipped otherwise)")

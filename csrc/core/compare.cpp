@@ -6,22 +6,21 @@
 
 #include <pgkernels/bits.h>
 
+#include <pgkernels/compare_hd.h>
+
+// The per-word formulas live in compare_hd.h (shared with the CUDA kernels);
+// this file holds the layout and the CPU loops around them.
 namespace pgk {
 namespace {
 
-constexpr int kGroup = 4;  // bits per leaf group: 2^4 - 5 = 11 monomials each
+using hd::kCmpGroup;
+constexpr int kGroup = kCmpGroup;
+using hd::mask_bits;
+using hd::mono_index;
 
-inline int popcount(unsigned v) { return __builtin_popcount(v); }
+inline int popcount(unsigned v) { return hd::popc(v); }
 
 inline int mono_count(int m) { return (1 << m) - 1 - m; }
-
-// Index of the multi-bit monomial T (popcount >= 2) among those of its group.
-inline int mono_index(unsigned T) {
-  int idx = 0;
-  for (unsigned u = 1; u < T; ++u)
-    if (popcount(u) >= 2) ++idx;
-  return idx;
-}
 
 inline int pairs_at(const CmpLayout& L, int level) { return L.nodes[level] / 2; }
 
@@ -35,8 +34,6 @@ inline int c_planes(int mode, int P) {
   if (P == 0) return 0;
   return mode == kCmpLT ? 2 * P - 1 : P;
 }
-
-inline uint64_t mask_bits(int k) { return k >= 64 ? ~0ull : ((1ull << k) - 1); }
 
 // Per-thread scratch reused across calls: fresh multi-megabyte buffers per
 // call cost more in page faults than the kernels themselves.
@@ -134,24 +131,21 @@ void cmp_open1(const CmpSpec& s, const CmpLayout& L, const uint64_t* x, const ui
   const int64_t n = s.n;
   if (s.mode == kCmpMUX) {
     const uint64_t* mA = mat + L.mA;
-    for (int64_t i = 0; i < int64_t(s.payloads) * n; ++i) out[i] = v[i] + mA[i];
+    for (int64_t i = 0; i < int64_t(s.payloads) * n; ++i) out[i] = hd::cmp_mask_payload(v[i], mA[i]);
     const uint64_t* sB = mat + L.sB;
     for (int64_t w = 0; w < L.W; ++w) {
-      uint64_t word = 0;
       const int64_t base = w * 64;
-      const int64_t cnt = std::min<int64_t>(64, n - base);
-      for (int64_t j = 0; j < cnt; ++j) word |= (x[base + j] & 1ull) << j;
-      zout[w] = word ^ sB[w];
+      zout[w] = hd::pack_low_bits(x + base, std::min<int64_t>(64, n - base)) ^ sB[w];
     }
     return;
   }
   const uint64_t mask = mask_bits(s.k);
   const uint64_t offset = (rank0 && s.mode == kCmpLT) ? (1ull << (s.k - 1)) : 0;
   const uint64_t* rA = mat + L.rA;
-  for (int64_t i = 0; i < n; ++i) out[i] = (x[i] + rA[i] + offset) & mask;
+  for (int64_t i = 0; i < n; ++i) out[i] = hd::cmp_mask_value(x[i], rA[i], offset, mask);
   const uint64_t* mA = mat + L.mA;
   const uint64_t* vm = v + (s.self_sign != 0 ? n : 0);  // masked payload rows
-  for (int64_t i = 0; i < int64_t(s.masked_payloads()) * n; ++i) out[n + i] = vm[i] + mA[i];
+  for (int64_t i = 0; i < int64_t(s.masked_payloads()) * n; ++i) out[n + i] = hd::cmp_mask_payload(vm[i], mA[i]);
 }
 
 namespace {
@@ -203,13 +197,13 @@ void cmp_start(const CmpSpec& s, const CmpLayout& L, const uint64_t* c, const ui
   const uint64_t* rB = mat + L.rB;
   const uint64_t ones = rank0 ? ~0ull : 0ull;  // public constant 1, held by party 0
   uint64_t* base = state;
+  const uint64_t flip = negate ? ones : 0;
   if (s.mode == kCmpLT) {
     const uint64_t* ctop = cP + int64_t(k - 1) * W;
     const uint64_t* rtop = rB + int64_t(k - 1) * W;
-    const uint64_t flip = negate ? ones : 0;
-    for (int64_t w = 0; w < W; ++w) base[w] = rtop[w] ^ (rank0 ? ctop[w] : 0) ^ flip;
+    for (int64_t w = 0; w < W; ++w) base[w] = hd::cmp_base_word(true, rank0, rtop[w], ctop[w], flip);
   } else {
-    for (int64_t w = 0; w < W; ++w) base[w] = negate ? ones : 0;
+    for (int64_t w = 0; w < W; ++w) base[w] = hd::cmp_base_word(false, rank0, 0, 0, flip);
   }
 
   for (int g = 0; g < L.G; ++g) {
@@ -219,37 +213,17 @@ void cmp_start(const CmpSpec& s, const CmpLayout& L, const uint64_t* c, const ui
     const uint64_t* Mp[16];  // share of prod_{j in T} r_{4g+j}; T = 0 is the constant 1
     Mp[0] = nullptr;
     for (unsigned T = 1; T <= full; ++T) {
-      Mp[T] = popcount(T) == 1 ? rB + int64_t(kGroup * g + __builtin_ctz(T)) * W
+      Mp[T] = popcount(T) == 1 ? rB + int64_t(kGroup * g + hd::ctz(T)) * W
                                : mono + int64_t(mono_index(T)) * W;
     }
     uint64_t* lt_out = state + (1 + 2 * g) * W;
     uint64_t* eq_out = state + (2 + 2 * g) * W;
     for (int64_t w = 0; w < W; ++w) {
-      uint64_t nc[kGroup], ncprod[16], M[16];
+      uint64_t nc[kGroup], M[16];
       for (int j = 0; j < m; ++j) nc[j] = ~cP[int64_t(kGroup * g + j) * W + w];
-      ncprod[0] = ~0ull;
-      for (unsigned U = 1; U <= full; ++U)
-        ncprod[U] = ncprod[U & (U - 1)] & nc[__builtin_ctz(U)];
       M[0] = ones;
       for (unsigned T = 1; T <= full; ++T) M[T] = Mp[T][w];
-      // eq = prod_j (r_j ^ nc_j), expanded over subsets T of the group.
-      uint64_t eqv = 0;
-      for (unsigned T = 0; T <= full; ++T) eqv ^= M[T] & ncprod[full ^ T];
-      // lt = xor_j nc_j r_j prod_{l > j} (r_l ^ nc_l): c < r decided at bit j.
-      uint64_t ltv = 0;
-      if (s.mode == kCmpLT) {
-        for (int j = 0; j < m; ++j) {
-          const unsigned above = full & ~((2u << j) - 1);
-          uint64_t acc = 0;
-          for (unsigned T = above;; T = (T - 1) & above) {
-            acc ^= M[T | (1u << j)] & ncprod[above ^ T];
-            if (T == 0) break;
-          }
-          ltv ^= nc[j] & acc;
-        }
-      }
-      lt_out[w] = ltv;
-      eq_out[w] = eqv;
+      hd::cmp_leaf(m, s.mode == kCmpLT, nc, M, lt_out + w, eq_out + w);
     }
   }
   emit_open(s, L, 0, mat, state, open_out);
@@ -281,19 +255,17 @@ void cmp_step(const CmpSpec& s, const CmpLayout& L, int level, const uint64_t* o
       const uint64_t* b2 = need_eq ? ab + int64_t(2 * P + i - 1) * W : nullptr;
       const uint64_t* c2 = need_eq ? cc + int64_t(P + i - 1) * W : nullptr;
       for (int64_t w = 0; w < W; ++w) {
-        // Beaver AND: x&y = c ^ (e&b) ^ (d&a) ^ (e&d), e = x^a and d = y^b public.
         const uint64_t e = E[w];
-        const uint64_t and1 = c1[w] ^ (e & b1[w]) ^ (D1[w] & a[w]) ^ (e & D1[w] & pub);
+        const uint64_t and1 = hd::beaver_and(c1[w], e, D1[w], a[w], b1[w], pub);
         const uint64_t nl = ltH[w] ^ and1;  // lt_H and (eq_H & lt_L) never both 1
         uint64_t ne = 0;
-        if (need_eq) ne = c2[w] ^ (e & b2[w]) ^ (D2[w] & a[w]) ^ (e & D2[w] & pub);
+        if (need_eq) ne = hd::beaver_and(c2[w], e, D2[w], a[w], b2[w], pub);
         ltN[w] = nl;
         eqN[w] = ne;
       }
     } else {
       for (int64_t w = 0; w < W; ++w) {
-        const uint64_t e = E[w];
-        eqN[w] = c1[w] ^ (e & b1[w]) ^ (D1[w] & a[w]) ^ (e & D1[w] & pub);
+        eqN[w] = hd::beaver_and(c1[w], E[w], D1[w], a[w], b1[w], pub);
       }
     }
   }
@@ -312,9 +284,7 @@ void cmp_finish(const CmpSpec& s, const CmpLayout& L, const uint64_t* z, const u
   const uint64_t one = rank0 ? 1 : 0;
   if (s.payloads == 0) {
     for (int64_t i = 0; i < n; ++i) {
-      const uint64_t zb = (z[i >> 6] >> (i & 63)) & 1;
-      // bit = z ^ s = z + s - 2zs
-      out[i] = zb ? one - sA[i] : sA[i];
+      out[i] = hd::cmp_finish_bit(hd::plane_bit(z, i), sA[i], one);
     }
     return;
   }
@@ -322,10 +292,7 @@ void cmp_finish(const CmpSpec& s, const CmpLayout& L, const uint64_t* z, const u
   for (int p = 0; p < s.payloads; ++p) {
     const int64_t base = int64_t(p) * n;
     for (int64_t i = 0; i < n; ++i) {
-      const uint64_t zb = (z[i >> 6] >> (i & 63)) & 1;
-      // bit * v = z v + (1 - 2z) s v, and s v = e s - s m with e = v + m public.
-      const uint64_t sv = e[base + i] * sA[i] - smA[base + i];
-      out[base + i] = zb ? v[base + i] - sv : sv;
+      out[base + i] = hd::cmp_finish_payload(hd::plane_bit(z, i), v[base + i], e[base + i], sA[i], smA[base + i]);
     }
   }
 }
@@ -365,12 +332,11 @@ void cmp_dealer(const CmpSpec& s, const CmpLayout& L, int parties, const uint64_
                                     : C(L.mono + (L.mono_plane[g] + mono_index(T)) * W);
       const uint64_t* rg = rT + int64_t(kGroup * g) * W;
       for (int64_t w = 0; w < W; ++w) {
-        uint64_t prod[16];
-        prod[0] = ~0ull;
-        for (unsigned T = 1; T <= full; ++T) {
-          prod[T] = prod[T & (T - 1)] & rg[int64_t(__builtin_ctz(T)) * W + w];
+        uint64_t r[kGroup], prod[16];
+        for (int j = 0; j < m; ++j) r[j] = rg[int64_t(j) * W + w];
+        hd::group_products(m, r, prod);
+        for (unsigned T = 1; T <= full; ++T)
           if (planes[T]) planes[T][w] = prod[T];
-        }
       }
     }
     const int64_t ndeal = L.cc - L.rB;  // rB and monomial planes
@@ -387,12 +353,12 @@ void cmp_dealer(const CmpSpec& s, const CmpLayout& L, int parties, const uint64_
         const int64_t b1 = ab + int64_t(P + i) * W;
         const int64_t c1 = cc + int64_t(i) * W;
         for (int64_t w = 0; w < W; ++w)
-          C(c1)[w] = (all_xor(a, w) & all_xor(b1, w)) ^ others_xor(c1, w);
+          C(c1)[w] = hd::beaver_triple_c(all_xor(a, w), all_xor(b1, w), others_xor(c1, w));
         if (s.mode == kCmpLT && i > 0) {
           const int64_t b2 = ab + int64_t(2 * P + i - 1) * W;
           const int64_t c2 = cc + int64_t(P + i - 1) * W;
           for (int64_t w = 0; w < W; ++w)
-            C(c2)[w] = (all_xor(a, w) & all_xor(b2, w)) ^ others_xor(c2, w);
+            C(c2)[w] = hd::beaver_triple_c(all_xor(a, w), all_xor(b2, w), others_xor(c2, w));
         }
       }
     }

@@ -2,6 +2,8 @@
 
 #include <cstring>
 
+#include <pgkernels/prg_hd.h>
+
 // The AES-NI path relies on GCC/Clang function-level target attributes and
 // __builtin_cpu_supports, so the file builds without -maes and still runs on
 // CPUs lacking AES-NI.
@@ -16,60 +18,16 @@ namespace pgk {
 namespace {
 
 // ---------------------------------------------------------------------------
-// Portable AES-128 (FIPS-197), 32-bit T-table formulation.
-//
-// Tables are generated at compile time rather than pasted in, so there is no
-// hand-copied constant to get wrong; the known-answer tests pin the result.
-// Note: table lookups are indexed by secret data, so this path is not
-// cache-timing resistant. It exists as a fallback for machines without AES-NI.
+// Portable AES-128: the T-table rounds and the counter layout are in
+// prg_hd.h, shared with the GPU stream; here byte (de)serialisation, which
+// keeps the portable path endian-independent.
 // ---------------------------------------------------------------------------
 
-constexpr uint8_t rotl8(uint8_t x, int s) { return static_cast<uint8_t>((x << s) | (x >> (8 - s))); }
-constexpr uint8_t xtime(uint8_t x) { return static_cast<uint8_t>((x << 1) ^ ((x & 0x80) ? 0x1b : 0x00)); }
-constexpr uint32_t rotl32(uint32_t x, int s) { return (x << s) | (x >> (32 - s)); }
-
-struct AesTables {
-  uint8_t sbox[256];
-  // te[k][x]: contribution of S(x) sitting in row k of a column to the
-  // MixColumns output, packed little-endian (row 0 in the low byte).
-  uint32_t te[4][256];
-};
-
-constexpr AesTables make_aes_tables() {
-  AesTables t{};
-  // Walk GF(2^8)* with generator 3: p runs over x = 3^k while q tracks
-  // 3^-k = x^-1, giving the field inverse without a 256x256 search.
-  uint8_t p = 1, q = 1;
-  do {
-    p = static_cast<uint8_t>(p ^ xtime(p));  // p *= 3
-    q = static_cast<uint8_t>(q ^ (q << 1));  // q /= 3 (multiply by 0xf6)
-    q = static_cast<uint8_t>(q ^ (q << 2));
-    q = static_cast<uint8_t>(q ^ (q << 4));
-    if (q & 0x80) q = static_cast<uint8_t>(q ^ 0x09);
-    const uint8_t affine = static_cast<uint8_t>(q ^ rotl8(q, 1) ^ rotl8(q, 2) ^ rotl8(q, 3) ^ rotl8(q, 4));
-    t.sbox[p] = static_cast<uint8_t>(affine ^ 0x63);
-  } while (p != 1);
-  t.sbox[0] = 0x63;  // 0 has no inverse; FIPS-197 maps it to 0 before the affine step.
-
-  for (int x = 0; x < 256; ++x) {
-    const uint32_t s = t.sbox[x];
-    const uint32_t s2 = xtime(static_cast<uint8_t>(s));
-    const uint32_t s3 = s2 ^ s;
-    const uint32_t w = s2 | (s << 8) | (s << 16) | (s3 << 24);  // column (2s, s, s, 3s)
-    t.te[0][x] = w;
-    t.te[1][x] = rotl32(w, 8);
-    t.te[2][x] = rotl32(w, 16);
-    t.te[3][x] = rotl32(w, 24);
-  }
-  return t;
-}
-
-constexpr AesTables kAes = make_aes_tables();
+constexpr hd::AesTables kAes = hd::make_aes_tables();
 static_assert(kAes.sbox[0x00] == 0x63 && kAes.sbox[0x01] == 0x7c && kAes.sbox[0x53] == 0xed &&
                   kAes.sbox[0xff] == 0x16,
               "AES S-box generation is wrong");
 
-// Explicit byte (de)serialisation keeps the portable path endian-independent.
 inline uint32_t load_le32(const uint8_t* p) {
   return static_cast<uint32_t>(p[0]) | (static_cast<uint32_t>(p[1]) << 8) | (static_cast<uint32_t>(p[2]) << 16) |
          (static_cast<uint32_t>(p[3]) << 24);
@@ -81,69 +39,27 @@ inline void store_le32(uint8_t* p, uint32_t v) {
   p[3] = static_cast<uint8_t>(v >> 24);
 }
 
-inline uint32_t sub_word(uint32_t w) {
-  return static_cast<uint32_t>(kAes.sbox[w & 0xff]) | (static_cast<uint32_t>(kAes.sbox[(w >> 8) & 0xff]) << 8) |
-         (static_cast<uint32_t>(kAes.sbox[(w >> 16) & 0xff]) << 16) |
-         (static_cast<uint32_t>(kAes.sbox[w >> 24]) << 24);
-}
-
-// 11 round keys of 4 little-endian words each.
-struct PortableSchedule {
-  uint32_t rk[44];
-};
+using PortableSchedule = hd::AesSchedule;
 
 void expand_key_portable(const uint8_t key[16], PortableSchedule& ks) {
-  static constexpr uint8_t kRcon[10] = {0x01, 0x02, 0x04, 0x08, 0x10, 0x20, 0x40, 0x80, 0x1b, 0x36};
-  for (int i = 0; i < 4; ++i) ks.rk[i] = load_le32(key + 4 * i);
-  for (int i = 4; i < 44; ++i) {
-    uint32_t temp = ks.rk[i - 1];
-    if (i % 4 == 0) {
-      // RotWord moves byte 1 to byte 0, i.e. a right rotation of the LE word.
-      temp = sub_word((temp >> 8) | (temp << 24)) ^ kRcon[i / 4 - 1];
-    }
-    ks.rk[i] = ks.rk[i - 4] ^ temp;
-  }
+  uint32_t k[4];
+  for (int i = 0; i < 4; ++i) k[i] = load_le32(key + 4 * i);
+  hd::aes_expand_key(kAes.sbox, k, ks);
+}
+
+inline void encrypt_words_portable(const PortableSchedule& ks, uint32_t s[4]) {
+  hd::aes_encrypt_words(ks.rk, kAes.te, kAes.sbox, s);
+}
+
+inline void store_block(const uint32_t s[4], uint8_t out[16]) {
+  for (int i = 0; i < 4; ++i) store_le32(out + 4 * i, s[i]);
 }
 
 void encrypt_block_portable(const PortableSchedule& ks, const uint8_t in[16], uint8_t out[16]) {
-  const uint32_t* rk = ks.rk;
-  uint32_t s0 = load_le32(in + 0) ^ rk[0];
-  uint32_t s1 = load_le32(in + 4) ^ rk[1];
-  uint32_t s2 = load_le32(in + 8) ^ rk[2];
-  uint32_t s3 = load_le32(in + 12) ^ rk[3];
-
-  const auto& T = kAes.te;
-  // ShiftRows sends row r of column (c + r) into column c, hence the index pattern.
-  for (int round = 1; round < 10; ++round) {
-    rk += 4;
-    const uint32_t t0 = T[0][s0 & 0xff] ^ T[1][(s1 >> 8) & 0xff] ^ T[2][(s2 >> 16) & 0xff] ^ T[3][s3 >> 24] ^ rk[0];
-    const uint32_t t1 = T[0][s1 & 0xff] ^ T[1][(s2 >> 8) & 0xff] ^ T[2][(s3 >> 16) & 0xff] ^ T[3][s0 >> 24] ^ rk[1];
-    const uint32_t t2 = T[0][s2 & 0xff] ^ T[1][(s3 >> 8) & 0xff] ^ T[2][(s0 >> 16) & 0xff] ^ T[3][s1 >> 24] ^ rk[2];
-    const uint32_t t3 = T[0][s3 & 0xff] ^ T[1][(s0 >> 8) & 0xff] ^ T[2][(s1 >> 16) & 0xff] ^ T[3][s2 >> 24] ^ rk[3];
-    s0 = t0;
-    s1 = t1;
-    s2 = t2;
-    s3 = t3;
-  }
-
-  rk += 4;
-  const uint8_t* S = kAes.sbox;
-  auto final_col = [&](uint32_t a, uint32_t b, uint32_t c, uint32_t d, uint32_t k) {
-    return (static_cast<uint32_t>(S[a & 0xff]) | (static_cast<uint32_t>(S[(b >> 8) & 0xff]) << 8) |
-            (static_cast<uint32_t>(S[(c >> 16) & 0xff]) << 16) | (static_cast<uint32_t>(S[d >> 24]) << 24)) ^
-           k;
-  };
-  store_le32(out + 0, final_col(s0, s1, s2, s3, rk[0]));
-  store_le32(out + 4, final_col(s1, s2, s3, s0, rk[1]));
-  store_le32(out + 8, final_col(s2, s3, s0, s1, rk[2]));
-  store_le32(out + 12, final_col(s3, s0, s1, s2, rk[3]));
-}
-
-inline void make_counter_block(uint64_t nonce, uint64_t i, uint8_t blk[16]) {
-  for (int b = 0; b < 8; ++b) {
-    blk[b] = static_cast<uint8_t>(nonce >> (8 * b));
-    blk[8 + b] = static_cast<uint8_t>(i >> (8 * b));
-  }
+  uint32_t s[4];
+  for (int i = 0; i < 4; ++i) s[i] = load_le32(in + 4 * i);
+  encrypt_words_portable(ks, s);
+  store_block(s, out);
 }
 
 #if PGK_PRG_HAVE_AESNI
@@ -335,18 +251,20 @@ void aes128_ctr_portable(const uint8_t key[16], uint64_t nonce, uint64_t first_b
   PortableSchedule ks;
   expand_key_portable(key, ks);
   uint8_t* dst = static_cast<uint8_t*>(out);
-  uint8_t ctr[16];
+  uint32_t s[4];
   uint64_t i = first_block;
   while (nbytes >= 16) {
-    make_counter_block(nonce, i++, ctr);
-    encrypt_block_portable(ks, ctr, dst);
+    hd::aes_counter_words(nonce, i++, s);
+    encrypt_words_portable(ks, s);
+    store_block(s, dst);
     dst += 16;
     nbytes -= 16;
   }
   if (nbytes != 0) {
     uint8_t tmp[16];
-    make_counter_block(nonce, i, ctr);
-    encrypt_block_portable(ks, ctr, tmp);
+    hd::aes_counter_words(nonce, i, s);
+    encrypt_words_portable(ks, s);
+    store_block(s, tmp);
     std::memcpy(dst, tmp, nbytes);
   }
 }

@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <vector>
 
+#include <pgkernels/ring_hd.h>
+
 namespace pgk {
 namespace {
 
@@ -26,10 +28,14 @@ void block4x4(int64_t kc, const uint64_t* const a[4], const uint64_t* const b[4]
   for (int64_t t = 0; t < kc; ++t) {
     const uint64_t x0 = a0[t], x1 = a1[t], x2 = a2[t], x3 = a3[t];
     const uint64_t y0 = b0[t], y1 = b1[t], y2 = b2[t], y3 = b3[t];
-    s00 += x0 * y0; s01 += x0 * y1; s02 += x0 * y2; s03 += x0 * y3;
-    s10 += x1 * y0; s11 += x1 * y1; s12 += x1 * y2; s13 += x1 * y3;
-    s20 += x2 * y0; s21 += x2 * y1; s22 += x2 * y2; s23 += x2 * y3;
-    s30 += x3 * y0; s31 += x3 * y1; s32 += x3 * y2; s33 += x3 * y3;
+    s00 = hd::ring_mac(s00, x0, y0); s01 = hd::ring_mac(s01, x0, y1);
+    s02 = hd::ring_mac(s02, x0, y2); s03 = hd::ring_mac(s03, x0, y3);
+    s10 = hd::ring_mac(s10, x1, y0); s11 = hd::ring_mac(s11, x1, y1);
+    s12 = hd::ring_mac(s12, x1, y2); s13 = hd::ring_mac(s13, x1, y3);
+    s20 = hd::ring_mac(s20, x2, y0); s21 = hd::ring_mac(s21, x2, y1);
+    s22 = hd::ring_mac(s22, x2, y2); s23 = hd::ring_mac(s23, x2, y3);
+    s30 = hd::ring_mac(s30, x3, y0); s31 = hd::ring_mac(s31, x3, y1);
+    s32 = hd::ring_mac(s32, x3, y2); s33 = hd::ring_mac(s33, x3, y3);
   }
   const uint64_t s[16] = {s00, s01, s02, s03, s10, s11, s12, s13, s20, s21, s22, s23, s30, s31, s32, s33};
   for (int i = 0; i < 16; ++i) acc[i] += s[i];
@@ -38,7 +44,7 @@ void block4x4(int64_t kc, const uint64_t* const a[4], const uint64_t* const b[4]
 PGK_CLONES
 uint64_t dot(int64_t kc, const uint64_t* a, const uint64_t* b) {
   uint64_t s = 0;
-  for (int64_t t = 0; t < kc; ++t) s += a[t] * b[t];
+  for (int64_t t = 0; t < kc; ++t) s = hd::ring_mac(s, a[t], b[t]);
   return s;
 }
 

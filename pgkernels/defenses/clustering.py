@@ -83,7 +83,7 @@ def flame_admitted(U, num_malicious=None):
     C = cosine_similarity(U)
     idx = torch.tensor([[j for j in range(n) if j != i] for i in range(n)], dtype=torch.long)
     # distance 1 - cos: the public 1 only shifts every value; rank by -cos directly
-    negcos = blocks.like_shape(-C.share.gather(1, idx), C.encoder.scale)
+    negcos = blocks.like_shape(-blocks.raw_share(C).gather(1, idx.to(C.device)), C.encoder.scale)
     core = order.kthvalue(negcos, k, dim=1)[0]  # k-th smallest distance, minus 1
     rank = blocks.ranks(blocks.flat_share(core).view(n, 1)).view(n)
     t = rank - public_share(torch.full((n,), keep, dtype=torch.long))

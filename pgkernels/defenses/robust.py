@@ -71,7 +71,7 @@ def krum_scores(U, num_malicious, method=None):
     m = n - num_malicious - 2
     D = pairwise_sq_dist(U)
     idx = torch.tensor([[j for j in range(n) if j != i] for i in range(n)], dtype=torch.long)
-    off = blocks.like_shape(D.share.gather(1, idx), D.encoder.scale)
+    off = blocks.like_shape(blocks.raw_share(D).gather(1, idx.to(D.device)), D.encoder.scale)
     vals, _ = order.topk(off, m, dim=1, largest=False, method=method)
     return vals.sum(1)
 
@@ -87,7 +87,7 @@ def krum(U, num_malicious, return_selection=False, method=None):
     """
     scores = krum_scores(U, num_malicious, method)
     onehot = order.argmin(scores, dim=0)
-    out = select_rows(onehot.share, U)
+    out = select_rows(blocks.raw_share(onehot), U)
     return (out, onehot) if return_selection else out
 
 
@@ -209,18 +209,18 @@ def bulyan(U, num_malicious, return_selection=False):
     for t in range(theta):
         m = (n - t) - f - 2
         dead = blocks.public_share(torch.ones(n, dtype=torch.long)) - alive
-        off = D.share.gather(1, idx) + dead[idx] * big
+        off = blocks.raw_share(D).gather(1, idx.to(D.device)) + dead[idx.to(D.device)] * big
         off_t = blocks.like_shape(off, scale)
         if m >= 1:
             vals, _ = order.topk(off_t, m, dim=1, largest=False)
             score = vals.sum(1)
         else:
-            score = blocks.like_shape(torch.zeros(n, dtype=torch.long), scale)
+            score = blocks.like_shape(torch.zeros(n, dtype=torch.long, device=D.device), scale)
         score = score + blocks.like_shape(dead * (big * n), scale)
         onehot = order.argmin(score, dim=0)
         picks.append(onehot)
-        rows.append(select_rows(onehot.share, U))
-        alive = alive - onehot.share
+        rows.append(select_rows(blocks.raw_share(onehot), U))
+        alive = alive - blocks.raw_share(onehot)
     mpc = blocks.mpc_module()
     S = mpc.MPCTensor.stack(rows)  # (theta, d)
     med = order.median(S, dim=0)

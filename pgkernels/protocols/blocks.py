@@ -17,7 +17,7 @@ it opens are one-time padded by dealer randomness.
 Blocks:
 
 * share plumbing (local, 0 rounds): :func:`check_mpc`, :func:`check_public`,
-  :func:`check_operand`, :func:`flat_share`, :func:`like`,
+  :func:`check_operand`, :func:`flat_share`, :func:`raw_share`, :func:`like`,
   :func:`like_shape`, :func:`frac_bits`, :func:`to_mpc`, :func:`mpc_module`,
   :func:`public_share`; and :func:`decode` (an opening: reveals x);
 * :func:`compare_shares` -- one batched comparison (``[t >= 0]``,
@@ -46,14 +46,23 @@ from ..runtime import comm as _comm
 from .compare import EQ, LT, MUX, compare_shares, mux_shares
 from .cost import compare_cost
 from .shares import (check_mpc, check_operand, check_public, decode, flat_share, frac_bits, like, like_shape,
-                     mpc_module, to_mpc)
+                     mpc_module, raw_share, to_mpc)
 from .truncation import exact
 
 
 def public_share(t):
     """A public int64 tensor as a trivial sharing: party 0 holds ``t``, the
     others zeros. Local (0 rounds, 0 bytes); t is public, so nothing is revealed."""
+    t = _on_session_device(t)
     return t if _comm.rank() == 0 else torch.zeros_like(t)
+
+
+def _on_session_device(t):
+    """A public constant moved to where the session's shares live (a no-op on the CPU)."""
+    from ..runtime.device import session_device
+
+    dev = session_device()
+    return t if t.device == dev else t.to(dev)
 
 
 def rank_bits(n):
@@ -94,7 +103,7 @@ def compare_exchange(X, extra, rows, descending=False):
     P = 1 + len(extra)
     for layer in range(len(width)):
         sel = rows[layer_ids == layer]
-        i, j = sel[:, 1], sel[:, 2]
+        i, j = sel[:, 1].to(X.device), sel[:, 2].to(X.device)  # the network is built on the host
         A, B = X[i], X[j]
         diff = (A - B) if descending else (B - A)  # swap iff it is negative
         pay = [A - B] + [e[i] - e[j] for e in extra]
@@ -126,7 +135,7 @@ def ranks(X, descending=False, prefetch=None):
     rank = public_share(torch.arange(n, dtype=torch.long).view(n, 1).expand(n, d).contiguous())
     if n < 2:
         return rank
-    iu, ju = torch.triu_indices(n, n, 1)
+    iu, ju = torch.triu_indices(n, n, 1, device=X.device)
     # ascending: c = [x_j < x_i] adds to rank_i; descending: c = [x_i < x_j]
     diff = (X[iu] - X[ju]) if descending else (X[ju] - X[iu])
     c = compare_shares(diff.reshape(-1), LT, 64, negate=True, prefetch=prefetch).view(-1, d)
@@ -160,5 +169,5 @@ def weighted_sum(w, U):
 __all__ = [
     "EQ", "LT", "MUX", "check_mpc", "check_operand", "check_public", "compare_cost", "compare_exchange",
     "compare_shares", "decode", "flat_share", "frac_bits", "like", "like_shape", "mpc_module", "mux_shares",
-    "network_rows", "public_share", "rank_bits", "ranks", "select_rows", "to_mpc", "weighted_sum",
+    "network_rows", "public_share", "rank_bits", "ranks", "raw_share", "select_rows", "to_mpc", "weighted_sum",
 ]

@@ -454,10 +454,11 @@ def where(condition, a, b):
         a = shares.check_public(a, "a")
         b = shares.check_public(b, "b")
         d = torch.as_tensor(a, dtype=torch.float64) - torch.as_tensor(b, dtype=torch.float64)
-        enc = crypten_mpc.MPCTensor.from_shares(condition.share.clone(), precision=16)
-        dq = enc.encoder.encode(d)
+        cs = shares.raw_share(condition)
+        enc = crypten_mpc.MPCTensor.from_shares(cs.clone(), precision=16)
+        dq = enc.encoder.encode(d).to(cs.device)
         shape = torch.broadcast_shapes(condition.size(), dq.shape)
-        share = (condition.share.expand(shape) * dq.expand(shape)).contiguous()
+        share = (cs.expand(shape) * dq.expand(shape)).contiguous()
         return crypten_mpc.MPCTensor.from_shares(share, precision=16) + b
     ref = a if isinstance(a, crypten_mpc.MPCTensor) else b
     a = shares.check_operand(a, "a", ref)

@@ -39,31 +39,29 @@ def _truncate(share, frac):
 
 def ring_matmul_nt(a, b):
     """``a @ b.T`` mod 2^64 for int64 matrices: csrc/core's blocked kernel on the
-    CPU (about 1.3x torch's int64 matmul here), torch elsewhere."""
-    if a.is_cuda or b.is_cuda:
-        return a @ b.T
+    CPU (about 1.3x torch's int64 matmul here), csrc/cuda's split-k kernel on a
+    GPU (torch has no int64 matmul on CUDA)."""
     return ops.ring_matmul_nt(a, b)
 
 
 def ring_syr2k(a, b=None):
     """``a @ b.T + b @ a.T`` (or ``a @ a.T``) mod 2^64, computing one triangle:
     half (a quarter with b) of the multiplications of the general products."""
-    if a.is_cuda:
-        return a @ a.T if b is None else a @ b.T + b @ a.T
     return ops.ring_syr2k(a, b)
 
 
 _SCRATCH = {}
 
 
-def _scratch(name, shape):
+def _scratch(name, shape, device=None):
     """A reused int64 buffer: buffers past glibc's 32 MB mmap threshold are
     otherwise fresh pages on every call, and faulting them in costs as much as
     the products (about 20 ms per 40 MB here)."""
     numel = shape[0] * shape[1]
+    name = (name, str(device))
     buf = _SCRATCH.get(name)
     if buf is None or buf.numel() < numel:
-        buf = _SCRATCH[name] = torch.empty(numel, dtype=torch.long)
+        buf = _SCRATCH[name] = torch.empty(numel, dtype=torch.long, device=device)
     return buf[:numel].view(shape)
 
 
@@ -75,15 +73,16 @@ def gram(X):
     m, k = X.size()
     frac = shares.frac_bits(X.encoder.scale)
     if m == 0 or k == 0:
-        return shares.like_shape(torch.zeros(m, m, dtype=torch.long), X.encoder.scale)
+        return shares.like_shape(torch.zeros(m, m, dtype=torch.long, device=X.device), X.encoder.scale)
     mat = dealer_client().crypten({"fn": "gram", "size": [m, k]})
     words = mat.words
     A = words[: m * k].view(m, k)  # stream part: ready now
-    E = torch.sub(X.share, A, out=_scratch("E", (m, k)))
+    Xs = shares.raw_share(X)
+    E = torch.sub(Xs, A, out=_scratch("E", (m, k), Xs.device))
     _comm.exchange(sum_tensor=E)  # E = X - A, public
     if _comm.rank() == 0:
         # E E^T + E A^T + A E^T = (E + A)(E + A)^T - A A^T: two half-work products
-        G = ring_syr2k(torch.add(E, A, out=_scratch("E+A", (m, k)))) - ring_syr2k(A)
+        G = ring_syr2k(torch.add(E, A, out=_scratch("E+A", (m, k), Xs.device))) - ring_syr2k(A)
     else:
         G = ring_syr2k(E, A)  # E A^T + A E^T
     mat.wait()  # [A A^T] is needed only now: the dealer computed it meanwhile
@@ -91,7 +90,7 @@ def gram(X):
     out = _truncate(G, frac)
     # Truncation rounds G_ij and G_ji independently; mirror the upper triangle so
     # the result is exactly symmetric (equal distances stay exact ties).
-    share = out.share
+    share = shares.raw_share(out)
     sym = torch.triu(share) + torch.triu(share, 1).T
     return shares.like_shape(sym.contiguous(), out.encoder.scale)
 
@@ -104,8 +103,9 @@ def pairwise_sq_dist(X):
     Reveals nothing.
     """
     G = gram(X)
-    diag = G.share.diagonal().clone()
-    D = diag.view(-1, 1) + diag.view(1, -1) - 2 * G.share
+    Gs = shares.raw_share(G)
+    diag = Gs.diagonal().clone()
+    D = diag.view(-1, 1) + diag.view(1, -1) - 2 * Gs
     return shares.like_shape(D, G.encoder.scale)
 
 
@@ -128,7 +128,7 @@ def row_sq_norms(X):
 
 
 def _diag(G):
-    return shares.like_shape(G.share.diagonal().clone(), G.encoder.scale)
+    return shares.like_shape(shares.raw_share(G).diagonal().clone(), G.encoder.scale)
 
 
 def cosine_similarity(X, Y=None):

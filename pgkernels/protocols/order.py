@@ -81,7 +81,7 @@ class _Columns:
         self.shape = tuple(x.size())
         self.n = self.shape[self.dim]
         self.rest = self.shape[:self.dim] + self.shape[self.dim + 1:]
-        share = x.share.reshape(self.shape).movedim(self.dim, 0)
+        share = shares.raw_share(x).reshape(self.shape).movedim(self.dim, 0)
         self.X = share.reshape(self.n, -1).contiguous() if self.n else share.reshape(0, builtins.max(1, math.prod(self.rest)))
         self.d = self.X.shape[1] if self.n else math.prod(self.rest)
         self.scale = x.encoder.scale
@@ -185,7 +185,7 @@ def _select(X, rank, positions, want_index):
     vals = out[0].sum(1)
     idx = None
     if want_index:
-        idx = (out[1] * torch.arange(n, dtype=torch.long).view(1, n, 1)).sum(1)
+        idx = (out[1] * torch.arange(n, dtype=torch.long, device=out.device).view(1, n, 1)).sum(1)
     return vals, idx
 
 
@@ -200,7 +200,7 @@ def _positions(cols, positions, descending, want_index, method, ascending_only_r
         extra = [public_share(torch.arange(n, dtype=torch.long).view(n, 1).expand(n, d).contiguous())] \
             if want_index else []
         compare_exchange(X, extra, network_rows(n, positions), descending)
-        p = torch.tensor(positions, dtype=torch.long)
+        p = torch.tensor(positions, dtype=torch.long, device=X.device)
         return X[p], (extra[0][p] if want_index else None)
     P = 1 + int(want_index)
     rank = ranks(cols.X, descending, prefetch=(len(positions) * n * d, rank_bits(n), EQ, P))
@@ -452,7 +452,7 @@ def _arg(x, dim, keepdim, one_hot, largest, method):
     if one_hot:
         out = cols.out(H, scale=1)
         return out.reshape(shape) if flat else out
-    idx = (H * torch.arange(cols.n, dtype=torch.long).view(-1, 1)).sum(0, keepdim=True)
+    idx = (H * torch.arange(cols.n, dtype=torch.long, device=H.device).view(-1, 1)).sum(0, keepdim=True)
     return cols.out(idx, scale=1, keepdim=keepdim, squeeze=True)
 
 

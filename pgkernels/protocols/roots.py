@@ -44,7 +44,7 @@ def _bucket_bits(x_flat, frac):
     """Shared one-hot h (len(J), N) of x's power-of-four bucket (scale 1)."""
     N = x_flat.numel()
     K = len(J)
-    thr = torch.tensor([2 ** (2 * j + frac) for j in J], dtype=torch.long).view(K, 1)
+    thr = torch.tensor([2 ** (2 * j + frac) for j in J], dtype=torch.long, device=x_flat.device).view(K, 1)
     diff = x_flat.view(1, N).expand(K, N) - (thr if _comm.rank() == 0 else torch.zeros_like(thr))
     b = compare_shares(diff.reshape(-1), LT, 64, negate=False).view(K, N)  # [x >= 4^j]
     h = b.clone()
@@ -55,28 +55,29 @@ def _bucket_bits(x_flat, frac):
 def _scaled_copies(x, powers, frac):
     """Stack of x * 2^p for the public integer exponents p (MPCTensor, x's scale)."""
     K = len(powers)
-    rows = shares.like_shape(x.share.reshape(1, -1).expand(K, -1).contiguous(), x.encoder.scale)
+    rows = shares.like_shape(shares.raw_share(x).reshape(1, -1).expand(K, -1).contiguous(), x.encoder.scale)
     return _scaled_rows(rows, powers, frac)
 
 
 def _scaled_rows(t, powers, frac):
     """Row k of the (K, N) MPCTensor t times 2^powers[k] (truncation for negative powers)."""
     mpc = shares.mpc_module()
-    up = torch.tensor([2 ** p if p >= 0 else 1 for p in powers], dtype=torch.long).view(-1, 1)
-    down = torch.tensor([2 ** -p if p < 0 else 1 for p in powers], dtype=torch.long).view(-1, 1)
-    out = mpc.MPCTensor.from_shares((t.share * up).contiguous(), precision=frac)
+    ts = shares.raw_share(t)
+    up = torch.tensor([2 ** p if p >= 0 else 1 for p in powers], dtype=torch.long, device=ts.device).view(-1, 1)
+    down = torch.tensor([2 ** -p if p < 0 else 1 for p in powers], dtype=torch.long, device=ts.device).view(-1, 1)
+    out = mpc.MPCTensor.from_shares((ts * up).contiguous(), precision=frac)
     if any(p < 0 for p in powers):
         # x itself (a squared norm, up to 2^62 in the ring) is divided here: exactly
         from .truncation import div_
 
-        div_(out._tensor, down.expand(out.share.shape).contiguous())
+        div_(out._tensor, down.expand(shares.raw_share(out).shape).contiguous())
     return out
 
 
 def _select(h, values):
     """sum_j h_j * values_j for one-hot bit shares h (K, N) and an MPCTensor (K, N)."""
     K, N = h.shape
-    prod = mux_shares(h.reshape(-1), values.share.reshape(1, -1)).view(K, N)
+    prod = mux_shares(h.reshape(-1), shares.raw_share(values).reshape(1, -1)).view(K, N)
     return shares.like_shape(prod.sum(0), values.encoder.scale)
 
 

@@ -27,7 +27,12 @@ def check_mpc(x, name, allow_public=False):
         if x.ptype != mpc.arithmetic:
             raise TypeError(f"{name} must be arithmetic-shared; convert it with {name}.to(crypten.mpc.arithmetic)")
         if x.is_cuda:
-            raise NotImplementedError(f"{name} is on CUDA; pgkernels' CUDA kernels are not built yet")
+            from .. import ops
+
+            if not ops.cuda_built():
+                raise NotImplementedError(
+                    f"{name} is on CUDA but this pgkernels build has no CUDA kernels: rebuild on a machine with "
+                    "nvcc and a CUDA torch (FORCE_CUDA=1 pip install --no-build-isolation -e .)")
         return x
     if allow_public:
         return check_public(x, name)
@@ -75,12 +80,18 @@ def check_operand(y, name, ref):
     return y
 
 
-def flat_share(x):
-    """This party's int64 share of x, flattened and contiguous."""
+def raw_share(x):
+    """This party's share of x as a plain int64 torch tensor, x's shape (on a
+    GPU CrypTen wraps it in a CUDALongTensor; this unwraps it)."""
     share = x.share
     if hasattr(share, "tensor") and not isinstance(share, torch.Tensor):
         share = share.tensor()
-    return share.reshape(-1).contiguous()
+    return share
+
+
+def flat_share(x):
+    """This party's int64 share of x, flattened and contiguous."""
+    return raw_share(x).reshape(-1).contiguous()
 
 
 def like(ref, flat, scale):
@@ -108,6 +119,8 @@ def to_mpc(value, ref):
 
     t = torch.as_tensor(value)
     enc = ref.encoder.encode(t)
+    if ref.is_cuda and not enc.is_cuda:
+        enc = enc.to(ref.device)  # a CUDA operand's public partner joins it on its GPU
     share = enc if comm.rank() == 0 else torch.zeros_like(enc)
     return mpc.MPCTensor.from_shares(share, precision=frac_bits(ref.encoder.scale))
 
@@ -122,8 +135,11 @@ def decode(x):
     parties (it is an opening).
     """
     check_mpc(x, "x")
-    return x._tensor.reveal().double() / x.encoder.scale
+    t = x._tensor.reveal()
+    if not isinstance(t, torch.Tensor) and hasattr(t, "tensor"):
+        t = t.tensor()  # a CUDALongTensor: the plain tensor on its GPU
+    return t.double() / x.encoder.scale
 
 
 __all__ = ["FRAC_BITS_MAX", "check_mpc", "check_operand", "check_public", "decode", "flat_share", "frac_bits",
-           "like", "like_shape", "mpc_module", "to_mpc"]
+           "like", "like_shape", "mpc_module", "raw_share", "to_mpc"]

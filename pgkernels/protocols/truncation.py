@@ -111,7 +111,9 @@ def _ring_const(v):
 def div_(x, divisor):
     """In place: the ArithmeticSharedTensor x divided by a public integer (or
     an integer tensor broadcastable to x), rounded down within 2 units."""
-    share = x.share
+    from .shares import raw_share
+
+    share = raw_share(x)  # a plain tensor also on a GPU (CrypTen wraps it there)
     if torch.is_tensor(divisor) and divisor.numel() > 1:
         D = torch.broadcast_to(divisor.long(), share.shape).reshape(-1)
         flat = share.reshape(-1)
@@ -142,7 +144,7 @@ def div(x, divisor):
 
     out = x.clone()
     div_(out._tensor, divisor)
-    return shares.like_shape(out.share, x.encoder.scale)
+    return shares.like_shape(shares.raw_share(out), x.encoder.scale)
 
 
 _ORIGINAL = {}

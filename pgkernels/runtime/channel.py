@@ -240,10 +240,49 @@ def _plain_source(tensor):
     return t
 
 
+class StagedWork:
+    """A gloo work on a host copy of a GPU tensor: ``wait`` completes it and
+    copies a received host buffer into the GPU tensor (``dst``; None for a send,
+    where the host copy only has to outlive the send)."""
+
+    def __init__(self, work, host, dst=None):
+        self._work, self._host, self._dst = work, host, dst
+
+    def wait(self, timeout=None):
+        if self._work is not None:
+            self._work.wait() if timeout is None else self._work.wait(timeout)
+            if self._dst is not None:
+                self._dst.copy_(self._host)
+            self._work = self._host = self._dst = None
+        return True
+
+    def is_completed(self):
+        return self._work is None or self._work.is_completed()
+
+
+def staged_isend(tensor, dst, group=None, tag=0):
+    """``dist.isend`` for a tensor on any device: gloo's point-to-point is
+    CPU-only, so a GPU tensor goes through a host copy (several parties share
+    one GPU on one machine, which NCCL does not allow)."""
+    if tensor.device.type == "cpu":
+        return dist.isend(tensor, dst, group=group, tag=tag)
+    host = tensor.detach().contiguous().cpu()
+    return StagedWork(dist.isend(host, dst, group=group, tag=tag), host)
+
+
+def staged_irecv(tensor, src, group=None, tag=0):
+    """``dist.irecv`` into a tensor on any device (GPU: via a host buffer, copied on ``wait``)."""
+    if tensor.device.type == "cpu":
+        return dist.irecv(tensor, src, group=group, tag=tag)
+    host = torch.empty(tensor.shape, dtype=tensor.dtype)
+    return StagedWork(dist.irecv(host, src, group=group, tag=tag), host, tensor)
+
+
 class PlainTransport:
-    """gloo point-to-point in the clear (the default on one host); with a
-    ``link`` (:class:`pgkernels.runtime.link.SimLink`) every send is delayed
-    by the simulated link."""
+    """gloo point-to-point in the clear (the default on one host); GPU tensors
+    are staged through host memory; with a ``link``
+    (:class:`pgkernels.runtime.link.SimLink`) every send is delayed by the
+    simulated link."""
 
     encrypted = False
 
@@ -252,11 +291,13 @@ class PlainTransport:
 
     def isend(self, tensor, dst, group=None):
         if self.link is not None:
+            if tensor.device.type != "cpu":
+                tensor = tensor.detach().contiguous().cpu()
             return self.link.isend(tensor, dst, group=group)
-        return dist.isend(tensor, dst, group=group)
+        return staged_isend(tensor, dst, group=group)
 
     def irecv(self, tensor, src, group=None):
-        return dist.irecv(tensor, src, group=group)
+        return staged_irecv(tensor, src, group=group)
 
     def send(self, tensor, dst, group=None):
         self.isend(tensor, dst, group).wait()

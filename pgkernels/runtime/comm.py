@@ -156,16 +156,20 @@ def exchange(sum_tensor=None, xor_tensor=None):
     total = 0
     for t, is_xor in jobs:
         total += _nbytes(t)
+        # GPU shares travel through host memory (gloo); one host copy serves every peer
+        src = t if t.device.type == "cpu" else t.detach().contiguous().cpu()
         for peer in range(n):
             if peer == me:
                 continue
-            buf = _inbox_buffer(len(inbox), t)
-            works.append(tx.isend(t, peer, group=group))
+            buf = _inbox_buffer(len(inbox), src)
+            works.append(tx.isend(src, peer, group=group))
             works.append(tx.irecv(buf, peer, group=group))
             inbox.append((t, buf, is_xor))
     for w in works:
         w.wait()
     for t, buf, is_xor in inbox:
+        if t.device.type != "cpu":
+            buf = buf.to(t.device)
         if is_xor:
             t.bitwise_xor_(buf)
         else:

@@ -364,6 +364,96 @@ class _TTPDist:
         return getattr(dist, name)
 
 
+class _HostStagedDist:
+    """``torch.distributed`` as CrypTen's communicator sees it in a CUDA
+    session: gloo's point-to-point, reduce, gather and scatter are CPU-only,
+    so every tensor on a GPU is copied to host memory, sent or reduced there,
+    and copied back (all-reduce and broadcast too, for one path)."""
+
+    @staticmethod
+    def _h(t):
+        return t if t is None or t.device.type == "cpu" else t.detach().contiguous().cpu()
+
+    def _back(self, work, pairs, async_op):
+        # pairs: (host, gpu) tensors to copy back once the work is done
+        pairs = [(h, g) for h, g in pairs if g is not None and g.device.type != "cpu"]
+        if async_op:
+            return _CopyBackWork(work, pairs)
+        for h, g in pairs:
+            g.copy_(h)
+        return work
+
+    def send(self, tensor, dst, group=None, tag=0):
+        return dist.send(self._h(tensor), dst, group=group, tag=tag)
+
+    def recv(self, tensor, src=None, group=None, tag=0):
+        h = self._h(tensor)
+        r = dist.recv(h, src, group=group, tag=tag)
+        self._back(None, [(h, tensor)], False)
+        return r
+
+    def isend(self, tensor, dst, group=None, tag=0):
+        h = self._h(tensor)
+        return _CopyBackWork(dist.isend(h, dst, group=group, tag=tag), [], keep=h)
+
+    def irecv(self, tensor, src=None, group=None, tag=0):
+        h = self._h(tensor)
+        return self._back(dist.irecv(h, src, group=group, tag=tag), [(h, tensor)], True)
+
+    def all_reduce(self, tensor, op=ReduceOp.SUM, group=None, async_op=False):
+        h = self._h(tensor)
+        return self._back(dist.all_reduce(h, op=op, group=group, async_op=async_op), [(h, tensor)], async_op)
+
+    def reduce(self, tensor, dst, op=ReduceOp.SUM, group=None, async_op=False):
+        h = self._h(tensor)
+        return self._back(dist.reduce(h, dst, op=op, group=group, async_op=async_op), [(h, tensor)], async_op)
+
+    def broadcast(self, tensor, src, group=None, async_op=False):
+        h = self._h(tensor)
+        return self._back(dist.broadcast(h, src, group=group, async_op=async_op), [(h, tensor)], async_op)
+
+    def gather(self, tensor, gather_list=None, dst=0, group=None, async_op=False):
+        hl = [self._h(t) for t in gather_list] if gather_list else gather_list
+        w = dist.gather(self._h(tensor), hl, dst, group=group, async_op=async_op)
+        return self._back(w, list(zip(hl or [], gather_list or [])), async_op)
+
+    def all_gather(self, tensor_list, tensor, group=None, async_op=False):
+        hl = [self._h(t) for t in tensor_list]
+        w = dist.all_gather(hl, self._h(tensor), group=group, async_op=async_op)
+        return self._back(w, list(zip(hl, tensor_list)), async_op)
+
+    def scatter(self, tensor, scatter_list=None, src=0, group=None, async_op=False):
+        h = self._h(tensor)
+        sl = [self._h(t) for t in scatter_list] if scatter_list else scatter_list
+        return self._back(dist.scatter(h, sl, src, group=group, async_op=async_op), [(h, tensor)], async_op)
+
+    def __getattr__(self, name):
+        return getattr(dist, name)
+
+
+class _CopyBackWork:
+    def __init__(self, work, pairs, keep=None):
+        self._work, self._pairs, self._keep = work, pairs, keep
+
+    def wait(self, timeout=None):
+        if self._work is not None:
+            self._work.wait() if timeout is None else self._work.wait(timeout)
+            for h, g in self._pairs:
+                g.copy_(h)
+            self._work = self._pairs = self._keep = None
+        return True
+
+    def is_completed(self):
+        return self._work is None or self._work.is_completed()
+
+
+def stage_crypten_through_host(on=True):
+    """Route CrypTen's communicator through host memory (CUDA sessions over gloo); off restores it."""
+    from crypten.communicator import distributed_communicator
+
+    distributed_communicator.dist = _HostStagedDist() if on else dist
+
+
 def route_crypten_ttp(tx):
     """Send CrypTen TTP's seed exchange (raw ``dist.isend``/``irecv`` in its
     provider module) through ``tx``; ``tx=None`` restores torch.distributed."""

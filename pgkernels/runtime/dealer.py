@@ -93,8 +93,8 @@ class DealerError(RuntimeError):
     """The dealer refused a request, or stopped answering."""
 
 
-def stream(key, seq, nwords):
-    out = torch.empty(nwords, dtype=torch.long)
+def stream(key, seq, nwords, device=None):
+    out = torch.empty(nwords, dtype=torch.long, device=device)
     if nwords:
         ops.prg_fill_(out, key, seq, 0)
     return out
@@ -102,10 +102,24 @@ def stream(key, seq, nwords):
 
 def udiv(t, divisor):
     """``floor(t / divisor)`` for an int64 tensor read as unsigned 64-bit integers."""
+    if t.device.type != "cpu":
+        return _udiv_int64(t, divisor)
     import numpy as np
 
     q = t.contiguous().numpy().view(np.uint64) // np.uint64(divisor)
     return torch.from_numpy(q.view(np.int64))
+
+
+def _udiv_int64(t, divisor):
+    """:func:`udiv` in int64 arithmetic (any device: CUDA has no uint64 division).
+    With u = 2 h + b (h = u >> 1 >= 0 as an int64): u // D = 2 (h // D) + (2 (h % D) + b) // D,
+    where 2 (h % D) + b < 2 D fits an int64 for D <= 2^62."""
+    D = int(divisor)
+    if not 0 < D <= 2 ** 62:
+        raise ValueError(f"udiv: divisor must be in [1, 2^62] off the CPU, got {D}")
+    h = (t >> 1) & (2 ** 63 - 1)  # logical shift: u // 2
+    q1 = torch.div(h, D, rounding_mode="floor")
+    return 2 * q1 + torch.div(2 * (h - q1 * D) + (t & 1), D, rounding_mode="floor")
 
 
 def new_key():
@@ -394,13 +408,16 @@ class _Pool:
     """Reused word buffers: fresh 50 MB allocations per request cost more in
     page faults than the AES and the arithmetic together."""
 
-    def __init__(self):
+    def __init__(self, device=None):
         self._bufs = {}
+        self.device = torch.device("cpu") if device is None else torch.device(device)
 
-    def get(self, slot, nwords):
+    def get(self, slot, nwords, device=None):
+        device = self.device if device is None else torch.device(device)
+        slot = (slot, str(device))
         buf = self._bufs.get(slot)
         if buf is None or buf.numel() < nwords:
-            buf = torch.empty(nwords, dtype=torch.long)
+            buf = torch.empty(nwords, dtype=torch.long, device=device)
             self._bufs[slot] = buf
         return buf[:nwords]
 
@@ -411,14 +428,18 @@ def corrected_party(seq, world_size):
 
 
 class DealerCore:
-    """Computes the corrected party's words from every party's key (dealer side)."""
+    """Computes the corrected party's words from every party's key (dealer side).
 
-    def __init__(self, keys):
+    ``device``: where comparison material is drawn and corrected (the GPU in a
+    CUDA session: the AES stream and ``cmp_dealer_`` run there); CrypTen
+    requests' corrections are computed on the CPU (they use numpy)."""
+
+    def __init__(self, keys, device=None):
         self.keys = keys
         self.seq = 0
-        self.pool = _Pool()
+        self.pool = _Pool(device)
 
-    def _streams(self, seq, stream_words, total_words):
+    def _streams(self, seq, stream_words, total_words, device=None):
         """Every party's material, the corrected party's first."""
         mats = []
         p = corrected_party(seq, len(self.keys))
@@ -427,7 +448,7 @@ class DealerCore:
             key = self.keys[i]
             # the corrected party's corrected segment is what we compute: skip drawing it
             nwords = stream_words if i == p else total_words
-            buf = self.pool.get(("mat", i), nwords)
+            buf = self.pool.get(("mat", i), nwords, device)
             if nwords:
                 ops.prg_fill_(buf, key, seq, 0)
             mats.append(buf)
@@ -466,7 +487,7 @@ class DealerCore:
             corr = self.pool.get("corr", lay.corrected)
             ops.cmp_dealer_(corr, mats, n, k, mode, payloads, self_sign)
             return corr
-        mats = self._streams(self.seq, stream_words, total)
+        mats = self._streams(self.seq, stream_words, total, device="cpu")
         return _crypten_corrections(params, mats).contiguous()
 
 
@@ -534,7 +555,11 @@ class DealerClient:
         self.group = c.ttp_group if mode == "process" else c.main_group
         self.tx = _comm.transport()
         self.seq = 0
-        self._pool = _Pool()
+        from .device import session_device
+
+        # material lives where the shares do; corrections arrive through host memory
+        self.device = session_device()
+        self._pool = _Pool(self.device)
         self._ahead = None  # (params, material, layout) requested ahead of use
         self._sending = []  # isend works of headers/payloads (they hold the buffers)
         if mode == "process":
@@ -548,7 +573,7 @@ class DealerClient:
                 for r in range(1, self.world_size):
                     self.tx.send(keys[r], r, group=self.group)
                 self.key = keys[0]
-                self.core = DealerCore(keys)
+                self.core = DealerCore(keys, self.device)
             else:
                 key = torch.empty(16, dtype=torch.uint8)
                 self.tx.recv(key, 0, group=self.group)
@@ -587,7 +612,7 @@ class DealerClient:
         if self.mode == "local":
             # insecure test mode: party 0 computes the corrected party's words
             if self.rank == 0:
-                local_corr = self.core.answer(kind, params)
+                local_corr = self.core.answer(kind, params).to(self.device)
                 targets = range(1, self.world_size) if kind == FSS else [corrected] if corrected != 0 else []
                 for r in targets:
                     if local_corr.numel():
@@ -786,7 +811,9 @@ def serve(world_size):
     works = [tx.isend(keys[r], r, group=group) for r in range(world_size)]
     for w in works:
         w.wait()
-    core = DealerCore(keys)
+    from .device import session_device
+
+    core = DealerCore(keys, session_device())
     posted = _post_headers(tx, group, world_size)
     while True:
         seq = core.seq + 1

@@ -106,8 +106,12 @@ def share_all(arrays, world_size, frac_bits=None):
     return per_party
 
 
-def to_mpc(s):
-    """Inside a compute party: its :class:`Share` as an MPCTensor (scale ``2^frac_bits``)."""
+def to_mpc(s, device=None):
+    """Inside a compute party: its :class:`Share` as an MPCTensor (scale
+    ``2^frac_bits``) on ``device`` (default: the session's, see
+    :mod:`pgkernels.runtime.device`)."""
     from .._compat import import_crypten
+    from .device import session_device
 
-    return import_crypten().mpc.MPCTensor.from_shares(s.tensor(), precision=s.frac_bits)
+    dev = session_device() if device is None else torch.device(device)
+    return import_crypten().mpc.MPCTensor.from_shares(s.tensor().to(dev), precision=s.frac_bits)

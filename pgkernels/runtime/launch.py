@@ -75,7 +75,7 @@ def _identities(tmp, world_size, with_dealer):
 
 
 def launch(fn, world_size=2, dealer="ttp", timeout=300.0, args=(), kwargs=None, insecure=False,
-           threads=1, party_inputs=None, channel="auto", link=None):
+           threads=1, party_inputs=None, channel="auto", link=None, device="cpu"):
     """Run ``fn(*args, **kwargs)`` in every compute party; return the per-rank results.
 
     Args:
@@ -98,6 +98,12 @@ def launch(fn, world_size=2, dealer="ttp", timeout=300.0, args=(), kwargs=None, 
             (the dealer too) then runs over that simulated link (one-way latency,
             bandwidth per direction). None leaves ``PGKERNELS_SIM_LATENCY_S`` /
             ``PGKERNELS_SIM_BANDWIDTH_BPS`` as the caller's environment has them.
+        device: ``"cpu"`` (default) or ``"cuda"`` (``"cuda:N"``): where every
+            party keeps its shares and dealer material and runs the kernels;
+            the dealer computes on it too. Messages go through host memory
+            over gloo, so all parties may share one GPU
+            (:mod:`pgkernels.runtime.device`). ValueError naming ``device``
+            when this machine or build has no usable CUDA.
 
     Raises:
         PartyError: a party raised (its traceback is in the message), exited
@@ -111,6 +117,9 @@ def launch(fn, world_size=2, dealer="ttp", timeout=300.0, args=(), kwargs=None, 
     if timeout is None or timeout <= 0:
         raise ConfigError(f"timeout must be > 0 seconds, got {timeout!r}")
     check_dealer(dealer, insecure)
+    from .device import ENV as DEVICE_ENV, check_device
+
+    dev = check_device(device, "device")
     kwargs = kwargs or {}
     if link is not None:
         from .link import Link
@@ -133,6 +142,7 @@ def launch(fn, world_size=2, dealer="ttp", timeout=300.0, args=(), kwargs=None, 
         env = _child_env(threads)
         if link is not None:
             env.update(link.env())
+        env[DEVICE_ENV] = str(dev)
         from .channel import loopback_interface
 
         env["GLOO_SOCKET_IFNAME"] = loopback_interface()  # gloo listens on loopback only

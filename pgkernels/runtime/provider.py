@@ -23,8 +23,11 @@ NAME = "PGK"
 
 
 def _to(t, device):
+    """Material words on the device CrypTen asked for (None: the CPU). In a
+    CUDA session the dealer's words already sit on the GPU, so a CPU request
+    copies them back, a CUDA one only wraps them."""
     if device is None or torch.device(device).type == "cpu":
-        return t
+        return t.cpu()
     from crypten.cuda import CUDALongTensor
 
     return CUDALongTensor(t.to(device))

@@ -179,6 +179,12 @@ def _setup_communicator(rank, world_size, rendezvous, dealer, timeout, secure=No
         sys.setswitchinterval(1e-4)
         _LINK[0] = sim
     DC.instance = inst
+    from .device import is_cuda_session
+
+    if is_cuda_session():
+        from .communicator import stage_crypten_through_host
+
+        stage_crypten_through_host()  # gloo moves only host tensors point-to-point
     for key, val in (("WORLD_SIZE", world_size), ("RANK", rank), ("RENDEZVOUS", rendezvous),
                      ("DISTRIBUTED_BACKEND", "gloo")):
         os.environ[key] = str(val)
@@ -200,6 +206,11 @@ def init_party(rank, world_size, rendezvous, dealer="ttp", timeout=300.0, insecu
     check_dealer(dealer, insecure)
     if world_size < 2:
         raise ConfigError("MPC needs world_size >= 2 (CrypTen short-circuits 1-party runs)")
+    from .device import session_device
+
+    dev = session_device()  # ValueError before joining when the session's CUDA is unusable here
+    if dev.type == "cuda":
+        torch.cuda.set_device(dev)
     secure = _load_secure(channel, rendezvous, identity, roster)
     _setup_communicator(rank, world_size, rendezvous, dealer, timeout, secure, link)
     crypten._setup_prng()
