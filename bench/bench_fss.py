@@ -30,7 +30,7 @@ import time
 
 import pgkernels
 
-from .common import close, provenance, run_crypten, start_run, write_results
+from .common import close, measure, provenance, run_crypten, start_run, write_results
 
 SYCRET_PY = "/tmp/venv-sycret/bin/python"
 
@@ -109,37 +109,13 @@ def _data(n):
 
 
 def _time(fn, reps, before=None):
-    """Median seconds at party 0 of ``reps`` calls (``before()`` runs untimed
-    ahead of each), and the rounds/bytes of the first, after one warm call."""
-    import statistics
-
-    import torch
-    import torch.distributed as dist
-
-    import crypten.communicator as cc
-
-    from pgkernels.runtime import comm
-
-    group = cc.get().main_group
-    if before:
-        before()
-    out = fn()
-    times, stats = [], None
-    for _ in range(reps):
-        if before:
-            before()
-        dist.barrier(group=group)
-        comm.reset_stats()
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-        if stats is None:
-            stats = comm.STATS.snapshot()
-    total = torch.tensor([stats.dealer_bytes], dtype=torch.float64)
-    dist.all_reduce(total, group=group)
-    return out, {"seconds": statistics.median(times), "times": times, "reps": reps, "rounds": stats.rounds,
-                 "dealer_rounds": stats.dealer_rounds, "bytes_sent": stats.bytes_sent,
-                 "dealer_bytes": float(total)}
+    """:func:`bench.common.measure` (median seconds at party 0 of ``reps``
+    calls, ``before()`` untimed ahead of each; rounds and bytes of one call),
+    and the warm call's result."""
+    warm = []
+    row = measure(fn, reps, check=warm.append, before=before)
+    row.pop("checked")
+    return warm[0], row
 
 
 def _pgk_session(n, reps):

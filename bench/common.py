@@ -9,7 +9,7 @@ from .tables import fmt_table
 MIN_REPS = 3
 
 
-def measure(fn, reps, check=None):
+def measure(fn, reps, check=None, before=None):
     """One warm call of fn() checked against plaintext, then ``reps`` (>= 3)
     timed calls: the median wall time at party 0, every time, and the
     rounds/bytes of one call (bytes sent by party 0; dealer bytes received by
@@ -18,7 +18,8 @@ def measure(fn, reps, check=None):
     ``check(result)``: run on the warm call's result at every party (it may
     open shares); it must raise if the result disagrees with plaintext.
     Parties are aligned with a barrier before each call so the clock measures
-    the protocol, not a late start.
+    the protocol, not a late start. ``before()``: run untimed ahead of every
+    call (e.g. a dealer prefetch).
     """
     import torch
     import torch.distributed as dist
@@ -30,6 +31,8 @@ def measure(fn, reps, check=None):
     if reps < MIN_REPS:
         raise ValueError(f"reps must be at least {MIN_REPS}, got {reps}")
     group = cc.get().main_group
+    if before is not None:
+        before()
     out = fn()
     if check is not None:
         check(out)
@@ -37,6 +40,8 @@ def measure(fn, reps, check=None):
     times = []
     stats = None
     for _ in range(reps):
+        if before is not None:
+            before()
         dist.barrier(group=group)
         comm.reset_stats()
         t = time.perf_counter()
