@@ -44,10 +44,11 @@ Costs are per party and per other party, 2 parties (see
   :func:`pgkernels.defenses.clustering.two_means` per class (about 12
   rounds per Lloyd step), the size test (4 rounds);
 * with a trusted clean set of m records (``clean=``): its own label bits,
-  centring and counts (as above, on m rows), per class 2 exact square sums,
-  2 products by 1/count and one comparison (the suspect test, about 9
-  rounds), and one more bit injection (spectral: the clean-mean shift; both:
-  the suspect bit);
+  centring and counts (as above, on m rows); the suspect test batched over
+  the classes (exact square sums of the training and clean rows, 1 round
+  each, a product by 1/count each, one comparison of K elements: about 10
+  rounds in all); one bit injection for the clean-mean shifts (spectral) and
+  one for the suspect bits;
 * STRIP: a row maximum (6 rounds per level of ``ceil(log2 K)``), CrypTen's
   exp and log, Newton steps for 1/S (2 rounds each), the mean per query.
 
@@ -205,21 +206,30 @@ class _Clean:
         self.scale = Rc.encoder.scale
         C, cnt, self.mu, empty, inv = _centred(Rc, Bc)
         self.nonempty = public_share(torch.ones(K, dtype=torch.long)) - empty
-        self.spread = [_spread(blocks.like_shape(C[c], self.scale), inv[c], self.scale) for c in range(K)]
+        self.spread = _spreads(C, inv, self.scale)
 
-    def suspect(self, c, spread):
-        """Bit share of ``[S_c >= ratio S'_c]`` for the class's own spread S_c
-        (a shared scalar): one comparison."""
+    def suspect(self, spread):
+        """Bit shares (K,) of ``[S_c >= ratio S'_c]`` for the classes' own
+        spreads S (shared (K,), :func:`_spreads`): one batched comparison."""
         with exact():
-            diff = spread - self.spread[c] * self.ratio
+            diff = spread - self.spread * self.ratio
         return compare_shares(blocks.flat_share(diff), LT, 64, negate=False)
 
+    def shifts(self, mu, d):
+        """``mu_c - mu'_c`` per class, 0 where the clean set has no record of
+        c: shares (K, d) (one bit injection for all classes)."""
+        K = mu.shape[0]
+        return mux_shares(self.nonempty.repeat_interleave(d), (mu - self.mu).reshape(1, -1)).view(K, d)
 
-def _spread(Cc, inv, scale):
-    """``||Cc||_F^2 / n_c``: the mean squared distance to the mean of the
-    centred class rows Cc (non-members 0), a shared scalar (inv = 1 / n_c)."""
+
+def _spreads(C, inv, scale):
+    """``||C_c||_F^2 / n_c`` for every class: the mean squared distance to the
+    class mean, from the centred shares C (K, n, d) (non-members 0) and inv
+    = 1 / n_c (K,); a shared (K,) vector. One round for the exact square sums
+    of all K n rows, one product."""
+    K, n, d = C.shape
     with exact():
-        sq = blocks.flat_share(row_sq_norms(Cc)).sum()
+        sq = blocks.flat_share(row_sq_norms(blocks.like_shape(C.reshape(K * n, d), scale))).view(K, n).sum(1)
         return blocks.like_shape(sq, scale) * blocks.like_shape(inv, scale)
 
 
@@ -261,18 +271,19 @@ def spectral_signatures(R, labels, eps, classes=None, iters=POWER_ITERS, seed=0,
     n, d = R.size()
     scale = R.encoder.scale
     ref = None if clean is None else _Clean(clean, K, d, ratio)
-    scores, suspect = [], []
+    if ref is not None:
+        suspect = ref.suspect(_spreads(C, inv, scale))
+        shifts = ref.shifts(mu, d)
+    scores = []
     for c in range(K):
         Cc = blocks.like_shape(C[c], scale)
         (v,) = top_directions(Cc, 1, iters, seed)
         with exact():
             u = Cc.matmul(v)
         if ref is not None:
-            suspect.append(ref.suspect(c, _spread(Cc, inv[c], scale)).view(1))
-            # centre at the clean mean: u_i + (mu_c - mu'_c) . v, the shift 0 when no clean record of c
-            shift = mux_shares(ref.nonempty[c].expand(d).contiguous(), (mu[c] - ref.mu[c]).view(1, d).contiguous()).view(d)
+            # centre at the clean mean: u_i + (mu_c - mu'_c) . v
             with exact():
-                u = u + (blocks.like_shape(shift, scale) * v).sum()
+                u = u + (blocks.like_shape(shifts[c], scale) * v).sum()
         with exact():
             scores.append(blocks.flat_share(u * u))
     S = torch.stack(scores, 1)  # (n, K), non-members ~0
@@ -283,7 +294,7 @@ def spectral_signatures(R, labels, eps, classes=None, iters=POWER_ITERS, seed=0,
     k, _ = count_table(cnt, n, table)
     below = compare_shares((rank - k.view(1, K)).reshape(-1), LT, rank_bits(n), negate=True)  # [rank < k]
     if ref is not None:  # members of suspect classes only
-        act = mux_shares(torch.cat(suspect).repeat(n), B.reshape(1, -1)).view(-1)
+        act = mux_shares(suspect.repeat(n), B.reshape(1, -1)).view(-1)
     else:
         act = B.reshape(-1)
     flags = mux_shares(act, below.view(1, -1)).view(n, K).sum(1)
@@ -331,6 +342,7 @@ def activation_clustering(R, labels, classes=None, components=2, size_threshold=
     ref = None if clean is None else _Clean(clean, K, d, ratio)
     if ref is not None:
         T = 500  # the strictly smaller cluster: 1000 cnt < 500 n_c
+        suspect = ref.suspect(_spreads(C, inv, scale))
     bits = rank_bits(1000 * n)
     flags = torch.zeros(n, dtype=torch.long)
     zero = torch.zeros(components, dtype=torch.long)
@@ -353,8 +365,7 @@ def activation_clustering(R, labels, classes=None, components=2, size_threshold=
         t = T * cnt[c] - 1000 * torch.stack([cnt1, cnt0]) - (0 if ref is None else 1)
         small = compare_shares(t, LT, bits, negate=False)
         if ref is not None:
-            sus = ref.suspect(c, _spread(Cc, inv[c], scale)).view(1)
-            small = mux_shares(sus.expand(2).contiguous(), small.view(1, 2)).view(2)
+            small = mux_shares(suspect[c].expand(2).contiguous(), small.view(1, 2)).view(2)
         flags = flags + mux_shares(b, small[0].expand(n).contiguous().view(1, n)).view(n) \
             + mux_shares(members - b, small[1].expand(n).contiguous().view(1, n)).view(n)
     return blocks.like_shape(flags, 1)
