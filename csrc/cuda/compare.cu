@@ -5,6 +5,7 @@
 // and pairs in the CPU's order (step overwrites node i while pair 2i + 1 still
 // reads, which a thread per (pair, word) would race on). Every formula is a
 // PGK_HD function of <pgkernels/compare_hd.h>.
+#include <stdexcept>
 #include "kernels.h"
 #include "launch.cuh"
 
@@ -280,6 +281,9 @@ int64_t cmp_dealer_scratch_words(const CmpSpec& s, const CmpLayout& L) {
 
 void cmp_dealer(const CmpSpec& s, const CmpLayout& L, int parties, const uint64_t* const* mats, uint64_t* corr,
                 uint64_t* scratch, cudaStream_t stream) {
+  // the CPU dealer's contract (the ATen wrapper checks too; this launcher is public)
+  if (parties < 2 || parties > kMaxDealerParties)
+    throw std::invalid_argument("pgk::cuda::cmp_dealer: parties must be in [2, kMaxDealerParties]");
   DealerMats M{};
   M.parties = parties;
   for (int p = 0; p < parties && p < kMaxDealerParties; ++p) M.p[p] = mats[p];

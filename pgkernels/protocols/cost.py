@@ -170,6 +170,7 @@ def choose_ltz(n, bits=64, parties=2, method=None, model=None, relu=False):
     return min(LTZ_METHODS, key=lambda meth: ltz_seconds(meth, n, bits, parties, model, relu=relu))
 
 
+@functools.lru_cache(maxsize=None)
 def dealer_bytes(bits, mode, payloads, self_sign=0):
     """Bytes per element the dealer sends the corrected party for one
     comparison (40.4 for a 64-bit LT without payloads)."""

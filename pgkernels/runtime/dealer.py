@@ -604,7 +604,7 @@ class DealerClient:
         # the request after next.
         # (pooled=False: a fresh buffer, for material held beside those two)
         words = self._pool.get(("mat", self.seq % 2), total_words) if pooled else torch.empty(
-            max(total_words, 1), dtype=torch.long)[:total_words]
+            max(total_words, 1), dtype=torch.long, device=self.device)[:total_words]
         corrected = corrected_party(self.seq, self.world_size)
         if kind == FSS:
             corrected = self.rank  # every party receives the correction words (the keys' common part)
