@@ -539,6 +539,38 @@ def describe_header(h):
     return f"request {h[1]}: unknown kind {kind}"
 
 
+class DealerRequest:
+    """One dealer request as the dealer sees it (kind, header, JSON payload),
+    with the words it fills; recorded by :meth:`DealerClient.recording`."""
+
+    __slots__ = ("kind", "params", "stream_words", "total_words", "header_extra", "payload")
+
+    def __init__(self, kind, params, stream_words, total_words, header_extra, payload):
+        self.kind = kind
+        self.params = params
+        self.stream_words = int(stream_words)
+        self.total_words = int(total_words)
+        self.header_extra = header_extra
+        self.payload = payload
+
+    def key(self):
+        # a CrypTen request made in the local test mode has no payload: compare its JSON
+        body = self.payload
+        if body is None and self.kind == CRYPTEN:
+            body = encode_request(self.params)
+        return (self.kind, self.header_extra, body, self.stream_words, self.total_words)
+
+    def describe(self):
+        name = {CMP: "comparison", FSS: "FSS comparison", CRYPTEN: "CrypTen request"}.get(self.kind, "request")
+        detail = self.header_extra if self.kind != CRYPTEN else (self.payload or b"")[:120]
+        return f"{name} {detail} ({self.total_words} words)"
+
+
+def trace_words(trace):
+    """Words (8 bytes each) a party holds for a preprocessed trace."""
+    return sum(r.total_words for r in trace)
+
+
 class DealerClient:
     """Party-side handle on the dealer.
 
@@ -561,6 +593,8 @@ class DealerClient:
         self.device = session_device()
         self._pool = _Pool(self.device)
         self._ahead = None  # (params, material, layout) requested ahead of use
+        self._trace = None  # requests being recorded (see recording)
+        self._queue = []  # (request, Material) answered ahead by preprocess, in order
         self._sending = []  # isend works of headers/payloads (they hold the buffers)
         if mode == "process":
             key = torch.empty(16, dtype=torch.uint8)
@@ -595,6 +629,77 @@ class DealerClient:
 
     def _request(self, kind, params, stream_words, total_words, header_extra=(), payload=None, online=True,
                  awaited=False, pooled=True):
+        req = DealerRequest(kind, params, stream_words, total_words, tuple(int(v) for v in header_extra),
+                            None if payload is None else bytes(payload.numpy()))
+        if self._trace is not None:
+            self._trace.append(req)
+        if self._queue:
+            want, mat = self._queue.pop(0)
+            if want.key() != req.key():
+                self._drain()
+                raise RuntimeError(f"pgkernels: preprocessed dealer material was for {want.describe()} but the "
+                                   f"protocol asked for {req.describe()}: the call differs from the recorded one "
+                                   "(other sizes, methods or cost-model settings); the rest of the preprocessed "
+                                   "material is discarded")
+            return mat  # its round trip happened offline: not metered
+        return self._issue(req, online=online, awaited=awaited, pooled=pooled, params=params, payload=payload)
+
+    def recording(self):
+        """Context manager recording the dealer requests made inside it, in order
+        (the requests are answered as usual). The list it yields is the call's
+        *trace*, for :meth:`preprocess`."""
+        import contextlib
+
+        @contextlib.contextmanager
+        def rec():
+            if self._trace is not None:
+                raise RuntimeError("pgkernels: already recording dealer requests")
+            self._trace = trace = []
+            try:
+                yield trace
+            finally:
+                self._trace = None
+        return rec()
+
+    def preprocess(self, trace):
+        """The offline phase: ask the dealer now for the material of every request
+        in ``trace`` (from :meth:`recording`), in order, without waiting. A later
+        call that makes the same requests (same sizes, methods and cost-model
+        settings; all parties run the same code) then takes them from here, and
+        its online phase has no dealer round trip; a request that differs from
+        the next one here raises RuntimeError and discards the rest. Each
+        answer is used once. Every party must call this with the same trace (the
+        dealer answers only what all asked for). Memory: every request's words
+        are held until used (their sum: :func:`trace_words`)."""
+        if self._ahead is not None:
+            raise RuntimeError("pgkernels: preprocess while a comparison was asked for ahead")
+        for req in trace:
+            if not isinstance(req, DealerRequest):
+                raise TypeError(f"trace must hold DealerRequest items (from recording()), got {type(req).__name__}")
+            payload = None if req.payload is None else torch.frombuffer(bytearray(req.payload),
+                                                                        dtype=torch.uint8).clone()
+            mat = self._issue(req, online=False, awaited=False, pooled=False, params=req.params, payload=payload)
+            self._queue.append((req, mat))
+
+    def _drain(self):
+        # The dealer sends every answered request's corrections; a receive
+        # dropped before they arrive would leave the dealer blocked in its send.
+        queue, self._queue = self._queue, []
+        for _, mat in queue:
+            mat.wait()
+
+    def wait_preprocessed(self):
+        """Block until every preprocessed request's corrections have arrived."""
+        for _, mat in self._queue:
+            mat.wait()
+
+    def preprocessed(self):
+        """How many preprocessed requests are still waiting for their call."""
+        return len(self._queue)
+
+    def _issue(self, req, online, awaited, pooled, params, payload):
+        kind, stream_words, total_words = req.kind, req.stream_words, req.total_words
+        header_extra = req.header_extra
         # refuse here what the dealer would refuse: a clearer error, at the party that asked
         check_budget(stream_words, total_words, self.world_size,
                      {CMP: "comparison", FSS: "FSS comparison"}.get(kind) or f"{params.get('fn')} request")
@@ -729,6 +834,7 @@ class DealerClient:
         """Tell the dealer this party is done (every party does; the dealer stops when all have)."""
         if self.mode != "process":
             return
+        self._drain()  # preprocessed material never used: take it, so the dealer is not left sending
         self._send_request(_header(STOP, self.seq + 1))
         works, self._sending = self._sending, []
         for w in works:

@@ -1,0 +1,115 @@
+"""The dealer's offline phase: record a call's dealer requests, ask for them
+all ahead (DealerClient.preprocess), and run the call again without a dealer
+round trip online -- from the user's side and from an attacker's."""
+
+import pytest
+import torch
+
+import pgkernels
+
+
+def _preprocessed_party(ws):
+    import crypten
+
+    from pgkernels import defenses as D
+    from pgkernels.defenses import reference as R
+    from pgkernels.runtime import comm, session
+
+    client = session.dealer_client()
+    g = torch.Generator().manual_seed(5)
+    U = torch.round(torch.randn(7, 5, generator=g, dtype=torch.float64) * 2**16) / 2**16
+    U[3] = U[1]  # ties
+    U[0, 0] = 0.0
+    eu = crypten.cryptensor(U)
+
+    def call():
+        med = D.median(eu)
+        kr = D.krum(eu, 1)
+        prod = (eu * eu).sum(1)  # CrypTen multiplications: their own dealer requests
+        return med, kr, prod
+
+    out = {}
+    comm.reset_stats()
+    with client.recording() as trace:
+        first = call()
+    online = comm.STATS.snapshot()
+    out["kinds"] = sorted({r.kind for r in trace})
+    client.preprocess(trace)
+    client.wait_preprocessed()
+    out["waiting"] = client.preprocessed()
+    comm.reset_stats()
+    second = call()
+    s = comm.STATS.snapshot()
+    out["left"] = client.preprocessed()
+    out["rounds"] = (online.rounds, online.dealer_rounds, s.rounds, s.dealer_rounds)
+    out["bytes"] = (online.bytes_sent, s.bytes_sent, s.dealer_bytes)
+    Un = U.numpy()
+    want = (R.median(Un), R.krum(Un, 1)[0], (Un * Un).sum(1))
+    out["errs"] = [float(abs(torch.as_tensor(a.get_plain_text() if hasattr(a, "get_plain_text") else a).double()
+                             - torch.as_tensor(w)).max()) for a, w in zip(second, want)]
+    # median and Krum are exact: the same outputs as the online call
+    out["same"] = all(torch.equal(a.get_plain_text(), b.get_plain_text()) for a, b in zip(first[:2], second[:2]))
+    # a call that differs from the recording: a clear error, the rest discarded
+    client.preprocess(trace)
+    try:
+        D.median(crypten.cryptensor(U[:5]))
+        out["mismatch"] = "no error"
+    except RuntimeError as e:
+        out["mismatch"] = str(e)
+    out["after_mismatch"] = client.preprocessed()
+    # and the session goes on afterwards
+    out["after"] = float(abs(D.median(eu).get_plain_text() - torch.as_tensor(R.median(Un))).max())
+    return out
+
+
+@pytest.mark.parametrize("ws", [2, 3])
+def test_preprocessed_call_has_no_online_dealer_round(ws):
+    res = pgkernels.launch(_preprocessed_party, world_size=ws, args=(ws,), timeout=240)
+    for out in res:
+        from pgkernels.runtime import dealer as Dl
+
+        assert Dl.CMP in out["kinds"] and Dl.CRYPTEN in out["kinds"]
+        assert out["waiting"] > 0 and out["left"] == 0
+        r_on, d_on, r_off, d_off = out["rounds"]
+        assert d_on > 0 and d_off == 0
+        assert r_on - r_off >= d_on  # each online round trip was counted at least once
+        assert out["bytes"][0] == out["bytes"][1] and out["bytes"][2] == 0
+        assert max(out["errs"]) <= 1e-3, out["errs"]
+        assert out["same"]
+        assert "preprocessed dealer material was for" in out["mismatch"], out["mismatch"]
+        assert out["after_mismatch"] == 0
+        assert out["after"] <= 1e-4
+
+
+def _diverging_party(record):
+    """Party 1 preprocesses a trace that differs from party 0's (it tries to
+    make the dealer answer a request only it asked for): the dealer refuses."""
+    import crypten
+
+    from pgkernels.runtime import comm, session
+
+    client = session.dealer_client()
+    x = crypten.cryptensor(torch.arange(6.0) - 3)
+    with client.recording() as trace:
+        pgkernels.ltz(x).get_plain_text()
+    if comm.rank() == 1:
+        with client.recording() as other:
+            pgkernels.ltz(crypten.cryptensor(torch.arange(9.0))).get_plain_text()
+        trace = other
+    client.preprocess(trace)
+    client.wait_preprocessed()
+    return "answered"
+
+
+def test_diverging_preprocess_is_refused_at_every_party():
+    with pytest.raises(pgkernels.PartyError) as ei:
+        pgkernels.launch(_diverging_party, world_size=2, args=(None,), timeout=180)
+    assert "refusing request" in str(ei.value) and "asked for different things" in str(ei.value), str(ei.value)
+
+
+def test_trace_arguments():
+    from pgkernels.runtime import dealer as Dl
+
+    req = Dl.DealerRequest(Dl.CMP, (4, 64, 0, 0, 0), 10, 20, (4, 64, 0, 0, 0), None)
+    assert Dl.trace_words([req, req]) == 40
+    assert "comparison" in req.describe()
