@@ -200,7 +200,7 @@ def plan_topk(n, f):
     """The top-k method the cost model picks inside Krum's scores (n rows of n - 1 distances)."""
     from pgkernels.protocols.order import plan
 
-    return plan("topk", n - 1, n, k=n - f - 2).method
+    return plan("topk_sum", n - 1, n, k=n - f - 2).method
 
 
 def main(argv=None):

@@ -73,9 +73,9 @@ def _session(n, d, f, methods, reps, rules, dealer):
         "trimmed_mean": (lambda m: D.trimmed_mean(eu, 0.2, method=m), R.trimmed_mean(Un, 0.2), 1e-3,
                          lambda: order.plan("trimmed_mean", n, d).method),
         "krum": (lambda m: D.krum(eu, f, method=m), R.krum(Un, f)[0], 1e-3,
-                 lambda: order.plan("topk", n - 1, n, k=n - f - 2).method),
+                 lambda: order.plan("topk_sum", n - 1, n, k=n - f - 2).method),
         "multi_krum": (lambda m: D.multi_krum(eu, f, keep), R.multi_krum(Un, f, keep)[0], 1e-3,
-                       lambda: order.plan("topk", n - 1, n, k=n - f - 2).method),
+                       lambda: order.plan("topk_sum", n - 1, n, k=n - f - 2).method),
         "fltrust": (lambda m: D.fltrust(eu, g), R.fltrust(Un, gp), _tol(R.fltrust(Un, gp), 0.02, 2e-3),
                     lambda: "-"),
         # FLAME adds Gaussian noise (lambda times the median norm): checked noise-free here

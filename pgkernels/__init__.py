@@ -13,7 +13,7 @@ patch_torch_for_crypten()
 from .protocols.shares import decode  # noqa: E402
 from .protocols.compare import eq, ge, gt, le, lt, ltz, ne, relu, sign, where  # noqa: E402
 from .protocols.order import (  # noqa: E402
-    argmax, argmin, kthvalue, max, median, min, sort, topk, trimmed_mean)
+    argmax, argmin, kthvalue, max, median, min, sort, topk, topk_sum, trimmed_mean)
 from .protocols import cost as cost_model  # noqa: E402
 from .protocols.linalg import cosine_similarity, gram, pairwise_sq_dist  # noqa: E402
 from .protocols.roots import inv_sqrt, norm, sqrt  # noqa: E402
@@ -38,5 +38,5 @@ def comm_stats():
 __all__ = [
     "ConfigError", "CommStats", "Link", "PartyError", "comm_stats", "decode", "eq", "ge", "gt", "import_crypten",
     "init", "launch", "le", "lt", "ltz", "ne", "relu", "reset_stats", "sign", "uninit", "where",
-    "argmax", "argmin", "cosine_similarity", "cost_model", "defenses", "gram", "inv_sqrt", "norm", "sqrt", "pairwise_sq_dist", "kthvalue", "max", "median", "min", "sort", "topk", "trimmed_mean",
+    "argmax", "argmin", "cosine_similarity", "cost_model", "defenses", "gram", "inv_sqrt", "norm", "sqrt", "pairwise_sq_dist", "kthvalue", "max", "median", "min", "sort", "topk", "topk_sum", "trimmed_mean",
 ]

@@ -60,10 +60,11 @@ def krum_scores(U, num_malicious, method=None):
     """Shared Krum scores (n,): each client's sum of squared distances to its
     ``n - f - 2`` nearest other clients (Blanchard et al. 2017).
 
-    Protocol: the Gram-matrix distances (1 round), then the ``n - f - 2``
-    smallest of each row's n - 1 off-diagonal distances by a selection network
-    or ranks (see :func:`pgkernels.topk`; ``method`` "network" or "rank",
-    default the cost model's choice), summed locally. Reveals nothing.
+    Protocol: the Gram-matrix distances (1 round), then the sum of the
+    ``n - f - 2`` smallest of each row's n - 1 off-diagonal distances by a
+    selection network or by ranks and one ``[rank < m]`` comparison carrying
+    the distance (:func:`pgkernels.protocols.order.topk_sum`; ``method``
+    "network" or "rank", default the cost model's choice). Reveals nothing.
     """
     U = check_updates(U)
     n = U.size(0)
@@ -72,8 +73,7 @@ def krum_scores(U, num_malicious, method=None):
     D = pairwise_sq_dist(U)
     idx = torch.tensor([[j for j in range(n) if j != i] for i in range(n)], dtype=torch.long)
     off = blocks.like_shape(blocks.raw_share(D).gather(1, idx.to(D.device)), D.encoder.scale)
-    vals, _ = order.topk(off, m, dim=1, largest=False, method=method)
-    return vals.sum(1)
+    return order.topk_sum(off, m, dim=1, largest=False, method=method)
 
 
 def krum(U, num_malicious, return_selection=False, method=None):
@@ -212,8 +212,7 @@ def bulyan(U, num_malicious, return_selection=False):
         off = blocks.raw_share(D).gather(1, idx.to(D.device)) + dead[idx.to(D.device)] * big
         off_t = blocks.like_shape(off, scale)
         if m >= 1:
-            vals, _ = order.topk(off_t, m, dim=1, largest=False)
-            score = vals.sum(1)
+            score = order.topk_sum(off_t, m, dim=1, largest=False)
         else:
             score = blocks.like_shape(torch.zeros(n, dtype=torch.long, device=D.device), scale)
         score = score + blocks.like_shape(dead * (big * n), scale)

@@ -210,13 +210,15 @@ def _positions(cols, positions, descending, want_index, method, ascending_only_r
 def plan(op, n, columns, parties=2, method=None, k=1):
     """The method the cost model picks for ``op`` on n elements x ``columns``.
 
-    ``op``: "sort", "topk", "median", "trimmed_mean", "max", "argmax". For benchmarks and
+    ``op``: "sort", "topk", "topk_sum", "median", "trimmed_mean", "max", "argmax". For benchmarks and
     curious users; returns the :class:`~pgkernels.protocols.cost.Plan`.
     """
     if op == "sort":
         plans = [_plan_network(n, list(range(n)), 2), _plan_rank(n, n, 2)]
     elif op == "topk":
         plans = [_plan_network(n, list(range(k)), 2), _plan_rank(n, k, 2)]
+    elif op == "topk_sum":
+        plans = _topk_sum_plans(n, k)
     elif op == "median":
         pos = [(n - 1) // 2] if n % 2 else [n // 2 - 1, n // 2]
         plans = [_plan_network(n, pos, 1), _plan_rank(n, len(pos), 1)]
@@ -354,6 +356,51 @@ def trimmed_mean(x, dim=-1, proportiontocut=0.1, keepdim=False, method=None):
     return truncation.div(cols.out(total, keepdim=keepdim, squeeze=True), keep)
 
 
+def _topk_sum_plans(n, k):
+    """Plans of :func:`topk_sum`: the pruned network (values only), or the
+    ranks and one small comparison ``[rank < k]`` carrying the value."""
+    r1, b1 = compare_cost(64, LT, 0)
+    r2, b2 = compare_cost(rank_bits(n), LT, 1, online=False)  # prefetched during the ranks
+    pairs = n * (n - 1) // 2
+    rank = Plan("rank", r1 + r2, pairs * b1 + n * b2, pairs + n, n, builtins.max(pairs, 2 * n),
+                pairs * dealer_bytes(64, LT, 0))
+    return [_plan_network(n, list(range(k)), 1), rank]
+
+
+def topk_sum(x, k, dim=-1, largest=True, keepdim=False, method=None):
+    """The sum of the k largest (or smallest) values along ``dim``: exactly
+    ``topk(x, k, dim, largest)[0].sum(dim)``, without selecting the values.
+
+    Rank method: the stable ranks (6 rounds, ``n (n - 1) / 2`` comparisons per
+    column), then one comparison ``[rank < k]`` on ``bit_length(n) + 1`` bits
+    that multiplies the bit into the value (3..4 rounds, its material
+    prefetched during the ranks; n per column), and a local sum -- where
+    :func:`topk` tests every rank against each of the k positions (``n k``
+    equality tests). Network method: the pruned selection network carrying
+    no index, then the sum. Ties: stable ranks select exactly k values, so the
+    sum is the same whichever of equal values count. Krum's scores are
+    this sum. Reveals nothing.
+    """
+    cols = _Columns(x, dim)
+    n = cols.n
+    _check_k(k, n, "k", low=0)
+    if k == 0 or cols.d == 0:
+        return cols.out(cols.X.new_zeros(1, cols.d), keepdim=keepdim, squeeze=True)
+    plan = choose(_topk_sum_plans(n, k), cols.d, _parties(), method)
+    if plan.method == "network":
+        X = cols.X.clone()
+        compare_exchange(X, [], network_rows(n, list(range(k))), largest)
+        total = X[:k].sum(0, keepdim=True)
+    else:
+        d = cols.d
+        rank = ranks(cols.X, descending=largest, prefetch=(n * d, rank_bits(n), LT, 1))
+        t = rank - public_share(torch.full((n, d), k, dtype=torch.long))
+        out = compare_shares(t.reshape(-1), LT, rank_bits(n), negate=True,
+                             payloads=cols.X.reshape(1, -1)).view(n, d)  # [rank < k] * x
+        total = out.sum(0, keepdim=True)
+    return cols.out(total, keepdim=keepdim, squeeze=True)
+
+
 def _flatten_for_none(x, dim):
     if dim is None:
         x = shares.check_mpc(x, "x")
@@ -473,4 +520,4 @@ def argmin(x, dim=None, keepdim=False, one_hot=True, method=None):
     return _arg(x, dim, keepdim, one_hot, False, method)
 
 
-__all__ = ["argmax", "argmin", "kthvalue", "max", "median", "min", "plan", "sort", "topk", "trimmed_mean"]
+__all__ = ["argmax", "argmin", "kthvalue", "max", "median", "min", "plan", "sort", "topk", "topk_sum", "trimmed_mean"]
