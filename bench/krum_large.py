@@ -57,6 +57,21 @@ def _crypten_session(n, d, f, reps):
                                                        check=_checker(Un @ Un.T, "CrypTen gram")))]
 
 
+def results_table(rows):
+    """pgkernels' rows against the faster CrypTen provider per op."""
+    table = []
+    for op in ("krum", "X X^T"):
+        base = min((r for r in rows if r["impl"] == "crypten" and r["op"] == op), key=lambda r: r["seconds"])
+        for r in rows:
+            if r["impl"] == "pgkernels" and r["op"].startswith(op):
+                table.append({"op": r["op"], "n": r["n"], "d": f"{r['d']:.0e}", "pgk s": round(r["seconds"], 3),
+                              "pgk rounds": r["rounds"], "pgk MB": round(r["bytes_sent"] / 1e6, 2),
+                              "CrypTen": base["provider"], "CrypTen s": round(base["seconds"], 3),
+                              "CrypTen rounds": base["rounds"], "CrypTen MB": round(base["bytes_sent"] / 1e6, 2),
+                              "speedup": f"{base['seconds'] / r['seconds']:.1f}x"})
+    return table
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=50)
@@ -70,16 +85,9 @@ def main(argv=None):
     d = int(a.d)
     rows = pgkernels.launch(_pgk_session, args=(a.n, d, a.f, a.reps), timeout=3600)[0]
     rows += run_crypten(_crypten_session, (a.n, d, a.f, a.reps), a.providers)
-    table = []
-    for op in ("krum", "X X^T"):
-        base = min((r for r in rows if r["impl"] == "crypten" and r["op"] == op), key=lambda r: r["seconds"])
-        for r in rows:
-            if r["impl"] == "pgkernels" and r["op"].startswith(op):
-                table.append({"op": r["op"], "n": a.n, "d": f"{d:.0e}", "pgk s": round(r["seconds"], 3),
-                              "pgk rounds": r["rounds"], "pgk MB": round(r["bytes_sent"] / 1e6, 2),
-                              "CrypTen": f"{base['provider']}", "CrypTen s": round(base["seconds"], 3),
-                              "CrypTen rounds": base["rounds"], "CrypTen MB": round(base["bytes_sent"] / 1e6, 2),
-                              "speedup": f"{base['seconds'] / r['seconds']:.1f}x"})
+    for r in rows:
+        r.update(n=a.n, d=d)
+    table = results_table(rows)
     meta = {"parties": 2, "f": a.f, "baseline_providers": a.providers,
             "note": "loopback; seconds: median at party 0 of the timed calls after one warm call checked against "
                     "plaintext; rounds include online round trips to the dealer; MB sent per compute party; "

@@ -29,7 +29,28 @@ BLOCKS = {
     "order": ("order.json", order_table),
     "aggregate": ("aggregate.json", lambda rows: aggregate_tables(rows)[0]),
     "validity": ("aggregate.json", lambda rows: aggregate_tables(rows)[1]),
+    "wan_aggregate": ("wan_aggregate_50ms.json", lambda rows: _wan_aggregate(rows)),
+    "wan_ltz": ("wan_ltz.json", lambda rows: _wan_ltz(rows)),
+    "krum_large": ("krum_large.json", lambda rows: _krum_large(rows)),
 }
+
+
+def _wan_aggregate(rows):
+    from .wan_aggregate import results_table
+
+    return results_table(rows)
+
+
+def _wan_ltz(rows):
+    from .wan_ltz import table
+
+    return table(rows)
+
+
+def _krum_large(rows):
+    from .krum_large import results_table
+
+    return results_table(rows)
 
 
 def load(name, results_dir=RESULTS):

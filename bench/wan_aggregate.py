@@ -117,6 +117,16 @@ def _session(n, d, f, methods, reps, rules, dealer):
     return rows
 
 
+def results_table(rows):
+    """The README's table: one row per rule, method and dealer mode."""
+    return [{"rule": r["rule"], "method": r["method"], "used": r["used"], "dealer": r.get("dealer", "online"),
+             "n": r["n"], "d": r["d"], "rounds": r["rounds"], "dealer rounds": r["dealer_rounds"],
+             "MB sent": round(r["bytes_sent"] / 1e6, 2),
+             "dealer MB": round(r.get("offline_dealer_bytes", r["dealer_bytes"]) / 1e6, 1),
+             "median s": round(r["seconds"], 3), "fastest s": round(r["best_seconds"], 3),
+             "target s": 5.0 if r["rule"] == "bulyan" else 2.4} for r in rows]
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=100)
@@ -137,12 +147,7 @@ def main(argv=None):
     d = int(a.d)
     f = (a.n - 3) // 4 if a.f is None else a.f
     rows = pgkernels.launch(_session, args=(a.n, d, f, a.methods, a.reps, a.rules, a.dealer), timeout=7200)[0]
-    table = [{"rule": r["rule"], "method": r["method"], "used": r["used"], "dealer": r["dealer"],
-              "n": r["n"], "d": r["d"], "rounds": r["rounds"], "dealer rounds": r["dealer_rounds"],
-              "MB sent": round(r["bytes_sent"] / 1e6, 2),
-              "dealer MB": round(r.get("offline_dealer_bytes", r["dealer_bytes"]) / 1e6, 1),
-              "median s": round(r["seconds"], 3), "fastest s": round(r["best_seconds"], 3),
-              "target s": 5.0 if r["rule"] == "bulyan" else 2.4} for r in rows]
+    table = results_table(rows)
     meta = {"parties": 2, "f": f, "note": "simulated link (pgkernels.runtime.link) between all processes, the "
             "dealer's too; seconds at party 0 after a warm call checked against plaintext; rounds include the "
             "online round trips to the dealer; MB sent: per compute party; dealer MB: received by the parties "

@@ -28,9 +28,11 @@ def _name(r):
     return r["method"] if r["impl"] == "pgkernels" else f"CrypTen x < 0 ({r['provider']})"
 
 
-def table(rows, latencies):
+def table(rows, latencies=None):
     """One row per method: rounds, bytes and dealer bytes per element, and the
     median ms at each latency."""
+    if latencies is None:
+        latencies = sorted({r["latency_s"] for r in rows})
     out = {}
     for r in rows:
         name = _name(r)
