@@ -41,6 +41,19 @@ after the first opening). A comparison asked for ahead (:meth:`DealerClient.pref
 travels while the previous comparison's rounds run and is not counted. The dealer learns the request shapes
 (public) and nothing else.
 
+The offline phase. :meth:`DealerClient.recording` records the requests a
+call makes (their kinds, headers and JSON: what the dealer sees), and
+:meth:`DealerClient.preprocess` asks for all of them at once, in order, before
+the next such call -- e.g. while the clients of a federated round train, for
+the next aggregation, whose sizes are known. The call then takes each answer
+from that queue instead of asking, so its online phase has no dealer round
+trip (the meter counts none) and no dealer bytes. Nothing changes for the
+dealer: it still answers each request only when every party sent it
+identically (a party that preprocesses a different trace makes it refuse),
+and each answer is used once. A call that asks for something else than the
+next preprocessed request gets a RuntimeError, and the rest of the queue is
+received and dropped.
+
 FSS requests (kind :data:`FSS`, two parties only) carry the keys of the
 one-round comparison (:func:`pgkernels.ops.fss_ltz_gen_`, a distributed
 comparison function per element). Both parties draw their mask share r_b and
