@@ -388,7 +388,10 @@ def run_rule(share, name, kwargs, extras, validity="drop", max_norm=None, need=1
     client and leaves the invalid ones out (the selection still indexes all n);
     if fewer than ``need`` valid clients remain, the request is refused.
     ``"clamp"`` clamps into the bound and reveals nothing. An extra input
-    (FLTrust's root update) must be within the same bound. Every server calls
+    (FLTrust's root update) must be within the same bound. Rules that take
+    ``bound`` (:attr:`pgkernels.defenses.registry.Rule.takes_bound`: the median
+    and the trimmed mean) get the bound checked here and compare on fewer
+    bits. Every server calls
     it with agreed arguments (see :func:`_server`), and the validity vector is
     public to all of them, so they decide alike.
     """
@@ -408,7 +411,10 @@ def run_rule(share, name, kwargs, extras, validity="drop", max_norm=None, need=1
         if not bool(ok.all()):
             raise Refusal(f"{k} has coordinates outside {name}'s input bound")
         kw[k] = x
-    U, valid = validate(U, name, max_norm=max_norm, policy=validity, alpha=alpha)
+    bound = input_bound(name, n, d, alpha=alpha)  # validate's default, named: the rule may use it
+    U, valid = validate(U, name, bound=bound, max_norm=max_norm, policy=validity, alpha=alpha)
+    if rule.takes_bound:  # every update is now within it: fewer bits per comparison
+        kw["bound"] = bound
     rows = None
     if valid is not None and not bool(valid.all()):
         rows = torch.nonzero(valid).view(-1)
