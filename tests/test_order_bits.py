@@ -119,6 +119,10 @@ def _session(ns):
         res = run_rule(Ue.share, rule, kw, {}, validity="clamp")
         got = crypten.mpc.MPCTensor.from_shares(res.out, precision=FRAC)
         out[f"service/{rule}"] = reveal(got).double()
+        # the servers' own, tighter bound: clamped into it, then compared on its bits
+        res = run_rule(Ue.share, rule, kw, {}, validity="clamp", bound=BOUND)
+        got = crypten.mpc.MPCTensor.from_shares(res.out, precision=FRAC)
+        out[f"service-bound/{rule}"] = reveal(got).double()
 
     # costs measured: the median of 9 x 200 by ranks, at 64 and at BITS
     x = share(_inputs(9, 200, "random", 7))
@@ -193,6 +197,20 @@ def test_service_passes_its_bound(results):
         B = input_bound(rule, 8, 4)
         want = torch.tensor(ref(R.clamp_rows(ef, B))) * 2 ** FRAC
         assert (results[f"service/{rule}"] - want).abs().max() <= 4, rule
+        want = torch.tensor(ref(R.clamp_rows(ef, BOUND))) * 2 ** FRAC
+        assert (results[f"service-bound/{rule}"] - want).abs().max() <= 4, rule
+
+
+@pytest.mark.parametrize("bound,exc", [(0, ValueError), (-8.0, ValueError), (float("nan"), ValueError),
+                                       (float("inf"), ValueError), ("8", TypeError), (True, TypeError)])
+def test_servers_bound_argument(bound, exc):
+    from pgkernels.serving.service import AggregationServers
+
+    with pytest.raises(exc, match="bound must be a positive finite number"):
+        AggregationServers(world_size=2, bound=bound)
+    with pytest.raises(ValueError, match="bound are the servers' own settings"):
+        AggregationServers(world_size=2, bound=8.0, external=("127.0.0.1", 7000), credentials="x")
+    assert AggregationServers(world_size=2, bound=8.0).bound == 8.0
 
 
 def test_meter_saves_rounds_and_bytes(results):
