@@ -188,5 +188,5 @@ def min_clients(rule, num_malicious=0):
     return registry.get(rule).min_clients(num_malicious)
 
 
-__all__ = ["POLICIES", "RULES", "after_drop", "compare_bits", "input_bound", "max_norm_limit", "min_clients", "validate",
-           "validate_plain"]
+__all__ = ["POLICIES", "RULES", "after_drop", "compare_bits", "input_bound", "max_norm_limit", "min_clients",
+           "validate", "validate_plain"]
