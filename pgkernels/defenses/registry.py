@@ -27,7 +27,11 @@ test). Per rule:
   (FLTrust's ``server_update``); ``server_update`` -- the coordinator
   computes its own update on clean root data each round (FLTrust);
   ``counts_clients`` -- parameters that count clients and shrink when
-  invalid clients are left out (Multi-Krum's ``to_keep``).
+  invalid clients are left out (Multi-Krum's ``to_keep``);
+* ``takes_bound`` -- the MPC function takes ``bound``, the coordinate bound
+  the updates were checked against on the shares, and compares on fewer bits
+  with it (the median and the trimmed mean); the aggregation servers pass the
+  bound they checked, so it is no request parameter.
 """
 
 import dataclasses
@@ -42,7 +46,10 @@ from .robust import bulyan, fedavg, fltrust, krum, median, multi_krum, norm_clip
 
 REQUIRED = inspect.Parameter.empty
 SELECTIONS = (None, "onehot", "bits", "rows")
-_NOT_PARAMS = ("U", "return_selection")
+# not a request's parameters: the updates, the selection flag, and the
+# coordinate bound the servers checked the updates against (set by the
+# servers themselves, see Rule.takes_bound)
+_NOT_PARAMS = ("U", "return_selection", "bound")
 
 
 def _params(fn):
@@ -75,6 +82,11 @@ class Rule:
         for k in self.arrays + self.counts_clients:
             if k not in self.params:
                 raise ValueError(f"{self.name}: {k!r} is not a parameter of {self.mpc.__name__}")
+
+    @property
+    def takes_bound(self):
+        """Whether the MPC function takes ``bound`` (see the module docstring)."""
+        return "bound" in inspect.signature(self.mpc).parameters
 
     @property
     def takes_f(self):

@@ -92,6 +92,34 @@ def input_bound(rule, n, d, alpha=2.0, frac_bits=FRAC_BITS):
     return 2.0 ** (X.bit_length() - 1 - frac_bits)
 
 
+def compare_bits(bound, rule=None, n=None, d=None, frac_bits=FRAC_BITS, alpha=2.0):
+    """The comparison width (bits) for order statistics on inputs checked
+    against the coordinate bound ``bound`` (real units, as given to
+    :func:`validate`): ``bit_length(2 X) + 1`` with ``X = ceil(bound 2^frac_bits)
+    + 2`` ring units (2 units of slack for a truncation's rounding, e.g. the
+    norm scaling after a clamp), so that every difference of two checked
+    inputs lies in ``[-2^(bits-1), 2^(bits-1))`` (see
+    :mod:`pgkernels.protocols.order`, "Reduced width"). Capped at 64; e.g.
+    bound 8 -> 22 bits (c in 32-bit words), 2^8 -> 27.
+
+    ``bound`` must be a positive finite number and, with ``rule`` (and n, d),
+    at most that rule's :func:`input_bound`: TypeError/ValueError naming
+    ``bound`` otherwise. Use it only for inputs that were checked on the
+    shares: a value outside the bound makes the order meaningless.
+    """
+    if isinstance(bound, bool) or not isinstance(bound, (int, float)):
+        raise TypeError(f"bound must be a positive finite number, got {type(bound).__name__}")
+    if not (bound > 0 and math.isfinite(bound)):
+        raise ValueError(f"bound must be a positive finite number, got {bound!r}")
+    if rule is not None:
+        limit = input_bound(rule, n, d, alpha=alpha, frac_bits=frac_bits)
+        if bound > limit:
+            raise ValueError(f"bound must be at most {rule}'s input bound {limit} on n={n}, d={d} "
+                             f"(larger inputs could wrap around mod 2^64), got {bound!r}")
+    X = math.ceil(bound * 2 ** frac_bits) + 2
+    return min(64, (2 * X).bit_length() + 1)
+
+
 def max_norm_limit(frac_bits=FRAC_BITS):
     """The largest ``max_norm`` a check can take (its square at twice the scale within 2^62)."""
     return math.sqrt(LIMIT) / 2 ** frac_bits
@@ -160,5 +188,5 @@ def min_clients(rule, num_malicious=0):
     return registry.get(rule).min_clients(num_malicious)
 
 
-__all__ = ["POLICIES", "RULES", "after_drop", "input_bound", "max_norm_limit", "min_clients", "validate",
-           "validate_plain"]
+__all__ = ["POLICIES", "RULES", "after_drop", "compare_bits", "input_bound", "max_norm_limit", "min_clients",
+           "validate", "validate_plain"]

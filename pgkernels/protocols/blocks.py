@@ -82,7 +82,7 @@ def network_rows(n, outputs=None):
     return ops.sorting_network(n, list(outputs) if outputs is not None else [])
 
 
-def compare_exchange(X, extra, rows, descending=False):
+def compare_exchange(X, extra, rows, descending=False, bits=64):
     """Run the comparator network ``rows`` (from :func:`network_rows`) in place
     on the share columns of X (n, d), permuting the payload share matrices
     ``extra[k]`` (n, d) alike (e.g. indices, or the values a key sorts).
@@ -94,6 +94,13 @@ def compare_exchange(X, extra, rows, descending=False):
     value row's opening follows from the comparison's own). Asks the dealer for
     the next layer's material while a layer runs. Reveals nothing. Equal values
     may swap their payloads (the network is not stable).
+
+    ``bits``: the comparison width; the caller guarantees every difference of
+    two values of a column in ``[-2^(bits-1), 2^(bits-1))`` (ring units; see
+    :func:`compare_shares`), else the order is meaningless. Below 64 bits the
+    value row's free opening does not hold (it needs the 64-bit mask), so it
+    is opened like a payload (8 bytes more per comparator), and a layer takes
+    ``2 + ceil(log2 ceil((bits - 1) / 4))`` rounds.
     """
     if rows.numel() == 0:
         return
@@ -108,9 +115,10 @@ def compare_exchange(X, extra, rows, descending=False):
         diff = (A - B) if descending else (B - A)  # swap iff it is negative
         pay = [A - B] + [e[i] - e[j] for e in extra]
         # payload row 0, a - b, is -diff (ascending) or diff: its opening is free
-        sign = 1 if descending else -1
-        nxt = (width[layer + 1] * d, 64, LT, P, sign) if layer + 1 < len(width) else None
-        out = compare_shares(diff.reshape(-1), LT, 64, negate=True,
+        # at 64 bits (its mask is the comparison's own r; below, r has k bits)
+        sign = (1 if descending else -1) if bits == 64 else 0
+        nxt = (width[layer + 1] * d, bits, LT, P, sign) if layer + 1 < len(width) else None
+        out = compare_shares(diff.reshape(-1), LT, bits, negate=True,
                              payloads=torch.stack(pay).reshape(len(pay), -1), prefetch=nxt,
                              self_sign=sign)
         out = out.view(len(pay), len(i), d)
@@ -122,14 +130,17 @@ def compare_exchange(X, extra, rows, descending=False):
             e[j] = ej + out[1 + k]
 
 
-def ranks(X, descending=False, prefetch=None):
+def ranks(X, descending=False, prefetch=None, bits=64):
     """Stable ranks (n, d) of the columns of the share matrix X (n, d): shares
     with scale 1 (rank 0 = smallest, or largest with ``descending``; equal
     values rank in index order, as ``torch.sort(stable=True)``).
 
     All ``n (n - 1) / 2`` pairwise comparisons of every column in one batch: 6
     rounds and 13.25 bytes per pair and column (2 parties). ``prefetch``: the
-    caller's next :func:`compare_shares` parameters (see there). Reveals nothing.
+    caller's next :func:`compare_shares` parameters (see there). ``bits``: the
+    comparison width, for columns whose pairwise differences the caller
+    guarantees in ``[-2^(bits-1), 2^(bits-1))`` ring units (else the ranks are
+    meaningless): 5 rounds and 6.4 bytes per pair at 32 bits. Reveals nothing.
     """
     n, d = X.shape
     rank = public_share(torch.arange(n, dtype=torch.long).view(n, 1).expand(n, d).contiguous())
@@ -138,7 +149,7 @@ def ranks(X, descending=False, prefetch=None):
     iu, ju = torch.triu_indices(n, n, 1, device=X.device)
     # ascending: c = [x_j < x_i] adds to rank_i; descending: c = [x_i < x_j]
     diff = (X[iu] - X[ju]) if descending else (X[ju] - X[iu])
-    c = compare_shares(diff.reshape(-1), LT, 64, negate=True, prefetch=prefetch).view(-1, d)
+    c = compare_shares(diff.reshape(-1), LT, bits, negate=True, prefetch=prefetch).view(-1, d)
     rank.index_add_(0, iu, c)
     rank.index_add_(0, ju, -c)
     return rank

@@ -42,6 +42,26 @@ exact whenever the differences of the inputs do not overflow 2^63 (values of
 magnitude below 2^46 at 16 fractional bits). ``median`` of an even count and
 ``trimmed_mean`` divide by a public integer with CrypTen's truncation (error of
 about one unit in the last fractional bit).
+
+Reduced width (``bits=k``, every function; default 64): the comparisons of
+input values -- the pairwise differences of the rank method, a network's or a
+tournament's compare-exchanges -- look at the low k bits of the difference
+only. The caller guarantees that every difference of two inputs lies in
+``[-2^(k-1), 2^(k-1))`` in ring units, e.g. every input within ``[-B, B]``
+(ring units ``X = B 2^16``) and ``k = bit_length(2 X) + 1``
+(:func:`pgkernels.defenses.validity.compare_bits`); the outputs (values,
+indices, sums) stay exact 64-bit shares. Cost at k bits: ``2 + ceil(log2
+ceil((k-1)/4))`` rounds per comparison (5 at k = 32 instead of 6), c sent in
+the narrowest 8/16/32/64-bit word and a smaller tree, e.g. 6.4 bytes per pair
+at k = 32 instead of 13.25, and 23.5 dealer bytes per pair instead of 40.4; the plans
+(:func:`plan`) cost the comparisons at k bits, so the cost model sees the
+saving. Below 64 bits a compare-exchange sends its value row's opening (8
+bytes per comparator) instead of deriving it from c. The rank-selection
+equality tests and rank thresholds keep their own ``rank_bits(n)``. An input
+outside the guarantee makes the result meaningless (wrong order, not an error,
+and nothing more revealed), so the guarantee must come from a check on the
+shares (:func:`pgkernels.defenses.validity.validate`), never from trusting
+the inputs' owners.
 """
 
 import builtins
@@ -53,7 +73,7 @@ import torch
 from ..runtime import comm as _comm
 from . import shares, truncation
 from .blocks import compare_exchange, network_rows, public_share, rank_bits, ranks
-from .compare import EQ, LT, compare_shares
+from .compare import EQ, LT, _check_bits, compare_shares
 from .cost import DEALER_ROUNDS, DIV_DEALER_BYTES, Plan, choose, compare_cost, dealer_bytes
 
 
@@ -103,36 +123,44 @@ def _parties():
 
 # --- cost plans -------------------------------------------------------------------
 
-def _plan_network(n, outputs, payloads):
+def _self_sign(bits, sign):
+    """A compare-exchange's free opening of its value row holds at 64 bits only
+    (see :func:`pgkernels.protocols.compare.compare_shares`)."""
+    return sign if bits == 64 else 0
+
+
+def _plan_network(n, outputs, payloads, bits=64):
     rows = network_rows(n, outputs)
     depth = int(rows[:, 0].max()) + 1 if rows.numel() else 0
+    ss = _self_sign(bits, -1)
     # layers after the first are prefetched: one dealer round trip in all
-    r, b = compare_cost(64, LT, payloads, -1, online=False)
+    r, b = compare_cost(bits, LT, payloads, ss, online=False)
     C = rows.shape[0]
     per_layer = torch.bincount(rows[:, 0]) if C else None
     widest = int(per_layer.max()) * (1 + payloads) if C else 0
     # the first layer's material is awaited; each later layer's travels during the one before
-    first = int(per_layer[0]) * dealer_bytes(64, LT, payloads, -1) if C else 0.0
+    first = int(per_layer[0]) * dealer_bytes(bits, LT, payloads, ss) if C else 0.0
     return Plan("network", r * depth + (DEALER_ROUNDS if depth else 0), b * C, C, C * payloads, widest, first)
 
 
-def _plan_rank(n, npos, payloads):
+def _plan_rank(n, npos, payloads, bits=64):
     pairs = n * (n - 1) // 2
-    r1, b1 = compare_cost(64, LT, 0)  # online
+    r1, b1 = compare_cost(bits, LT, 0)  # online
     r2, b2 = compare_cost(rank_bits(n), EQ, payloads, online=False)  # prefetched during the ranks
     return Plan("rank", r1 + r2, pairs * b1 + n * npos * b2, pairs + n * npos, n * npos * payloads,
-                builtins.max(pairs, n * npos * (1 + payloads)), pairs * dealer_bytes(64, LT, 0))
+                builtins.max(pairs, n * npos * (1 + payloads)), pairs * dealer_bytes(bits, LT, 0))
 
 
-def _plan_tournament(n, onehot):
+def _plan_tournament(n, onehot, bits=64):
     rounds, nbytes, comps, pays, widest, dealer = 0, 0.0, 0, 0, 0, 0.0
+    ss = _self_sign(bits, -1)
     m, s = n, 1
     while m > 1:
         P = m // 2
         p = 1 + (2 * s if onehot else 0)
-        r, b = compare_cost(64, LT, p, -1, online=rounds == 0)  # later levels are prefetched
+        r, b = compare_cost(bits, LT, p, ss, online=rounds == 0)  # later levels are prefetched
         if rounds == 0:
-            dealer = P * dealer_bytes(64, LT, p, -1)
+            dealer = P * dealer_bytes(bits, LT, p, ss)
         rounds += r
         nbytes += P * b
         comps += P
@@ -152,20 +180,20 @@ def _with_div(plans):
             for p in plans]
 
 
-def _trimmed_plans(n):
+def _trimmed_plans(n, bits=64):
     """The trimmed mean's plans, its final division included."""
-    plans = [_plan_network(n, None, 1)]
-    r1, b1 = compare_cost(64, LT, 0)
+    plans = [_plan_network(n, None, 1, bits)]
+    r1, b1 = compare_cost(bits, LT, 0)
     r2, b2 = compare_cost(rank_bits(n), LT, 1, online=False)  # prefetched during the ranks
     pairs = n * (n - 1) // 2
     plans.append(Plan("rank", r1 + r2, pairs * b1 + 2 * n * b2, pairs + 2 * n, 2 * n,
-                      builtins.max(pairs, 4 * n), pairs * dealer_bytes(64, LT, 0)))
+                      builtins.max(pairs, 4 * n), pairs * dealer_bytes(bits, LT, 0)))
     return _with_div(plans)
 
 
-def _plan_pairwise(n, payloads):
+def _plan_pairwise(n, payloads, bits=64):
     # the rank method's cost with a single wanted position (rank n - 1)
-    return dataclasses.replace(_plan_rank(n, 1, payloads), method="pairwise")
+    return dataclasses.replace(_plan_rank(n, 1, payloads, bits), method="pairwise")
 
 
 # --- selection by rank ------------------------------------------------------------
@@ -189,46 +217,49 @@ def _select(X, rank, positions, want_index):
     return vals, idx
 
 
-def _positions(cols, positions, descending, want_index, method, ascending_only_rank=False):
+def _positions(cols, positions, descending, want_index, method, bits=64):
     """Values/indices (S, d) at sorted positions, by the chosen method."""
     n, d = cols.n, cols.d
     payloads = 1 + int(want_index)
-    plans = [_plan_network(n, positions, payloads), _plan_rank(n, len(positions), payloads)]
+    plans = [_plan_network(n, positions, payloads, bits), _plan_rank(n, len(positions), payloads, bits)]
     plan = choose(plans, d, _parties(), method)
     if plan.method == "network":
         X = cols.X.clone()
         extra = [public_share(torch.arange(n, dtype=torch.long).view(n, 1).expand(n, d).contiguous())] \
             if want_index else []
-        compare_exchange(X, extra, network_rows(n, positions), descending)
+        compare_exchange(X, extra, network_rows(n, positions), descending, bits=bits)
         p = torch.tensor(positions, dtype=torch.long, device=X.device)
         return X[p], (extra[0][p] if want_index else None)
     P = 1 + int(want_index)
-    rank = ranks(cols.X, descending, prefetch=(len(positions) * n * d, rank_bits(n), EQ, P))
+    rank = ranks(cols.X, descending, prefetch=(len(positions) * n * d, rank_bits(n), EQ, P), bits=bits)
     return _select(cols.X, rank, positions, want_index)
 
 
-def plan(op, n, columns, parties=2, method=None, k=1):
+def plan(op, n, columns, parties=2, method=None, k=1, bits=64):
     """The method the cost model picks for ``op`` on n elements x ``columns``.
 
     ``op``: "sort", "topk", "topk_sum", "median", "trimmed_mean", "max", "argmax". For benchmarks and
     curious users; returns the :class:`~pgkernels.protocols.cost.Plan`.
+    ``bits``: the width of the value comparisons (see the module docstring,
+    "Reduced width"); the plans cost them at that width.
     """
+    _check_bits(bits)
     if op == "sort":
-        plans = [_plan_network(n, list(range(n)), 2), _plan_rank(n, n, 2)]
+        plans = [_plan_network(n, list(range(n)), 2, bits), _plan_rank(n, n, 2, bits)]
     elif op == "topk":
-        plans = [_plan_network(n, list(range(k)), 2), _plan_rank(n, k, 2)]
+        plans = [_plan_network(n, list(range(k)), 2, bits), _plan_rank(n, k, 2, bits)]
     elif op == "topk_sum":
-        plans = _topk_sum_plans(n, k)
+        plans = _topk_sum_plans(n, k, bits)
     elif op == "median":
         pos = [(n - 1) // 2] if n % 2 else [n // 2 - 1, n // 2]
-        plans = [_plan_network(n, pos, 1), _plan_rank(n, len(pos), 1)]
+        plans = [_plan_network(n, pos, 1, bits), _plan_rank(n, len(pos), 1, bits)]
         if len(pos) == 2:  # the mean of the two middle values
             plans = _with_div(plans)
     elif op == "trimmed_mean":
-        plans = _trimmed_plans(n)
+        plans = _trimmed_plans(n, bits)
     elif op in ("max", "argmax"):
         onehot = op == "argmax"
-        plans = [_plan_tournament(n, onehot), _plan_pairwise(n, 1 + int(onehot))]
+        plans = [_plan_tournament(n, onehot, bits), _plan_pairwise(n, 1 + int(onehot), bits)]
     else:
         raise ValueError(f"unknown op {op!r}")
     return choose(plans, columns, parties, method)
@@ -241,47 +272,52 @@ def _check_k(k, n, name="k", low=1):
         raise ValueError(f"{name}={k} out of range [{low}, {n}] for a dimension of size {n}")
 
 
-def _leading(cols, k, descending, method):
+def _leading(cols, k, descending, method, bits):
     """The first k sorted positions: (values, indices) MPCTensors."""
     if k == 0 or cols.d == 0:
         empty = cols.X.new_zeros(k, cols.d)
         return cols.out(empty), cols.out(empty, scale=1)
-    vals, idx = _positions(cols, list(range(k)), descending, True, method)
+    vals, idx = _positions(cols, list(range(k)), descending, True, method, bits)
     return cols.out(vals), cols.out(idx, scale=1)
 
 
 # --- public API ---------------------------------------------------------------------
 
-def sort(x, dim=-1, descending=False, method=None):
+def sort(x, dim=-1, descending=False, method=None, bits=64):
     """Sorted values and indices along ``dim`` (like ``torch.sort``).
 
     Returns ``(values, indices)``: values with x's encoding, indices as shared
     integers (scale 1). Methods "network" (depth-t(t+1)/2 Batcher network,
     about n t^2 / 4 comparators) and "rank" (6 + 3..4 rounds, n(n-1)/2
     comparisons plus n^2 small equality tests); see the module docstring for
-    costs and tie order. Reveals nothing.
+    costs and tie order. ``bits``: the comparison width for inputs within
+    the module docstring's "Reduced width" guarantee. Reveals nothing.
     """
+    _check_bits(bits)
     cols = _Columns(x, dim)
-    return _leading(cols, cols.n, descending, method)
+    return _leading(cols, cols.n, descending, method, bits)
 
 
-def topk(x, k, dim=-1, largest=True, method=None):
+def topk(x, k, dim=-1, largest=True, method=None, bits=64):
     """The k largest (or smallest) values along ``dim`` and their indices, sorted.
 
     Like ``torch.topk(..., sorted=True)``; returns ``(values, indices)``. The
     network method keeps only the comparators that reach the first k outputs.
-    Reveals nothing.
+    ``bits``: see the module docstring, "Reduced width". Reveals nothing.
     """
+    _check_bits(bits)
     cols = _Columns(x, dim)
     _check_k(k, cols.n, "k", low=0)
-    return _leading(cols, k, largest, method)
+    return _leading(cols, k, largest, method, bits)
 
 
-def kthvalue(x, k, dim=-1, keepdim=False, method=None):
+def kthvalue(x, k, dim=-1, keepdim=False, method=None, bits=64):
     """The k-th smallest value (1-based) along ``dim`` and its index (stable).
 
-    Like ``torch.kthvalue``; returns ``(values, indices)``. Reveals nothing.
+    Like ``torch.kthvalue``; returns ``(values, indices)``. ``bits``: see the
+    module docstring, "Reduced width". Reveals nothing.
     """
+    _check_bits(bits)
     cols = _Columns(x, dim)
     if cols.n == 0:
         raise ValueError("kthvalue of an empty dimension")
@@ -289,18 +325,21 @@ def kthvalue(x, k, dim=-1, keepdim=False, method=None):
     if cols.d == 0:
         empty = cols.X.new_zeros(1, 0)
         return cols.out(empty, keepdim=keepdim, squeeze=True), cols.out(empty, 1, keepdim, True)
-    vals, idx = _positions(cols, [k - 1], False, True, method)
+    vals, idx = _positions(cols, [k - 1], False, True, method, bits)
     return cols.out(vals, keepdim=keepdim, squeeze=True), cols.out(idx, scale=1, keepdim=keepdim, squeeze=True)
 
 
-def median(x, dim=-1, keepdim=False, lower=False, method=None):
+def median(x, dim=-1, keepdim=False, lower=False, method=None, bits=64):
     """Median along ``dim``: numpy semantics by default, the lower median with ``lower=True``.
 
     numpy: the mean of the two middle values for an even count (computed as
     their sum times 1/2 with CrypTen's truncation). ``lower=True`` gives torch's
     ``median`` (the lower of the two), exactly. The network method uses a
-    selection network pruned to the one or two middle outputs. Reveals nothing.
+    selection network pruned to the one or two middle outputs. ``bits``: the
+    comparison width for inputs within the module docstring's "Reduced width"
+    guarantee. Reveals nothing.
     """
+    _check_bits(bits)
     cols = _Columns(x, dim)
     n = cols.n
     if n == 0:
@@ -308,23 +347,26 @@ def median(x, dim=-1, keepdim=False, lower=False, method=None):
     if cols.d == 0:
         return cols.out(cols.X.new_zeros(1, 0), keepdim=keepdim, squeeze=True)
     if n % 2 == 1 or lower:
-        vals, _ = _positions(cols, [(n - 1) // 2], False, False, method)
+        vals, _ = _positions(cols, [(n - 1) // 2], False, False, method, bits)
         return cols.out(vals, keepdim=keepdim, squeeze=True)
-    vals, _ = _positions(cols, [n // 2 - 1, n // 2], False, False, method)
+    vals, _ = _positions(cols, [n // 2 - 1, n // 2], False, False, method, bits)
     two = cols.out(vals.sum(0, keepdim=True), keepdim=keepdim, squeeze=True)
     return truncation.div(two, 2)  # the two middle values may be anywhere up to 2^62
 
 
-def trimmed_mean(x, dim=-1, proportiontocut=0.1, keepdim=False, method=None):
+def trimmed_mean(x, dim=-1, proportiontocut=0.1, keepdim=False, method=None, bits=64):
     """Mean after cutting ``int(proportiontocut * n)`` values from each end (scipy's ``trim_mean``).
 
     Rank method: the stable ranks, then ``[rank >= c] - [rank >= n - c]``
     multiplied into x by two comparisons on small integers (one batch, bits =
     bit_length(n) + 1), a local sum, and a division by the public ``n - 2c``
     (:func:`pgkernels.protocols.truncation.div`, 1 round). Network method: a
-    full sort, then the middle sum.
+    full sort, then the middle sum. ``bits``: the width of the value
+    comparisons (the rank thresholds keep ``rank_bits(n)``), for inputs within
+    the module docstring's "Reduced width" guarantee.
     Reveals nothing.
     """
+    _check_bits(bits)
     cols = _Columns(x, dim)
     n = cols.n
     if isinstance(proportiontocut, bool) or not isinstance(proportiontocut, (int, float)):
@@ -340,14 +382,14 @@ def trimmed_mean(x, dim=-1, proportiontocut=0.1, keepdim=False, method=None):
     if cols.d == 0 or c == 0:
         total = cols.X.sum(0, keepdim=True)
         return truncation.div(cols.out(total, keepdim=keepdim, squeeze=True), keep)
-    plan = choose(_trimmed_plans(n), cols.d, _parties(), method)
+    plan = choose(_trimmed_plans(n, bits), cols.d, _parties(), method)
     if plan.method == "network":
         X = cols.X.clone()
-        compare_exchange(X, [], network_rows(n, None), False)
+        compare_exchange(X, [], network_rows(n, None), False, bits=bits)
         total = X[c:n - c].sum(0, keepdim=True)
     else:
         d = cols.d
-        rank = ranks(cols.X, prefetch=(2 * n * d, rank_bits(n), LT, 1))
+        rank = ranks(cols.X, prefetch=(2 * n * d, rank_bits(n), LT, 1), bits=bits)
         thr = torch.tensor([c, n - c], dtype=torch.long).view(2, 1, 1).expand(2, n, d).contiguous()
         t = rank.unsqueeze(0) - public_share(thr)
         pay = cols.X.unsqueeze(0).expand(2, n, d).reshape(1, -1)
@@ -356,18 +398,18 @@ def trimmed_mean(x, dim=-1, proportiontocut=0.1, keepdim=False, method=None):
     return truncation.div(cols.out(total, keepdim=keepdim, squeeze=True), keep)
 
 
-def _topk_sum_plans(n, k):
+def _topk_sum_plans(n, k, bits=64):
     """Plans of :func:`topk_sum`: the pruned network (values only), or the
     ranks and one small comparison ``[rank < k]`` carrying the value."""
-    r1, b1 = compare_cost(64, LT, 0)
+    r1, b1 = compare_cost(bits, LT, 0)
     r2, b2 = compare_cost(rank_bits(n), LT, 1, online=False)  # prefetched during the ranks
     pairs = n * (n - 1) // 2
     rank = Plan("rank", r1 + r2, pairs * b1 + n * b2, pairs + n, n, builtins.max(pairs, 2 * n),
-                pairs * dealer_bytes(64, LT, 0))
-    return [_plan_network(n, list(range(k)), 1), rank]
+                pairs * dealer_bytes(bits, LT, 0))
+    return [_plan_network(n, list(range(k)), 1, bits), rank]
 
 
-def topk_sum(x, k, dim=-1, largest=True, keepdim=False, method=None):
+def topk_sum(x, k, dim=-1, largest=True, keepdim=False, method=None, bits=64):
     """The sum of the k largest (or smallest) values along ``dim``: exactly
     ``topk(x, k, dim, largest)[0].sum(dim)``, without selecting the values.
 
@@ -379,21 +421,23 @@ def topk_sum(x, k, dim=-1, largest=True, keepdim=False, method=None):
     equality tests). Network method: the pruned selection network carrying
     no index, then the sum. Ties: stable ranks select exactly k values, so the
     sum is the same whichever of equal values count. Krum's scores are
-    this sum. Reveals nothing.
+    this sum. ``bits``: the width of the value comparisons (module docstring,
+    "Reduced width"). Reveals nothing.
     """
+    _check_bits(bits)
     cols = _Columns(x, dim)
     n = cols.n
     _check_k(k, n, "k", low=0)
     if k == 0 or cols.d == 0:
         return cols.out(cols.X.new_zeros(1, cols.d), keepdim=keepdim, squeeze=True)
-    plan = choose(_topk_sum_plans(n, k), cols.d, _parties(), method)
+    plan = choose(_topk_sum_plans(n, k, bits), cols.d, _parties(), method)
     if plan.method == "network":
         X = cols.X.clone()
-        compare_exchange(X, [], network_rows(n, list(range(k))), largest)
+        compare_exchange(X, [], network_rows(n, list(range(k))), largest, bits=bits)
         total = X[:k].sum(0, keepdim=True)
     else:
         d = cols.d
-        rank = ranks(cols.X, descending=largest, prefetch=(n * d, rank_bits(n), LT, 1))
+        rank = ranks(cols.X, descending=largest, prefetch=(n * d, rank_bits(n), LT, 1), bits=bits)
         t = rank - public_share(torch.full((n, d), k, dtype=torch.long))
         out = compare_shares(t.reshape(-1), LT, rank_bits(n), negate=True,
                              payloads=cols.X.reshape(1, -1)).view(n, d)  # [rank < k] * x
@@ -408,22 +452,23 @@ def _flatten_for_none(x, dim):
     return x, dim
 
 
-def _extreme(x, dim, largest, want_onehot, method):
+def _extreme(x, dim, largest, want_onehot, method, bits):
+    _check_bits(bits)
     cols = _Columns(x, dim)
     n, d = cols.n, cols.d
     if n == 0:
         raise ValueError("max/min/argmax/argmin of an empty dimension")
     payloads = 1 + int(want_onehot)
-    plans = [_plan_tournament(n, want_onehot), _plan_pairwise(n, payloads)]
+    plans = [_plan_tournament(n, want_onehot, bits), _plan_pairwise(n, payloads, bits)]
     plan = choose(plans, d, _parties(), method)
     if d == 0:
         return cols, cols.X.new_zeros(1, 0), cols.X.new_zeros(n, 0)
     if plan.method == "pairwise":
-        return (cols,) + _extreme_pairwise(cols.X, largest, want_onehot)
-    return (cols,) + _extreme_tournament(cols.X, largest, want_onehot)
+        return (cols,) + _extreme_pairwise(cols.X, largest, want_onehot, bits)
+    return (cols,) + _extreme_tournament(cols.X, largest, want_onehot, bits)
 
 
-def _extreme_tournament(X, largest, want_onehot):
+def _extreme_tournament(X, largest, want_onehot, bits=64):
     n, d = X.shape
     V = X
     H = public_share(torch.ones(n, 1, d, dtype=torch.long)) if want_onehot else None
@@ -438,9 +483,9 @@ def _extreme_tournament(X, largest, want_onehot):
             pay += [H[0:2 * P:2], H[1:2 * P:2]]
         pay = torch.cat(pay, dim=1)  # (P, 1 + 2s, d)
         m2 = (m + 1) // 2
-        sign = -1 if largest else 1  # payload row 0, B - A, is -diff or diff
-        nxt = ((m2 // 2) * d, 64, LT, 1 + (4 * s if want_onehot else 0), sign) if m2 > 1 else None
-        out = compare_shares(diff.reshape(-1), LT, 64, negate=True,
+        sign = _self_sign(bits, -1 if largest else 1)  # payload row 0, B - A, is -diff or diff
+        nxt = ((m2 // 2) * d, bits, LT, 1 + (4 * s if want_onehot else 0), sign) if m2 > 1 else None
+        out = compare_shares(diff.reshape(-1), LT, bits, negate=True,
                              payloads=pay.permute(1, 0, 2).reshape(pay.shape[1], -1), prefetch=nxt,
                              self_sign=sign)
         out = out.view(-1, P, d)
@@ -461,11 +506,11 @@ def _extreme_tournament(X, largest, want_onehot):
     return V, onehot
 
 
-def _extreme_pairwise(X, largest, want_onehot):
+def _extreme_pairwise(X, largest, want_onehot, bits=64):
     """The stable rank-0 element (lowest index among equal extremes), with the
     rank method's comparisons and one equality test per element."""
     n, d = X.shape
-    rank = ranks(X, descending=largest, prefetch=(n * d, rank_bits(n), EQ, 1 + int(want_onehot)))
+    rank = ranks(X, descending=largest, prefetch=(n * d, rank_bits(n), EQ, 1 + int(want_onehot)), bits=bits)
     pay = [X]
     if want_onehot:
         pay.append(public_share(torch.ones(n, d, dtype=torch.long)))
@@ -475,27 +520,28 @@ def _extreme_pairwise(X, largest, want_onehot):
     return V, (out[1] if want_onehot else None)
 
 
-def max(x, dim=None, keepdim=False, method=None):  # noqa: A001 -- mirrors torch/CrypTen
+def max(x, dim=None, keepdim=False, method=None, bits=64):  # noqa: A001 -- mirrors torch/CrypTen
     """Maximum along ``dim`` (all elements when None). Methods "tournament"
     (ceil(log2 n) x 6 rounds, n - 1 comparisons) and "pairwise" (8-10 rounds,
-    n(n-1)/2 comparisons). Reveals nothing."""
+    n(n-1)/2 comparisons). ``bits``: see the module docstring, "Reduced
+    width". Reveals nothing."""
     x, dim = _flatten_for_none(x, dim)
-    cols, V, _ = _extreme(x, dim, True, False, method)
+    cols, V, _ = _extreme(x, dim, True, False, method, bits)
     return cols.out(V, keepdim=keepdim, squeeze=True)
 
 
-def min(x, dim=None, keepdim=False, method=None):  # noqa: A001
+def min(x, dim=None, keepdim=False, method=None, bits=64):  # noqa: A001
     """Minimum along ``dim``; see :func:`max`. Reveals nothing."""
     x, dim = _flatten_for_none(x, dim)
-    cols, V, _ = _extreme(x, dim, False, False, method)
+    cols, V, _ = _extreme(x, dim, False, False, method, bits)
     return cols.out(V, keepdim=keepdim, squeeze=True)
 
 
-def _arg(x, dim, keepdim, one_hot, largest, method):
+def _arg(x, dim, keepdim, one_hot, largest, method, bits):
     shape = tuple(shares.check_mpc(x, "x").size())
     flat = dim is None
     x, dim = _flatten_for_none(x, dim)
-    cols, _, H = _extreme(x, dim, largest, True, method)
+    cols, _, H = _extreme(x, dim, largest, True, method, bits)
     if one_hot:
         out = cols.out(H, scale=1)
         return out.reshape(shape) if flat else out
@@ -503,21 +549,21 @@ def _arg(x, dim, keepdim, one_hot, largest, method):
     return cols.out(idx, scale=1, keepdim=keepdim, squeeze=True)
 
 
-def argmax(x, dim=None, keepdim=False, one_hot=True, method=None):
+def argmax(x, dim=None, keepdim=False, one_hot=True, method=None, bits=64):
     """Shared position of the maximum along ``dim``; ties go to the lowest index.
 
     ``one_hot=True`` (default): a 0/1 tensor of x's shape with a single 1 per
     column (scale 1), as CrypTen's ``argmax``; otherwise the shared index.
     The tournament carries each subtree's one-hot vector as payload of its
     matches (n values per level), so it costs no round beyond the max.
-    Reveals nothing.
+    ``bits``: see the module docstring, "Reduced width". Reveals nothing.
     """
-    return _arg(x, dim, keepdim, one_hot, True, method)
+    return _arg(x, dim, keepdim, one_hot, True, method, bits)
 
 
-def argmin(x, dim=None, keepdim=False, one_hot=True, method=None):
+def argmin(x, dim=None, keepdim=False, one_hot=True, method=None, bits=64):
     """Shared position of the minimum along ``dim``; ties go to the lowest index."""
-    return _arg(x, dim, keepdim, one_hot, False, method)
+    return _arg(x, dim, keepdim, one_hot, False, method, bits)
 
 
 __all__ = ["argmax", "argmin", "kthvalue", "max", "median", "min", "plan", "sort", "topk", "topk_sum", "trimmed_mean"]

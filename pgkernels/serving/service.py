@@ -129,6 +129,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+import math
 import os
 import pathlib
 import queue
@@ -376,7 +377,18 @@ class RuleResult:
 VALIDITY = ("drop", "clamp")
 
 
-def run_rule(share, name, kwargs, extras, validity="drop", max_norm=None, need=1):
+def _check_server_bound(bound):
+    """The servers' coordinate bound: None or a positive finite number
+    (TypeError/ValueError naming ``bound``)."""
+    if bound is None:
+        return
+    if isinstance(bound, bool) or not isinstance(bound, (int, float)):
+        raise TypeError(f"bound must be a positive finite number or None, got {type(bound).__name__}")
+    if not (bound > 0 and math.isfinite(bound)):
+        raise ValueError(f"bound must be a positive finite number or None, got {bound!r}")
+
+
+def run_rule(share, name, kwargs, extras, validity="drop", max_norm=None, need=1, bound=None):
     """THE place where a rule runs: this server's (n, d) int64 shares of the agreed
     clients' updates, the rule name, its scalar kwargs and its shared extra inputs
     (name -> int64 shares) -> :class:`RuleResult`.
@@ -388,7 +400,12 @@ def run_rule(share, name, kwargs, extras, validity="drop", max_norm=None, need=1
     client and leaves the invalid ones out (the selection still indexes all n);
     if fewer than ``need`` valid clients remain, the request is refused.
     ``"clamp"`` clamps into the bound and reveals nothing. An extra input
-    (FLTrust's root update) must be within the same bound. Every server calls
+    (FLTrust's root update) must be within the same bound. ``bound``: the
+    servers' own coordinate bound (None: each rule's input bound; a larger one
+    is capped at it). Rules that take ``bound``
+    (:attr:`pgkernels.defenses.registry.Rule.takes_bound`: the median and the
+    trimmed mean) get the bound checked here and compare on fewer bits
+    (:func:`pgkernels.defenses.validity.compare_bits`). Every server calls
     it with agreed arguments (see :func:`_server`), and the validity vector is
     public to all of them, so they decide alike.
     """
@@ -404,11 +421,15 @@ def run_rule(share, name, kwargs, extras, validity="drop", max_norm=None, need=1
         x = _shared(v)
         if x.dim() != 1 or x.size(0) != d:
             raise Refusal(f"{k} must have shape ({d},), got {tuple(x.size())}")
-        _, ok = check_rows(x.view(1, d), input_bound(name, n, d, alpha=alpha))
+        _, ok = check_rows(x.view(1, d), input_bound(name, n, d, alpha=alpha))  # as before: the rule's own
         if not bool(ok.all()):
             raise Refusal(f"{k} has coordinates outside {name}'s input bound")
         kw[k] = x
-    U, valid = validate(U, name, max_norm=max_norm, policy=validity, alpha=alpha)
+    limit = input_bound(name, n, d, alpha=alpha)  # validate's default, named: the rule may use it
+    bound = limit if bound is None else min(float(bound), limit)
+    U, valid = validate(U, name, bound=bound, max_norm=max_norm, policy=validity, alpha=alpha)
+    if rule.takes_bound:  # every update is now within it: fewer bits per comparison
+        kw["bound"] = bound
     rows = None
     if valid is not None and not bool(valid.all()):
         rows = torch.nonzero(valid).view(-1)
@@ -475,8 +496,10 @@ def _server(address, config, party_input=None):
     rank, ws = comm.rank(), comm.world_size()
     validity = config.get("validity") or "drop"
     max_norm = config.get("max_norm")
+    bound = config.get("bound")
     if validity not in VALIDITY:
         raise ValueError(f"validity must be one of {VALIDITY}, got {validity!r}")
+    _check_server_bound(bound)
     cred = party_input or config["credentials"]
     if own_rank(cred) != rank:
         raise RuntimeError(f"{cred}/cert.pem is server {own_rank(cred)}'s credential, but this is MPC party {rank}")
@@ -548,7 +571,7 @@ def _server(address, config, party_input=None):
         try:
             comm.reset_stats()
             t0 = time.perf_counter()
-            res = run_rule(*job, validity=validity, max_norm=max_norm, need=need)
+            res = run_rule(*job, validity=validity, max_norm=max_norm, need=need, bound=bound)
             stats = comm.STATS.snapshot().as_dict()
             stats["seconds"] = time.perf_counter() - t0
         except Refusal as e:  # decided alike at every server (public validity bits): go on serving
@@ -602,8 +625,10 @@ def serve():
     host, _, port = addr.rpartition(":")
     mc = os.environ.get("PGKERNELS_MIN_CLIENTS")
     mn = os.environ.get("PGKERNELS_MAX_NORM")
+    cb = os.environ.get("PGKERNELS_BOUND")
     config = {"credentials": cred, "x25519": str(key), "min_clients": int(mc) if mc else None,
               "validity": os.environ.get("PGKERNELS_VALIDITY", "drop"), "max_norm": float(mn) if mn else None,
+              "bound": float(cb) if cb else None,
               "connect_timeout": _env_float("PGKERNELS_CONNECT_TIMEOUT", 300),
               "idle_timeout": _env_float("PGKERNELS_IDLE_TIMEOUT", 86400),
               "message_timeout": _env_float("PGKERNELS_MESSAGE_TIMEOUT", 600)}
@@ -638,6 +663,11 @@ class AggregationServers:
             request. External servers take ``PGKERNELS_VALIDITY``.
         max_norm: optional L2 bound per client update (external servers:
             ``PGKERNELS_MAX_NORM``).
+        bound: optional coordinate bound the servers check every update
+            against (capped at each rule's input bound; None: the rule's
+            input bound), with ``validity``; the median and the trimmed mean
+            then compare on fewer bits (22 for bound 8 instead of 64: fewer
+            rounds and bytes). External servers: ``PGKERNELS_BOUND``.
 
     After :meth:`start`: ``public_keys`` (the servers' X25519 keys, rank
     order), ``session`` (their 16-byte session nonce); :meth:`new_round` gives
@@ -646,7 +676,7 @@ class AggregationServers:
 
     def __init__(self, world_size=2, dealer="ttp", timeout=600.0, session_timeout=24 * 3600.0,
                  external=None, credentials=None, min_clients=None, handshake_timeout=10.0, authkey=None,
-                 validity="drop", max_norm=None):
+                 validity="drop", max_norm=None, bound=None):
         if not isinstance(world_size, int) or world_size < 2:
             raise ValueError(f"world_size must be an int >= 2, got {world_size!r}")
         if authkey is not None:
@@ -667,9 +697,10 @@ class AggregationServers:
             if isinstance(max_norm, bool) or not isinstance(max_norm, (int, float)) or not (
                     0 < max_norm <= max_norm_limit()):
                 raise ValueError(f"max_norm must be in (0, {max_norm_limit():.6g}], got {max_norm!r}")
-        if external is not None and (validity != "drop" or max_norm is not None):
-            raise ValueError("validity and max_norm are the servers' own settings: set PGKERNELS_VALIDITY and "
-                             "PGKERNELS_MAX_NORM where they run")
+        _check_server_bound(bound)
+        if external is not None and (validity != "drop" or max_norm is not None or bound is not None):
+            raise ValueError("validity, max_norm and bound are the servers' own settings: set PGKERNELS_VALIDITY, "
+                             "PGKERNELS_MAX_NORM and PGKERNELS_BOUND where they run")
         self.world_size = world_size
         self.dealer = dealer
         self.timeout = float(timeout)
@@ -680,6 +711,7 @@ class AggregationServers:
         self.min_clients = min_clients
         self.validity = validity
         self.max_norm = max_norm
+        self.bound = bound
         self.conns = None
         self.public_keys = None
         self.session = None
@@ -721,7 +753,7 @@ class AggregationServers:
             self._address = self._listener.getsockname()[:2]
             if self.external is None:
                 config = {"min_clients": self.min_clients, "x25519": None, "connect_timeout": self.timeout,
-                          "validity": self.validity, "max_norm": self.max_norm,
+                          "validity": self.validity, "max_norm": self.max_norm, "bound": self.bound,
                           "idle_timeout": self.session_timeout, "message_timeout": self.timeout}
                 creds = [os.path.join(self._tmp, f"server{r}") for r in range(self.world_size)]
                 address = self._address
