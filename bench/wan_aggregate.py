@@ -45,7 +45,7 @@ def _tol(want, rel, floor):
     return rel * float(np.abs(np.asarray(want)).max()) + floor
 
 
-def _session(n, d, f, methods, reps, rules, dealer):
+def _session(n, d, f, methods, reps, rules, dealer, bound=None):
     import crypten
     import crypten.communicator as cc
     import torch
@@ -54,6 +54,7 @@ def _session(n, d, f, methods, reps, rules, dealer):
     from pgkernels.defenses import clustering as C
     from pgkernels.defenses import reference as R
     from pgkernels.defenses import robust as D
+    from pgkernels.defenses.validity import compare_bits
     from pgkernels.protocols import order
     from pgkernels.runtime import comm
     from pgkernels.runtime.session import dealer_client
@@ -83,10 +84,25 @@ def _session(n, d, f, methods, reps, rules, dealer):
                   _tol(R.flame(Un, noise_lambda=0.0)[0], 0.02, 2e-3), lambda: "-"),
         "bulyan": (lambda m: D.bulyan(eu, bf), R.bulyan(Un, bf)[0], 1e-3, lambda: "-"),
     }
+    if bound is not None:
+        # the updates are within the bound (as after the servers' validity check with it):
+        # the order comparisons then run on compare_bits(bound) bits
+        bits = compare_bits(bound, "median", n, d)
+        table[f"median, bound {bound:g}"] = (
+            lambda m: D.median(eu, method=m, bound=bound), R.median(Un), 1e-4,
+            lambda: order.plan("median", n, d, bits=bits).method)
+        table[f"trimmed_mean, bound {bound:g}"] = (
+            lambda m: D.trimmed_mean(eu, 0.2, method=m, bound=bound), R.trimmed_mean(Un, 0.2), 1e-3,
+            lambda: order.plan("trimmed_mean", n, d, bits=bits).method)
+        for name in ("median", "trimmed_mean"):
+            if name in rules:
+                rules = list(rules) + [f"{name}, bound {bound:g}"]
+        if float(abs(U).max()) > bound:
+            raise ValueError(f"--bound {bound} is below the data's largest coordinate {float(abs(U).max())}")
     rows = []
     for rule in rules:
         fn, want, tol, auto = table[rule]
-        for m in (methods if rule in METHOD_RULES else ["auto"]):
+        for m in (methods if rule.split(",")[0] in METHOD_RULES else ["auto"]):
             method = None if m == "auto" else m
             print(f"[wan_aggregate] {rule} {m}", file=sys.stderr, flush=True)
 
@@ -138,6 +154,9 @@ def main(argv=None):
                     help="online: the dealer's material asked for when needed (its round trips in the timed "
                          "call); preprocessed: the call's requests recorded once and answered before each "
                          "timed call (the offline phase, DealerClient.preprocess)")
+    ap.add_argument("--bound", type=float, default=None,
+                    help="also run the median and the trimmed mean with bound=B (updates checked against the "
+                         "coordinate bound B: comparisons on fewer bits)")
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--out", default="bench/results/wan_aggregate.json")
     add_link_args(ap)
@@ -146,7 +165,7 @@ def main(argv=None):
     start_run()
     d = int(a.d)
     f = (a.n - 3) // 4 if a.f is None else a.f
-    rows = pgkernels.launch(_session, args=(a.n, d, f, a.methods, a.reps, a.rules, a.dealer), timeout=7200)[0]
+    rows = pgkernels.launch(_session, args=(a.n, d, f, a.methods, a.reps, a.rules, a.dealer, a.bound), timeout=7200)[0]
     table = results_table(rows)
     meta = {"parties": 2, "f": f, "note": "simulated link (pgkernels.runtime.link) between all processes, the "
             "dealer's too; seconds at party 0 after a warm call checked against plaintext; rounds include the "
