@@ -18,4 +18,4 @@ echo "== Python (pytest) =="
 if [ -z "${PGKERNELS_DATA:-}" ] && [ -d ../shared/datasets ]; then
   export PGKERNELS_DATA=$(cd ../shared/datasets && pwd)
 fi
-exec "$VENV/bin/python" -m pytest -q tests "$@"
+exec "$VENV/bin/python" -m pytest -q tests --durations=25 "$@"
