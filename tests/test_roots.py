@@ -85,6 +85,12 @@ def _session():
     y = roots.sqrt(ex)
     out["sqrt-rounds"] = (comm.STATS.rounds, comm.STATS.dealer_rounds)
     out["sqrt"] = y.get_plain_text()
+    comm.reset_stats()
+    r, y = roots.sqrt_and_inv_sqrt(ex, shift=8)
+    out["both-rounds"] = (comm.STATS.rounds, comm.STATS.dealer_rounds)
+    out["both"] = (r.get_plain_text(), y.get_plain_text())
+    M = torch.tensor([[2 ** 10, 3 * 2 ** 30], [7, 0]], dtype=torch.long)
+    out["both-newton"] = tuple(t.get_plain_text() for t in roots.sqrt_and_inv_sqrt(enc(M), 8, method="newton"))
     out["floor-6"] = roots.inv_sqrt(enc(torch.tensor([15, 16, 17, 2 ** 20])), shift=8, floor=-6).get_plain_text()
     # 2-D input, the newton method on the same values, empty and 1-element inputs
     M = torch.tensor([[2 ** 10, 3 * 2 ** 30], [7, 2 ** 45]], dtype=torch.long)
@@ -130,6 +136,16 @@ def test_rounds(results):
     # 1 division round + its dealer round trip + 6 comparison rounds (material prefetched)
     assert results["inv0-rounds"] == (8, 1)
     assert results["sqrt-rounds"] == (8, 1)
+
+
+def test_sqrt_and_inv_sqrt_together(results):
+    X = results["X"]
+    r, y = results["both"]
+    assert not _close(r, _want("sqrt", X)) and not _close(y, _want("inv", X, 8))
+    assert results["both-rounds"] == (8, 1)  # the rounds of one of them
+    M = torch.tensor([[2 ** 10, 3 * 2 ** 30], [7, 0]], dtype=torch.long)
+    r, y = results["both-newton"]
+    assert not _close(r, _want("sqrt", M), rel=5e-4) and not _close(y, _want("inv", M, 8), rel=5e-4)
 
 
 def test_floor_and_shapes(results):

@@ -123,36 +123,43 @@ def _table(kind, shift, frac, floor):
     return long(T), long(A), long(B), long(F)
 
 
-def _table_eval(kind, x, shift, floor):
+def _table_eval(specs, x, floor):
+    """The "table" method for each (kind, shift) in specs, on the same x and
+    in the same rounds: the divisions of all specs in one round, their
+    payloads on one comparison. Returns one MPCTensor per spec."""
     x = shares.check_mpc(x, "x")
     frac = shares.frac_bits(x.encoder.scale)
     fs = shares.flat_share(x)
     N = fs.numel()
     if N == 0:
-        return x.clone()
-    T, A, B, F = (t.to(fs.device) for t in _table(kind, shift, frac, floor))
-    K = T.numel()
+        return [x.clone() for _ in specs]
+    tables = [[t.to(fs.device) for t in _table(kind, shift, frac, floor)] for kind, shift in specs]
+    T = tables[0][0]  # the thresholds depend on frac and floor only
+    K, S = T.numel(), len(specs)
     rank0 = _comm.rank() == 0
     # step 1: every bucket's line at X (garbage outside its bucket, cancelled below)
     d = fs.view(1, N) - (T.view(K, 1) if rank0 else torch.zeros_like(T).view(K, 1))
-    rows = d * B.view(K, 1)  # wraps mod 2^64 outside the bucket: harmless
+    B = torch.cat([t[2] for t in tables])
+    F = torch.cat([t[3] for t in tables])
+    rows = d.repeat(S, 1) * B.view(S * K, 1)  # wraps mod 2^64 outside the bucket: harmless
     from .truncation import div_shares
 
     groups = [torch.nonzero(F == v).view(-1) for v in torch.unique(F).tolist()]
     divs = [2 ** int(F[g[0]]) for g in groups]
-    prefetch = (K * N, 64, LT, 1) if _compare.PREFETCH else None
+    prefetch = (K * N, 64, LT, S) if _compare.PREFETCH else None
     parts = div_shares([rows[g].reshape(-1).contiguous() for g in groups], divs, prefetch=prefetch)
     P = torch.empty_like(rows)
     for g, part in zip(groups, parts):
         P[g] = part.view(-1, N)
+    P = P.view(S, K, N)
     if rank0:
-        P += A.view(K, 1)
+        P += torch.stack([t[1] for t in tables]).view(S, K, 1)
     # step 2: b_j = [X >= T_j] times w_j = P_j - P_{j-1}; the sum telescopes to P_{j*}
     w = P.clone()
-    w[1:] -= P[:-1]
-    out = compare_shares(d.reshape(-1), LT, 64, negate=False, payloads=w.reshape(1, -1))
-    out = out.view(K, N).sum(0)
-    return shares.like_shape(out.view(x.size()), x.encoder.scale)
+    w[:, 1:] -= P[:, :-1]
+    out = compare_shares(d.reshape(-1), LT, 64, negate=False, payloads=w.reshape(S, -1))
+    out = out.view(S, K, N).sum(1)
+    return [shares.like_shape(o.reshape(x.size()), x.encoder.scale) for o in out]
 
 
 def _pick(method, n):
@@ -251,7 +258,7 @@ def inv_sqrt(x, shift=0, floor=-8, method=None):
     x = shares.check_mpc(x, "x")
     _check_floor(floor)
     if _pick(method, x.share.numel()) == "table":
-        return _table_eval("inv", x, shift, floor)
+        return _table_eval([("inv", shift)], x, floor)[0]
     x, flat, h, m, frac = _normalized(x, floor)
     if flat.numel() == 0:
         return x.clone()
@@ -265,13 +272,35 @@ def sqrt(x, method=None):
     (``method`` as for :func:`inv_sqrt`)."""
     x = shares.check_mpc(x, "x")
     if _pick(method, x.share.numel()) == "table":
-        return _table_eval("sqrt", x, 0, J[0])
+        return _table_eval([("sqrt", 0)], x, J[0])[0]
     x, flat, h, m, frac = _normalized(x)
     if flat.numel() == 0:
         return x.clone()
     r = m * _inv_sqrt_near_one(m)  # sqrt(m) in [1, 2)
     out = _select(h, _scaled_copies(r, list(J), frac))
     return out.reshape(x.size())
+
+
+def sqrt_and_inv_sqrt(x, shift=0, floor=-8, method=None):
+    """``(sqrt(x), 2^shift / sqrt(x))`` together (arguments as for
+    :func:`inv_sqrt`; both are 0 below ``4^floor``): with the "table" method
+    in the 8 rounds of one of them (2 payload rows on the one comparison, the
+    divisions of both in one round); with "newton" they share the
+    normalisation. Reveals nothing."""
+    if isinstance(shift, bool) or not isinstance(shift, int) or not 0 <= shift <= 16:
+        raise ValueError(f"shift must be an int in [0, 16], got {shift!r}")
+    x = shares.check_mpc(x, "x")
+    _check_floor(floor)
+    if _pick(method, x.share.numel()) == "table":
+        r, y = _table_eval([("sqrt", 0), ("inv", shift)], x, floor)
+        return r, y
+    x, flat, h, m, frac = _normalized(x, floor)
+    if flat.numel() == 0:
+        return x.clone(), x.clone()
+    y = _inv_sqrt_near_one(m)
+    r = _select(h, _scaled_copies(m * y, list(J), frac))
+    inv = _select(h, _scaled_copies(y, [shift - j for j in J], frac))
+    return r.reshape(x.size()), inv.reshape(x.size())
 
 
 def norm(X, dim=-1, keepdim=False, method=None):
