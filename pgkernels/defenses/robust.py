@@ -156,12 +156,18 @@ def fltrust(U, server_update):
     if tuple(g.size()) != (d,):
         raise ValueError(f"server_update must have shape ({d},), got {tuple(g.size())}")
     # 2^8 / norm keeps 8 more significant bits of the small inverse norms
-    A = inv_sqrt(row_sq_norms(U), shift=8)           # 256 / ||u_i||
-    B = inv_sqrt(row_sq_norms(g.view(1, d)).view(()), shift=8)  # 256 / ||g||
+    g_sq = row_sq_norms(g.view(1, d))
+    sq = row_sq_norms(U)
+    if sq.encoder.scale == g_sq.encoder.scale:  # both inverse norms in one call: the roots' rounds once
+        AB = blocks.like_shape(torch.cat([blocks.flat_share(sq), blocks.flat_share(g_sq)]), sq.encoder.scale)
+        AB = inv_sqrt(AB, shift=8)
+        A, B = AB[:n], AB[n]                         # 256 / ||u_i||, 256 / ||g||
+    else:
+        A, B = inv_sqrt(sq, shift=8), inv_sqrt(g_sq.view(()), shift=8)
     with exact():  # products of client data can be large: no truncation may fail
         cos = div((U @ g) * A * B, 65536)                # (n,)
         trust = relu(cos)
-        g_norm = div(row_sq_norms(g.view(1, d)).view(()) * B, 256)  # ||g||
+        g_norm = div(g_sq.view(()) * B, 256)  # ||g||
         ratio = div(A * g_norm, 256)                     # ||g|| / ||u_i||
         total = weighted_sum(trust * ratio, U)
         t = trust.sum()

@@ -28,11 +28,13 @@ many orders of magnitude. Two methods, picked by size (``method=None``):
 
     8 rounds in all (one of them the dealer round trip), against about 75 for
     the "newton" method. Bytes sent per element per party (2 parties): about
-    29 per threshold (comparison 13.25, payload 8, division 8), K = 2336 at
-    f = 16 (fewer with a higher ``floor``). Accuracy: the lines' relative
-    error is below ``3/64 (2^(1/STEPS) - 1)^2`` (1.0e-5 at STEPS = 48, and
-    exact where a bucket is a single integer), plus 2-3 units of 2^-f from the
-    division and the rounding of A_j.
+    29 per threshold (comparison 13.25, payload 8, division 8), K = 2320 at
+    f = 16 (fewer with a higher ``floor``): 6.8 MB for 101 values, and about
+    48 bytes per threshold from the dealer; :func:`sqrt_and_inv_sqrt` gets
+    both roots for 16 bytes more per threshold (a second payload and division
+    row). Accuracy: the lines' relative error is below ``3/64 (2^(1/STEPS) -
+    1)^2`` (9.9e-6 at STEPS = 48; exact where a bucket is a single integer),
+    plus 2-3 units of 2^-f from the division and the rounding of A_j.
 
 ``"newton"`` (any size; about 75 rounds) -- normalisation by a secret power of four:
 
