@@ -16,7 +16,7 @@ def _want(kind, X, shift=0):
     """The exact output for encoded inputs X (integers at 16 fractional bits); 0 below 2^-16."""
     x = X.double() * UNIT
     pos = x.clamp(min=UNIT)
-    ref = 2.0 ** shift / pos.sqrt() if kind == "inv" else pos.sqrt()
+    ref = {"inv": 2.0 ** shift / pos.sqrt(), "sqrt": pos.sqrt(), "recip": 2.0 ** shift / pos}[kind]
     return torch.where(X >= 1, ref, torch.zeros_like(ref))
 
 
@@ -28,7 +28,7 @@ def _table_plain(kind, shift, X, floor=-8):
     return 0 if j < 0 else A[j] + (((X - T[j]) * B[j]) >> F[j])
 
 
-@pytest.mark.parametrize("kind,shift", [("inv", 0), ("inv", 8), ("inv", 16), ("sqrt", 0)])
+@pytest.mark.parametrize("kind,shift", [("inv", 0), ("inv", 8), ("inv", 16), ("sqrt", 0), ("recip", 8)])
 def test_table_error_bound(kind, shift):
     # every bucket edge (T_j - 1, T_j, T_j + 1), the first integers, and a log-uniform sample
     T = roots._table(kind, shift, 16, -8)[0].tolist()
@@ -39,10 +39,11 @@ def test_table_error_bound(kind, shift):
     want = _want(kind, torch.tensor(xs), shift) * 2 ** 16
     got = torch.tensor([_table_plain(kind, shift, v) for v in xs], dtype=torch.float64)
     rel = ((got - want).abs() - 1.0).clamp(min=0) / want  # beyond one unit
-    # the lines' bound 3/64 (2^(1/48) - 1)^2 = 9.9e-6, exact integer arithmetic
-    assert float(rel.max()) < 3 / 64 * (2 ** (1 / roots.STEPS) - 1) ** 2 * 1.01
-    small = want < 2 ** 16
-    assert float((got - want)[small].abs().max()) < 2.0
+    # the lines' bound |p (p - 1)| / 16 (2^(1/48) - 1)^2 for x^p: 9.9e-6 for inv_sqrt, 2.6e-5 for 1/x
+    bound = {"inv": 3 / 64, "sqrt": 1 / 64, "recip": 1 / 8}[kind] * (2 ** (1 / roots.STEPS) - 1) ** 2
+    assert float(rel.max()) < bound * 1.1  # (lines minimax in absolute terms, slopes rounded)
+    small = want < 2 ** 16  # small outputs: within 2 units (and the line error)
+    assert float((got - want)[small].abs().max()) < 2.0 + bound * 2 ** 16
 
 
 def test_table_layout():
@@ -91,6 +92,9 @@ def _session():
     out["both"] = (r.get_plain_text(), y.get_plain_text())
     M = torch.tensor([[2 ** 10, 3 * 2 ** 30], [7, 0]], dtype=torch.long)
     out["both-newton"] = tuple(t.get_plain_text() for t in roots.sqrt_and_inv_sqrt(enc(M), 8, method="newton"))
+    out["recip"] = roots.reciprocal(ex, shift=8).get_plain_text()
+    out["recip-newton"] = (roots.reciprocal(enc(M), shift=8, method="newton").get_plain_text(),
+                           roots.reciprocal(enc(M), shift=3, method="newton").get_plain_text())
     out["floor-6"] = roots.inv_sqrt(enc(torch.tensor([15, 16, 17, 2 ** 20])), shift=8, floor=-6).get_plain_text()
     # 2-D input, the newton method on the same values, empty and 1-element inputs
     M = torch.tensor([[2 ** 10, 3 * 2 ** 30], [7, 2 ** 45]], dtype=torch.long)
@@ -146,6 +150,15 @@ def test_sqrt_and_inv_sqrt_together(results):
     M = torch.tensor([[2 ** 10, 3 * 2 ** 30], [7, 0]], dtype=torch.long)
     r, y = results["both-newton"]
     assert not _close(r, _want("sqrt", M), rel=5e-4) and not _close(y, _want("inv", M, 8), rel=5e-4)
+
+
+def test_reciprocal(results):
+    X = results["X"]
+    assert not _close(results["recip"], _want("recip", X, 8), rel=2.8e-5)
+    M = torch.tensor([[2 ** 10, 3 * 2 ** 30], [7, 0]], dtype=torch.long)
+    r8, r3 = results["recip-newton"]
+    assert not _close(r8, _want("recip", M, 8), rel=1e-3, units=8)
+    assert not _close(r3, _want("recip", M, 3), rel=1e-3, units=8)
 
 
 def test_floor_and_shapes(results):

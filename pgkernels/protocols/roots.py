@@ -1,4 +1,4 @@
-"""Square roots and inverse square roots over the whole fixed-point range.
+"""Square roots, inverse square roots and reciprocals over the whole fixed-point range.
 
 CrypTen's ``inv_sqrt`` is accurate only for inputs of roughly [0.05, 200]
 (CrypTen issues #284, #367, #400), while squared norms of model updates span
@@ -11,7 +11,7 @@ many orders of magnitude. Two methods, picked by size (``method=None``):
     points per octave up to 2^37), bucket j is ``[T_j, T_{j+1})`` and the
     output there is the bucket's minimax line ``P_j(X) = A_j + B_j (X - T_j) /
     2^F_j`` (public A_j, B_j, F_j; the output scale, ``shift`` and the bucket's
-    power are folded into them).
+    power are folded into them). :func:`reciprocal` uses the lines of 1/x.
 
     1. Every P_j(X) is computed for every element, whatever its bucket: K
        rows ``(X - T_j) B_j``, each divided by its public 2^F_j with the exact
@@ -95,6 +95,8 @@ def _table(kind, shift, frac, floor):
                 if 2.0 ** (k / STEPS) >= lo})
     if kind == "inv":
         c, p = 2.0 ** (frac + shift) * 2.0 ** (frac / 2), -0.5  # out(X) = c X^-1/2 (units of 2^-f)
+    elif kind == "recip":
+        c, p = 2.0 ** (2 * frac + shift), -1.0  # out(X) = c / X
     else:
         c, p = 2.0 ** (frac / 2), 0.5  # out(X) = c X^1/2
     f = lambda X: c * X ** p  # noqa: E731
@@ -136,7 +138,8 @@ def _table_eval(specs, x, floor):
     if N == 0:
         return [x.clone() for _ in specs]
     tables = [[t.to(fs.device) for t in _table(kind, shift, frac, floor)] for kind, shift in specs]
-    T = tables[0][0]  # the thresholds depend on frac and floor only
+    # (the thresholds depend on frac and floor only)
+    T = tables[0][0]
     K, S = T.numel(), len(specs)
     rank0 = _comm.rank() == 0
     # step 1: every bucket's line at X (garbage outside its bucket, cancelled below)
@@ -303,6 +306,23 @@ def sqrt_and_inv_sqrt(x, shift=0, floor=-8, method=None):
     r = _select(h, _scaled_copies(m * y, list(J), frac))
     inv = _select(h, _scaled_copies(y, [shift - j for j in J], frac))
     return r.reshape(x.size()), inv.reshape(x.size())
+
+
+def reciprocal(x, shift=0, floor=-8, method=None):
+    """``2^shift / x`` for shared x in [2^-16, 2^37); 0 below ``4^floor``
+    (arguments as for :func:`inv_sqrt`). "table": the lines of ``1/x`` in the
+    8 rounds of :func:`inv_sqrt`, relative error below ``(2^(1/STEPS) -
+    1)^2 / 8`` (2.7e-5) plus 2-3 units; "newton": the square of
+    ``inv_sqrt(x, ceil(shift / 2))`` (one more multiplication). Reveals nothing."""
+    if isinstance(shift, bool) or not isinstance(shift, int) or not 0 <= shift <= 16:
+        raise ValueError(f"shift must be an int in [0, 16], got {shift!r}")
+    x = shares.check_mpc(x, "x")
+    _check_floor(floor)
+    if _pick(method, x.share.numel()) == "table":
+        return _table_eval([("recip", shift)], x, floor)[0]
+    h = (shift + 1) // 2
+    y = inv_sqrt(x, shift=h, floor=floor, method="newton").square()
+    return y / 2 if 2 * h > shift else y
 
 
 def norm(X, dim=-1, keepdim=False, method=None):
