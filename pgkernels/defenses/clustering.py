@@ -13,7 +13,7 @@ from ..protocols.blocks import (EQ, LT, compare_shares, mux_shares, public_share
                                 weighted_sum)
 from ..protocols.compare import relu
 from ..protocols.linalg import cosine_similarity, row_sq_norms
-from ..protocols.roots import inv_sqrt, sqrt
+from ..protocols.roots import sqrt_and_inv_sqrt
 from ..protocols.truncation import div, exact
 from ..runtime import comm as _comm
 from ..runtime import rng
@@ -126,10 +126,10 @@ def flame(U, num_malicious=None, noise_lambda=0.001, return_selection=False):
         raise ValueError(f"noise_lambda must be a number >= 0, got {noise_lambda!r}")
     admit, keep = flame_admitted(U, num_malicious)
     sq = row_sq_norms(U)
-    norms = sqrt(sq)
+    norms, inv = sqrt_and_inv_sqrt(sq, shift=8)       # ||u_i||, 256 / ||u_i||: one call
     S = order.median(norms, dim=0)
     with exact():  # S and the aggregate can be large: no truncation may fail
-        a = div(inv_sqrt(sq, shift=8) * S, 256)       # S / ||u_i||
+        a = div(inv * S, 256)                         # S / ||u_i||
     factor = a - relu(a - 1)                          # min(1, S / ||u_i||)
     w = mux_shares(admit, blocks.flat_share(factor).view(1, n)).view(n)  # admitted * factor
     agg = div(weighted_sum(blocks.like_shape(w, U.encoder.scale), U), keep)

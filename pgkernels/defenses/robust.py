@@ -12,7 +12,7 @@ from ..protocols import blocks, order
 from ..protocols.blocks import LT, compare_shares, mux_shares, select_rows, weighted_sum
 from ..protocols.compare import relu
 from ..protocols.linalg import pairwise_sq_dist, row_sq_norms
-from ..protocols.roots import inv_sqrt
+from ..protocols.roots import inv_sqrt, reciprocal, sqrt_and_inv_sqrt
 from ..protocols.truncation import div, exact
 
 
@@ -164,8 +164,10 @@ def fltrust(U, server_update):
     update's norm, ``u_i ||g|| / ||u_i||``; the aggregate is
     ``sum_i trust_i u_i ||g|| / ||u_i|| / sum_i trust_i`` (0 when every trust
     score is 0). ``server_update``: the server's own update g (shared or public,
-    shape (d,)). Norms and the final 1 / sum come from the range-robust inverse
-    square root. Reveals nothing.
+    shape (d,)). The norms and inverse norms of the n updates and g come from
+    one :func:`~pgkernels.protocols.roots.sqrt_and_inv_sqrt`, the final 1 / sum
+    from :func:`~pgkernels.protocols.roots.reciprocal` (8 rounds each).
+    Reveals nothing.
     """
     U = check_updates(U)
     n, d = U.size()
@@ -177,18 +179,25 @@ def fltrust(U, server_update):
     if tuple(g.size()) != (d,):
         raise ValueError(f"server_update must have shape ({d},), got {tuple(g.size())}")
     # 2^8 / norm keeps 8 more significant bits of the small inverse norms
-    A = inv_sqrt(row_sq_norms(U), shift=8)           # 256 / ||u_i||
-    B = inv_sqrt(row_sq_norms(g.view(1, d)).view(()), shift=8)  # 256 / ||g||
+    if g.encoder.scale == U.encoder.scale:
+        # one call each for the n + 1 squared norms and for their roots
+        Ug = blocks.like_shape(torch.cat([blocks.raw_share(U), blocks.raw_share(g).view(1, d)]), U.encoder.scale)
+        R, AB = sqrt_and_inv_sqrt(row_sq_norms(Ug), shift=8)
+        A, B, g_norm = AB[:n], AB[n], R[n]           # 256 / ||u_i||, 256 / ||g||, ||g||
+    else:
+        g_sq = row_sq_norms(g.view(1, d))
+        A, B = inv_sqrt(row_sq_norms(U), shift=8), inv_sqrt(g_sq.view(()), shift=8)
+        with exact():
+            g_norm = div(g_sq.view(()) * B, 256)
     with exact():  # products of client data can be large: no truncation may fail
         cos = div((U @ g) * A * B, 65536)                # (n,)
         trust = relu(cos)
-        g_norm = div(row_sq_norms(g.view(1, d)).view(()) * B, 256)  # ||g||
         ratio = div(A * g_norm, 256)                     # ||g|| / ||u_i||
         total = weighted_sum(trust * ratio, U)
         t = trust.sum()
-    inv_t = inv_sqrt(t, shift=4)                         # 16 / sqrt(sum trust)
+    inv_t = reciprocal(t, shift=8)                       # 256 / sum trust
     with exact():
-        return div(total * inv_t.square(), 256)
+        return div(total * inv_t, 256)
 
 
 def _removed_offset(n):

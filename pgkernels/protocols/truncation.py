@@ -61,10 +61,14 @@ def _check_divisor(D):
         raise ValueError(f"divisor must be in [1, 2^62], got {D}")
 
 
-def div_shares(shares, divisors):
+def div_shares(shares, divisors, prefetch=None):
     """This party's shares of ``x_k / D_k`` (rounded down, within 2 units) for
     flat int64 share tensors ``shares[k]`` and positive int ``divisors[k]``:
-    one dealer request and one round for all of them together."""
+    one dealer request and one round for all of them together.
+
+    ``prefetch``: ``(n, bits, mode, payloads)`` of the comparison that follows
+    (:func:`pgkernels.protocols.compare.compare_shares`): its dealer material
+    is asked for right after this request, so it travels during this round."""
     for D in divisors:
         _check_divisor(D)
     rank0 = _comm.rank() == 0
@@ -80,7 +84,10 @@ def div_shares(shares, divisors):
         req = {"fn": "trunc", "size": [n], "divisor": int(divisors[todo[0]])}
     else:
         req = {"fn": "trunc", "size": [n], "segments": [[int(divisors[i]), c] for i, c in zip(todo, counts)]}
-    mat = dealer_client().crypten(req)
+    client = dealer_client()
+    mat = client.crypten(req)
+    if prefetch is not None and prefetch[0] > 0:
+        client.prefetch_cmp(*prefetch)
     c = x + mat.words[:n]
     if rank0:
         c += OFFSET
