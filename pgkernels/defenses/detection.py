@@ -34,7 +34,7 @@ Costs are per party and per other party, 2 parties (see
   :func:`count_table` of K counts (n + 1 equality tests each);
 * power iteration, per class and step: 2 Beaver matrix-vector products
   (opening C once: 8 n d bytes; 2 rounds), exact squared norm and
-  :func:`~pgkernels.protocols.roots.inv_sqrt` (~9 rounds), one exact
+  :func:`~pgkernels.protocols.roots.inv_sqrt` (8 rounds), one exact
   division (1 round): about 13 rounds;
 * spectral signatures: stable ranks of the n K scores (``K n (n - 1) / 2``
   comparisons in one batch, 6 rounds, 13.25 bytes each), the removal counts
