@@ -138,7 +138,7 @@ def cosine_similarity(X, Y=None):
 
     Protocol: ``X X^T`` by :func:`gram` (1 round; its diagonal gives the squared
     norms) or CrypTen's ``X Y^T`` plus both Gram diagonals (1 round), inverse norms ``2^8 /
-    ||x||`` by :func:`pgkernels.protocols.roots.inv_sqrt` (8 rounds for up to about 1800 values; squared
+    ||x||`` by :func:`pgkernels.protocols.roots.inv_sqrt` (8 rounds; squared
     norms in [2^-16, 2^37)), then two multiplication rounds. Absolute error
     about 1e-3 (16 fractional bits on the inverse norms). Rows with squared norm
     below 2^-12 count as zero rows. Reveals nothing.
