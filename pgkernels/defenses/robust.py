@@ -11,7 +11,7 @@ import torch
 from ..protocols import blocks, order
 from ..protocols.blocks import LT, compare_shares, mux_shares, select_rows, weighted_sum
 from ..protocols.compare import relu
-from ..protocols.linalg import pairwise_sq_dist, row_sq_norms
+from ..protocols.linalg import gram, pairwise_sq_dist, row_sq_norms
 from ..protocols.roots import inv_sqrt, reciprocal, sqrt_and_inv_sqrt
 from ..protocols.truncation import div, exact
 
@@ -164,10 +164,18 @@ def fltrust(U, server_update):
     update's norm, ``u_i ||g|| / ||u_i||``; the aggregate is
     ``sum_i trust_i u_i ||g|| / ||u_i|| / sum_i trust_i`` (0 when every trust
     score is 0). ``server_update``: the server's own update g (shared or public,
-    shape (d,)). The norms and inverse norms of the n updates and g come from
-    one :func:`~pgkernels.protocols.roots.sqrt_and_inv_sqrt`, the final 1 / sum
-    from :func:`~pgkernels.protocols.roots.reciprocal` (8 rounds each).
-    Reveals nothing.
+    shape (d,)).
+
+    Protocol: the Gram matrix of ``[U; g]`` (1 round and an exact division)
+    gives the squared norms and ``u_i . g``; ``r_i = relu(u_i . g)`` (one
+    comparison); the norms and inverse norms of the n updates and g from one
+    :func:`~pgkernels.protocols.roots.sqrt_and_inv_sqrt` (8 rounds); since
+    the aggregate equals ``|g| sum_i (r_i / |u_i|^2) u_i / sum_i (r_i /
+    |u_i|)``, two products give the weights, one Beaver matrix product their
+    weighted sum, :func:`~pgkernels.protocols.roots.reciprocal` (8 rounds) the
+    final 1 / sum, and two products the result: about 36 rounds, plus the
+    dealer's round trips when its material is not preprocessed. Reveals
+    nothing.
     """
     U = check_updates(U)
     n, d = U.size()
@@ -178,17 +186,40 @@ def fltrust(U, server_update):
     g = blocks.check_mpc(server_update, "server_update")
     if tuple(g.size()) != (d,):
         raise ValueError(f"server_update must have shape ({d},), got {tuple(g.size())}")
+    if g.encoder.scale != U.encoder.scale:
+        return _fltrust_separate(U, g)
+    # One Gram matrix of [U; g] (1 round) gives every squared norm (its
+    # diagonal) and every u_i . g (its last column). With r_i = relu(u_i . g),
+    # FLTrust's aggregate is
+    #   sum_i (r_i / (|u_i| |g|)) (|g| / |u_i|) u_i / sum_i r_i / (|u_i| |g|)
+    #   = |g| sum_i (r_i / |u_i|^2) u_i / sum_i (r_i / |u_i|),
+    # so it needs only the inverse norms, |g| and one reciprocal.
+    Ug = blocks.like_shape(torch.cat([blocks.raw_share(U), blocks.raw_share(g).view(1, d)]), U.encoder.scale)
+    G = blocks.raw_share(gram(Ug))
+    scale = U.encoder.scale
+    sq = blocks.like_shape(torch.diagonal(G).contiguous(), scale)  # |u_i|^2 and |g|^2
+    r = relu(blocks.like_shape(G[:n, n].contiguous(), scale))      # relu(u_i . g)
     # 2^8 / norm keeps 8 more significant bits of the small inverse norms
-    if g.encoder.scale == U.encoder.scale:
-        # one call each for the n + 1 squared norms and for their roots
-        Ug = blocks.like_shape(torch.cat([blocks.raw_share(U), blocks.raw_share(g).view(1, d)]), U.encoder.scale)
-        R, AB = sqrt_and_inv_sqrt(row_sq_norms(Ug), shift=8)
-        A, B, g_norm = AB[:n], AB[n], R[n]           # 256 / ||u_i||, 256 / ||g||, ||g||
-    else:
-        g_sq = row_sq_norms(g.view(1, d))
-        A, B = inv_sqrt(row_sq_norms(U), shift=8), inv_sqrt(g_sq.view(()), shift=8)
-        with exact():
-            g_norm = div(g_sq.view(()) * B, 256)
+    roots_, inv = sqrt_and_inv_sqrt(sq, shift=8)                   # |x|, 256 / |x|: one table
+    inv_u, g_norm = inv[:n], roots_[n]
+    # every factor carries 2^8 more, for precision (the weights are small)
+    with exact():  # products of client data can be large: no truncation may fail
+        v = r * inv_u                                               # 256 r_i / |u_i|
+        w = div(v * inv_u, 256)                                     # 256 r_i / |u_i|^2
+        total = weighted_sum(w, U)                                  # 256 sum_i w_i u_i
+        t = v.sum()                                                 # 256 T, T = sum_i r_i / |u_i|
+    inv_t = reciprocal(t, shift=16)                                 # 256 / T
+    with exact():
+        return div(total * (inv_t * g_norm), 65536)                 # |g| sum_i w_i u_i / T
+
+
+def _fltrust_separate(U, g):
+    """FLTrust with g in another encoding than U: the norms separately."""
+    n, d = U.size()
+    g_sq = row_sq_norms(g.view(1, d))
+    A, B = inv_sqrt(row_sq_norms(U), shift=8), inv_sqrt(g_sq.view(()), shift=8)
+    with exact():
+        g_norm = div(g_sq.view(()) * B, 256)
     with exact():  # products of client data can be large: no truncation may fail
         cos = div((U @ g) * A * B, 65536)                # (n,)
         trust = relu(cos)
