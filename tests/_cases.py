@@ -32,6 +32,27 @@ def bounded_edges(bits):
     return v[(v >= -lim) & (v < lim)]
 
 
+ORDER_BIG = 2**62 - 1  # differences of any two order-statistics inputs stay below 2^63
+
+
+def order_inputs(n, d, kind, seed):
+    """(n, d) raw ring inputs for the order statistics: random, ties, all
+    equal, or extremes (+-ORDER_BIG every few rows)."""
+    g = torch.Generator().manual_seed(seed)
+    if kind == "random":
+        return torch.randint(-(2**40), 2**40, (n, d), generator=g)
+    if kind == "ties":
+        return torch.randint(-2, 3, (n, d), generator=g) << 16
+    if kind == "equal":
+        return torch.full((n, d), -7 << 16, dtype=torch.long)
+    if kind == "extremes":
+        v = torch.randint(-(2**40), 2**40, (n, d), generator=g)
+        v[::3] = ORDER_BIG
+        v[1::3] = -ORDER_BIG
+        return v
+    raise ValueError(kind)
+
+
 def share(raw, frac=FRAC):
     """A random sharing of raw ring values, as an MPCTensor with `frac` fractional bits."""
     import crypten

@@ -12,9 +12,8 @@ import torch
 
 import pgkernels
 
-from _cases import reveal, share
+from _cases import order_inputs, reveal, share
 
-BIG = 2**62 - 1  # differences of any two inputs stay below 2^63
 NS = [1, 2, 3, 4, 5, 7, 8, 9, 10, 16, 17, 31, 33, 64, 65]
 # 3 parties: every code path that differs with the party count (sums of three
 # shares, CrypTen's 3-party truncation) on a subset of the sizes, odd and even,
@@ -22,20 +21,7 @@ NS = [1, 2, 3, 4, 5, 7, 8, 9, 10, 16, 17, 31, 33, 64, 65]
 NS_3PC = [1, 2, 3, 8, 9, 17, 64]
 
 
-def _inputs(n, d, kind, seed):
-    g = torch.Generator().manual_seed(seed)
-    if kind == "random":
-        return torch.randint(-(2**40), 2**40, (n, d), generator=g)
-    if kind == "ties":
-        return torch.randint(-2, 3, (n, d), generator=g) << 16
-    if kind == "equal":
-        return torch.full((n, d), -7 << 16, dtype=torch.long)
-    if kind == "extremes":
-        v = torch.randint(-(2**40), 2**40, (n, d), generator=g)
-        v[::3] = BIG
-        v[1::3] = -BIG
-        return v
-    raise ValueError(kind)
+_inputs = order_inputs
 
 
 def _session(ns=NS):

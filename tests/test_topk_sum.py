@@ -7,23 +7,12 @@ import torch
 
 import pgkernels
 
-from _cases import reveal, share
+from _cases import order_inputs, reveal, share
 
 NS = [1, 2, 5, 9, 17]
 
 
-def _inputs(n, d, kind, seed):
-    g = torch.Generator().manual_seed(seed)
-    if kind == "random":
-        return torch.randint(-(2**40), 2**40, (n, d), generator=g)
-    if kind == "ties":
-        return torch.randint(-2, 3, (n, d), generator=g) << 16
-    if kind == "equal":
-        return torch.full((n, d), -7 << 16, dtype=torch.long)
-    v = torch.randint(-(2**40), 2**40, (n, d), generator=g)  # extremes: differences stay below 2^63
-    v[::2] = 2**61
-    v[1::3] = -(2**61)
-    return v
+_inputs = order_inputs
 
 
 def _session():
