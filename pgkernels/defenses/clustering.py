@@ -9,10 +9,10 @@ follow the same schedule step by step.
 import torch
 
 from ..protocols import blocks, order
-from ..protocols.blocks import (EQ, LT, compare_shares, mux_shares, public_share, rank_bits, select_rows,
-                                weighted_sum)
+from ..protocols.blocks import (EQ, LT, MUX, compare_shares, mux_shares, public_share, rank_bits,
+                                select_rows, weighted_sum)
 from ..protocols.compare import relu
-from ..protocols.linalg import cosine_similarity, row_sq_norms
+from ..protocols.linalg import cosine_similarity, gram, row_sq_norms
 from ..protocols.roots import sqrt_and_inv_sqrt
 from ..protocols.truncation import div, exact
 from ..runtime import comm as _comm
@@ -124,14 +124,16 @@ def flame(U, num_malicious=None, noise_lambda=0.001, return_selection=False):
     n, d = U.size()
     if isinstance(noise_lambda, bool) or not isinstance(noise_lambda, (int, float)) or not noise_lambda >= 0:
         raise ValueError(f"noise_lambda must be a number >= 0, got {noise_lambda!r}")
-    admit, keep = flame_admitted(U, num_malicious)
-    sq = row_sq_norms(U)
-    norms, inv = sqrt_and_inv_sqrt(sq, shift=8)       # ||u_i||, 256 / ||u_i||: one call
-    S = order.median(norms, dim=0)
-    with exact():  # S and the aggregate can be large: no truncation may fail
-        a = div(inv * S, 256)                         # S / ||u_i||
-    factor = a - relu(a - 1)                          # min(1, S / ||u_i||)
-    w = mux_shares(admit, blocks.flat_share(factor).view(1, n)).view(n)  # admitted * factor
+    if n < 2:
+        admit, keep = flame_admitted(U, num_malicious)
+        norms, inv = sqrt_and_inv_sqrt(row_sq_norms(U), shift=8)
+        S = norms.view(())
+        with exact():
+            a = div(inv * S, 256)
+        factor = a - relu(a - 1)
+        w = mux_shares(admit, blocks.flat_share(factor).view(1, n)).view(n)
+    else:
+        admit, w, S, keep = _flame_core(U, num_malicious)
     agg = div(weighted_sum(blocks.like_shape(w, U.encoder.scale), U), keep)
     if noise_lambda > 0:
         p = _comm.world_size()
@@ -142,6 +144,82 @@ def flame(U, num_malicious=None, noise_lambda=0.001, return_selection=False):
         with exact():
             agg = agg + zs * (S * float(noise_lambda))
     return (agg, blocks.like_shape(admit, 1)) if return_selection else agg
+
+
+def _flame_core(U, num_malicious):
+    """FLAME's admission, clipping median and clipped weights, with the two
+    independent chains (admission: cosines, core distances, their ranks;
+    clipping: norms, their median, min(1, S / ||u_i||)) sharing their
+    rounds. Returns (admit, w = admit * factor, S, keep); the same values as
+    :func:`flame_admitted` and the clipping of :func:`flame` compute one
+    after the other.
+
+    1. One Gram matrix (1 round + an exact division): squared norms on its
+       diagonal.
+    2. One table evaluation (8 rounds): ``||u_i||`` and ``2^8 / ||u_i||``
+       for the clipping, and ``2^8 / ||u_i||`` with squared norms below
+       2^-12 as zero rows for the cosines (as :func:`cosine_similarity`).
+    3. Cosines (two product rounds), then one batch of stable ranks over n
+       + 1 or n + 2 columns (6 rounds): each client's negated cosines to the
+       others (its own entry replaced by a public value above every cosine,
+       so it ranks last) and the norms; one equality batch (3..4 rounds)
+       selects each client's k-th smallest distance and the middle norm(s);
+       the median of an even count halves their sum (1 round).
+    4. ``a = S / ||u_i||`` (1 product round and a division), then one
+       comparison batch (6 rounds) with the core distances' pairwise
+       comparisons and ``[a < 1]``; ``factor = min(1, a) = 1 + [a < 1] (a -
+       1)`` (1 round of bit injection).
+    5. ``[rank < keep]`` of the core distances carrying ``factor`` (3..4
+       rounds): the admission bits and ``w = admit * factor`` at once.
+    Reveals nothing.
+    """
+    from ..protocols.roots import table
+
+    n, d = U.size()
+    keep = _flame_keep(n, num_malicious)
+    k = n // 2
+    scale = U.encoder.scale
+    frac = blocks.frac_bits(scale)
+    G = blocks.raw_share(gram(U))
+    sq = blocks.like_shape(torch.diagonal(G).contiguous(), scale)
+    norms, inv, ax = table(sq, [("sqrt", 0), ("inv", 8), ("inv", 8, -6)])
+    outer = ax.unsqueeze(1) * ax.unsqueeze(0)              # 2^16 / (||u_i|| ||u_j||)
+    C = (blocks.like_shape(G, scale) * outer).div(65536)   # cosines, as cosine_similarity
+    # column i: client i's negated cosines to every client, its own entry above them all
+    negcos = -blocks.raw_share(C)
+    big = public_share(torch.full((n,), 4 << frac, dtype=torch.long, device=negcos.device))
+    negcos = negcos.clone()
+    negcos[torch.arange(n), torch.arange(n)] = big
+    even = n % 2 == 0
+    mids = [n // 2 - 1, n // 2] if even else [(n - 1) // 2]
+    nf = blocks.flat_share(norms).view(n, 1)
+    X = torch.cat([negcos.t().contiguous()] + [nf] * len(mids), dim=1)   # (n, n + len(mids))
+    rank = blocks.ranks(X, prefetch=(X.numel(), rank_bits(n), EQ, 1))
+    pos = torch.tensor([k - 1] * n + mids, dtype=torch.long, device=X.device).view(1, -1).expand(n, -1)
+    t = rank - public_share(pos.contiguous())
+    picked = compare_shares(t.reshape(-1), EQ, rank_bits(n), negate=False,
+                            payloads=X.reshape(1, -1)).view(n, -1).sum(0)
+    core = picked[:n]
+    S = blocks.like_shape(picked[n:].sum().view(()), scale)
+    if even:
+        S = div(S, 2)                                       # numpy's median: the mean of the middle two
+    with exact():  # S and the aggregate can be large: no truncation may fail
+        a = div(inv * S, 256)                               # S / ||u_i||
+    # the core distances' pairwise comparisons and [a >= 1] in one batch
+    iu, ju = torch.triu_indices(n, n, 1, device=core.device)
+    one = public_share(torch.full((n,), 1 << frac, dtype=torch.long, device=core.device))
+    a_sh = blocks.flat_share(a).view(n)
+    bits = compare_shares(torch.cat([core[ju] - core[iu], a_sh - one]), LT, 64, negate=True,
+                          prefetch=(n, 64, MUX, 1))
+    c, lt1 = bits[:-n], bits[-n:]                           # [core_j < core_i], [a < 1]
+    crank = public_share(torch.arange(n, dtype=torch.long, device=core.device))
+    crank = crank.index_add(0, iu, c).index_add(0, ju, -c)  # stable ranks of the core distances
+    factor = one + mux_shares(lt1, (a_sh - one).view(1, n)).view(n)   # min(1, a) = 1 + [a < 1] (a - 1)
+    tk = crank - public_share(torch.full((n,), keep, dtype=torch.long, device=core.device))
+    out = compare_shares(tk, LT, rank_bits(n), negate=True,
+                         payloads=torch.stack([public_share(torch.ones(n, dtype=torch.long,
+                                                                       device=core.device)), factor]))
+    return out[0], out[1], S, keep
 
 
 # --- AUROR --------------------------------------------------------------------------

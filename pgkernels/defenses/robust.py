@@ -168,14 +168,14 @@ def fltrust(U, server_update):
 
     Protocol: the Gram matrix of ``[U; g]`` (1 round and an exact division)
     gives the squared norms and ``u_i . g``; ``r_i = relu(u_i . g)`` (one
-    comparison); the norms and inverse norms of the n updates and g from one
-    :func:`~pgkernels.protocols.roots.sqrt_and_inv_sqrt` (8 rounds); since
-    the aggregate equals ``|g| sum_i (r_i / |u_i|^2) u_i / sum_i (r_i /
-    |u_i|)``, two products give the weights, one Beaver matrix product their
-    weighted sum, :func:`~pgkernels.protocols.roots.reciprocal` (8 rounds) the
-    final 1 / sum, and two products the result: about 36 rounds, plus the
-    dealer's round trips when its material is not preprocessed. Reveals
-    nothing.
+    comparison), so ``relu(cos_i) = r_i / (|u_i| |g|)``; the norms and
+    inverse norms of the n updates and g from one
+    :func:`~pgkernels.protocols.roots.sqrt_and_inv_sqrt` (8 rounds); three
+    product rounds give the trust scores and the weights ``trust_i |g| /
+    |u_i|``, one Beaver matrix product their weighted sum,
+    :func:`~pgkernels.protocols.roots.reciprocal` (8 rounds) the final 1 /
+    sum, and one product the result (every product followed by an exact
+    division). Reveals nothing.
     """
     U = check_updates(U)
     n, d = U.size()
@@ -189,11 +189,8 @@ def fltrust(U, server_update):
     if g.encoder.scale != U.encoder.scale:
         return _fltrust_separate(U, g)
     # One Gram matrix of [U; g] (1 round) gives every squared norm (its
-    # diagonal) and every u_i . g (its last column). With r_i = relu(u_i . g),
-    # FLTrust's aggregate is
-    #   sum_i (r_i / (|u_i| |g|)) (|g| / |u_i|) u_i / sum_i r_i / (|u_i| |g|)
-    #   = |g| sum_i (r_i / |u_i|^2) u_i / sum_i (r_i / |u_i|),
-    # so it needs only the inverse norms, |g| and one reciprocal.
+    # diagonal) and every u_i . g (its last column); one table the norms and
+    # inverse norms of all n + 1. relu(cos_i) = relu(u_i . g) / (|u_i| |g|).
     Ug = blocks.like_shape(torch.cat([blocks.raw_share(U), blocks.raw_share(g).view(1, d)]), U.encoder.scale)
     G = blocks.raw_share(gram(Ug))
     scale = U.encoder.scale
@@ -201,16 +198,20 @@ def fltrust(U, server_update):
     r = relu(blocks.like_shape(G[:n, n].contiguous(), scale))      # relu(u_i . g)
     # 2^8 / norm keeps 8 more significant bits of the small inverse norms
     roots_, inv = sqrt_and_inv_sqrt(sq, shift=8)                   # |x|, 256 / |x|: one table
-    inv_u, g_norm = inv[:n], roots_[n]
-    # every factor carries 2^8 more, for precision (the weights are small)
+    inv_u, inv_g, g_norm = inv[:n], inv[n], roots_[n]
+    mpc = blocks.mpc_module()
+    # Every product below stays within the old protocol's magnitudes (for inputs
+    # within validity.input_bound): no intermediate exceeds 2^62 at scale 2^32.
     with exact():  # products of client data can be large: no truncation may fail
-        v = r * inv_u                                               # 256 r_i / |u_i|
-        w = div(v * inv_u, 256)                                     # 256 r_i / |u_i|^2
-        total = weighted_sum(w, U)                                  # 256 sum_i w_i u_i
-        t = v.sum()                                                 # 256 T, T = sum_i r_i / |u_i|
-    inv_t = reciprocal(t, shift=16)                                 # 256 / T
+        # r_i 256 / |u_i| and |g| 256 / |u_i| in one product round
+        pr = mpc.MPCTensor.stack([r, g_norm.expand(n)]) * inv_u.unsqueeze(0).expand(2, n)
+        trust = div(pr[0] * inv_g, 65536)                           # relu(cos_i)
+        ratio = div(pr[1], 256)                                     # |g| / |u_i|
+        total = weighted_sum(trust * ratio, U)
+        t = trust.sum()
+    inv_t = reciprocal(t, shift=8)                                  # 256 / sum trust
     with exact():
-        return div(total * (inv_t * g_norm), 65536)                 # |g| sum_i w_i u_i / T
+        return div(total * inv_t, 256)
 
 
 def _fltrust_separate(U, g):
@@ -231,6 +232,9 @@ def _fltrust_separate(U, g):
         return div(total * inv_t, 256)
 
 
+SELECT_BATCH = 1 << 23  # Bulyan: elements of bit injection per round when selecting the picked rows
+
+
 def _removed_offset(n):
     """Ring offset added to the distances (and n times to the scores) of removed
     clients. A live score sums at most n distances below the offset, a removed
@@ -243,8 +247,10 @@ def bulyan(U, num_malicious, return_selection=False):
 
     1. theta = n - 2f rounds of Krum on the clients not yet selected (the
        removed ones get a large public offset on their distances and scores,
-       so they are never near and never chosen). After the last round, one
-       round of bit injection selects all theta picked rows into S (theta x d).
+       so they are never near and never chosen). After the last round, bit
+       injection selects the theta picked rows into S (theta x d): as many
+       picks per round as keep it within ``SELECT_BATCH`` elements (all of
+       them in one round at n = 100, d = 1e3).
     2. Per coordinate, the beta = theta - 2f values of S closest to S's
        coordinate-wise median are averaged: |S - median| by one comparison,
        then a selection network on those distances that carries the values as
@@ -288,11 +294,18 @@ def bulyan(U, num_malicious, return_selection=False):
         picks.append(onehot)
         alive = alive - blocks.raw_share(onehot)
     mpc = blocks.mpc_module()
-    # every selected row at once, after the loop: one round of bit injection for all theta picks
+    # the selected rows after the loop, many picks per round of bit injection
+    # (theta n d elements in all; at most SELECT_BATCH per round, for memory)
     H = torch.stack([blocks.raw_share(p) for p in picks])  # (theta, n) one-hot rows
-    Us = blocks.flat_share(U).view(1, n, d).expand(theta, n, d).reshape(1, -1)
-    prod = mux_shares(H.view(theta, n, 1).expand(theta, n, d).reshape(-1), Us).view(theta, n, d)
-    S = blocks.like_shape(prod.sum(1), U.encoder.scale)  # (theta, d)
+    Uf = blocks.flat_share(U).view(1, n, d)
+    per = max(1, SELECT_BATCH // max(1, n * d))
+    parts = []
+    for a in range(0, theta, per):
+        c = min(per, theta - a)
+        prod = mux_shares(H[a:a + c].view(c, n, 1).expand(c, n, d).reshape(-1),
+                          Uf.expand(c, n, d).reshape(1, -1)).view(c, n, d)
+        parts.append(prod.sum(1))
+    S = blocks.like_shape(torch.cat(parts), U.encoder.scale)  # (theta, d)
     med = order.median(S, dim=0)
     dist = S - med.unsqueeze(0)
     absd = relu(dist) * 2 - dist

@@ -141,7 +141,16 @@ def _table_eval(specs, x, floor):
     N = fs.numel()
     if N == 0:
         return [x.clone() for _ in specs]
-    tables = [[t.to(fs.device) for t in _table(kind, shift, frac, floor)] for kind, shift in specs]
+    tables = []
+    for spec in specs:
+        kind, shift = spec[:2]
+        T_, A_, B_, F_ = [t.to(fs.device) for t in _table(kind, shift, frac, floor)]
+        if len(spec) > 2 and spec[2] is not None:
+            # 0 below 4^zero_below: those buckets' lines are 0 (the cached table is not touched)
+            low = T_ < 2 ** (2 * spec[2] + frac)
+            # F = 0: those rows are not divided, so they are exactly 0
+            A_, B_, F_ = A_.masked_fill(low, 0), B_.masked_fill(low, 0), F_.masked_fill(low, 0)
+        tables.append([T_, A_, B_, F_])
     # (the thresholds depend on frac and floor only)
     T = tables[0][0]
     K, S = T.numel(), len(specs)
@@ -169,6 +178,33 @@ def _table_eval(specs, x, floor):
     out = compare_shares(d.reshape(-1), LT, 64, negate=False, payloads=w.reshape(S, -1))
     out = out.view(S, K, N).sum(1)
     return [shares.like_shape(o.reshape(x.size()), x.encoder.scale) for o in out]
+
+
+def table(x, specs, floor=-8):
+    """Several functions of the same shared x in the rounds of one table
+    evaluation (the "table" method of the module docstring: 8 rounds; bytes
+    grow with the number of specs by a payload and a division row each).
+
+    ``specs``: ``(kind, shift)`` or ``(kind, shift, zero_below)`` with kind
+    "sqrt" (``sqrt(x)``), "inv" (``2^shift / sqrt(x)``) or "recip"
+    (``2^shift / x``); ``zero_below`` (an int in [floor, 15]) makes that
+    output 0 where ``x < 4^zero_below`` (as ``floor`` does for all), e.g. to
+    treat squared norms that are only truncation noise as zero rows in one
+    output but not in another. Returns one MPCTensor per spec. Reveals nothing.
+    """
+    _check_floor(floor)
+    if not isinstance(specs, (list, tuple)) or not specs:
+        raise ValueError("specs must be a non-empty list of (kind, shift[, zero_below])")
+    for spec in specs:
+        if not isinstance(spec, tuple) or len(spec) not in (2, 3) or spec[0] not in ("sqrt", "inv", "recip"):
+            raise ValueError(f"each spec must be (kind, shift[, zero_below]) with kind sqrt/inv/recip, got {spec!r}")
+        shift = spec[1]
+        if isinstance(shift, bool) or not isinstance(shift, int) or not 0 <= shift <= 16:
+            raise ValueError(f"shift must be an int in [0, 16], got {shift!r}")
+        if len(spec) == 3 and spec[2] is not None and (
+                isinstance(spec[2], bool) or not isinstance(spec[2], int) or not floor <= spec[2] <= J[-1]):
+            raise ValueError(f"zero_below must be an int in [{floor}, {J[-1]}], got {spec[2]!r}")
+    return _table_eval(list(specs), x, floor)
 
 
 def _pick(method, n):

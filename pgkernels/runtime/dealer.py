@@ -649,6 +649,7 @@ class DealerClient:
         if self._queue:
             want, mat = self._queue.pop(0)
             if want.key() != req.key():
+                self._queue.insert(0, (want, mat))  # its answer is received and dropped too
                 self._drain()
                 raise RuntimeError(f"pgkernels: preprocessed dealer material was for {want.describe()} but the "
                                    f"protocol asked for {req.describe()}: the call differs from the recorded one "
