@@ -115,9 +115,10 @@ def flame(U, num_malicious=None, noise_lambda=0.001, return_selection=False):
        server). ``noise_lambda=0`` adds none (tests).
 
     Updates are the model deltas ``w_i - G``, so FLAME's distances to the
-    global model are the update norms. Norms in [2^-8, 2^18). Cost: step 1,
-    squared norms, a median of n, the range-robust inverse square root, a
-    ReLU, one bit injection round per row. Reveals nothing; with
+    global model are the update norms. Norms in [2^-8, 2^18). Cost: steps 1
+    and 2 share their rounds (:func:`_flame_core`: one Gram matrix, one root
+    table, one rank batch, two comparison batches; about 40 rounds), then
+    the weighted sum and its division. Reveals nothing; with
     ``return_selection=True`` also returns the shared admission vector.
     """
     U = check_updates(U)
