@@ -22,6 +22,7 @@ import sys
 
 import pgkernels
 
+from .bench_aggregate import _tol
 from .common import add_link_args, apply_link, close, measure, start_run, write_results
 
 
@@ -37,12 +38,6 @@ def _data(n, d, f, seed=1):
 RULES = ("median", "trimmed_mean", "krum", "multi_krum", "fltrust", "flame", "bulyan")
 # rules with a top-k or order statistic whose method the cost model picks (the others take none)
 METHOD_RULES = ("median", "trimmed_mean", "krum")
-
-
-def _tol(want, rel, floor):
-    import numpy as np
-
-    return rel * float(np.abs(np.asarray(want)).max()) + floor
 
 
 def _session(n, d, f, methods, reps, rules, dealer, bound=None):
