@@ -119,7 +119,19 @@ def _session(n, d, f, methods, reps, rules, dealer, bound=None):
                     def before(trace=trace):
                         client.preprocess(trace)
                         client.wait_preprocessed()
-                row = measure(lambda: fn(method), reps, check=check, before=before)
+                call = lambda: fn(method)  # noqa: E731
+                if mode == "batched":
+                    # the call's material in one round trip at its start, as in a
+                    # federated round after the first (DealerClient.batched): one
+                    # call records the trace; the checked warm call and the timed
+                    # ones are batched
+                    with client.batched(rule):
+                        fn(method)
+
+                    def call(rule=rule):
+                        with client.batched(rule):
+                            return fn(method)
+                row = measure(call, reps, check=check, before=before)
                 if offline is not None:
                     row["offline_dealer_bytes"] = float(total)
                     row["offline_requests"] = len(trace)
@@ -145,9 +157,12 @@ def main(argv=None):
     ap.add_argument("--f", type=int, default=None, help="Krum's f (default (n - 3) // 4)")
     ap.add_argument("--methods", nargs="+", default=["auto"], choices=["auto", "network", "rank"])
     ap.add_argument("--rules", nargs="+", default=list(RULES), choices=RULES)
-    ap.add_argument("--dealer", nargs="+", default=["online", "preprocessed"], choices=["online", "preprocessed"],
+    ap.add_argument("--dealer", nargs="+", default=["online", "batched", "preprocessed"],
+                    choices=["online", "batched", "preprocessed"],
                     help="online: the dealer's material asked for when needed (its round trips in the timed "
-                         "call); preprocessed: the call's requests recorded once and answered before each "
+                         "call); batched: all of it asked for in one round trip at the call's start "
+                         "(DealerClient.batched, the trace of the same call before; in the timed call); "
+                         "preprocessed: the call's requests recorded once and answered before each "
                          "timed call (the offline phase, DealerClient.preprocess)")
     ap.add_argument("--bound", type=float, default=None,
                     help="also run the median and the trimmed mean with bound=B (updates checked against the "

@@ -113,3 +113,97 @@ def test_trace_arguments():
     req = Dl.DealerRequest(Dl.CMP, (4, 64, 0, 0, 0), 10, 20, (4, 64, 0, 0, 0), None)
     assert Dl.trace_words([req, req]) == 40
     assert "comparison" in req.describe()
+
+
+def _batched_party(ws):
+    """DealerClient.batched: the second call under a key takes the whole call's
+    material in one round trip; a call that differs goes on asking."""
+    import crypten
+
+    from pgkernels import defenses as D
+    from pgkernels.defenses import reference as R
+    from pgkernels.runtime import comm, session
+
+    client = session.dealer_client()
+    g = torch.Generator().manual_seed(9)
+    U = torch.round(torch.randn(9, 4, generator=g, dtype=torch.float64) * 2**16) / 2**16
+    U[2] = U[5]  # ties
+    eu = crypten.cryptensor(U)
+    Un = U.numpy()
+    out = {"stats": [], "errs": []}
+
+    def call(x, xn):
+        comm.reset_stats()
+        with client.batched("fltrust-and-median"):  # a key that omits the sizes, to see a call differ
+            med = D.median(x)
+            ft = D.fltrust(x, x[0])
+        s = comm.STATS.snapshot()
+        out["stats"].append((s.rounds, s.dealer_rounds, s.bytes_sent, s.dealer_bytes))
+        out["errs"].append(max(float(abs(med.get_plain_text().double() - torch.as_tensor(R.median(xn))).max()),
+                               float(abs(ft.get_plain_text().double()
+                                         - torch.as_tensor(R.fltrust(xn, xn[0]))).max())))
+        return med.get_plain_text()
+
+    first = call(eu, Un)
+    second = call(eu, Un)  # batched: one dealer round trip
+    out["same"] = torch.equal(first, second)
+    out["left"] = client.preprocessed()
+    # the same key, other sizes (clients dropped after a reveal): the batch is
+    # dropped, the call asks as usual, and its trace is batched next time
+    small = eu[:6]
+    call(small, Un[:6])
+    call(small, Un[:6])
+    # an error inside a batched call stores nothing and leaves the session usable
+    try:
+        with client.batched("fails"):
+            D.median(eu)
+            raise KeyError("inside")
+    except KeyError:
+        pass
+    out["after_error"] = (client.preprocessed(), "fails" in client._batches)
+    call(eu, Un)
+    return out
+
+
+@pytest.mark.parametrize("ws", [2, 3])
+def test_batched_call_takes_its_material_in_one_round_trip(ws):
+    outs = pgkernels.launch(_batched_party, world_size=ws, args=(ws,), timeout=240)
+    # the same dealer bytes, metered online (summed: which party receives a
+    # request's corrections depends on its number)
+    dealer_bytes = [sum(o["stats"][i][3] for o in outs) for i in range(5)]
+    assert dealer_bytes[0] == dealer_bytes[1] > 0
+    # a call that differed: the dropped batch's bytes are metered too
+    assert dealer_bytes[2] == dealer_bytes[1] + dealer_bytes[3] and dealer_bytes[3] > 0
+    for out in outs:
+        first, second, small1, small2, last = out["stats"]
+        assert first[1] > 1 and second[1] == 1, out["stats"]  # dealer round trips: many, then one
+        assert second[0] < first[0], out["stats"]
+        assert first[2] == second[2]
+        assert small1[1] > 1 and small2[1] == 1, out["stats"]  # fell back, then batched again
+        assert last[1] > 1  # the key's trace was the small call's: fell back again
+        assert max(out["errs"]) <= 2e-3, out["errs"]
+        assert out["same"] and out["left"] == 0
+        assert out["after_error"] == (0, False)
+
+
+def _diverging_batch_party(_):
+    """Party 1 batches under a key whose trace differs from party 0's: the
+    dealer answers nothing and every party fails."""
+    import crypten
+
+    from pgkernels.runtime import comm, session
+
+    client = session.dealer_client()
+    a = crypten.cryptensor(torch.arange(6.0) - 3)
+    b = crypten.cryptensor(torch.arange(9.0))
+    with client.batched("k"):
+        pgkernels.ltz(a if comm.rank() == 0 else b).get_plain_text()
+    with client.batched("k"):
+        pgkernels.ltz(a).get_plain_text()
+    return "answered"
+
+
+def test_diverging_batch_is_refused_at_every_party():
+    with pytest.raises(pgkernels.PartyError) as ei:
+        pgkernels.launch(_diverging_batch_party, world_size=2, args=(None,), timeout=180)
+    assert "refusing request" in str(ei.value), str(ei.value)

@@ -11,7 +11,7 @@ import torch
 from ..protocols import blocks, order
 from ..protocols.blocks import (EQ, LT, MUX, compare_shares, mux_shares, public_share, rank_bits,
                                 select_rows, weighted_sum)
-from ..protocols.compare import relu
+from ..protocols.compare import ltz_shares, relu
 from ..protocols.linalg import cosine_similarity, gram, row_sq_norms
 from ..protocols.roots import sqrt_and_inv_sqrt
 from ..protocols.truncation import div, exact
@@ -167,7 +167,8 @@ def _flame_core(U, num_malicious):
        selects each client's k-th smallest distance and the middle norm(s);
        the median of an even count halves their sum (1 round).
     4. ``a = S / ||u_i||`` (1 product round and a division), then one
-       comparison batch (6 rounds) with the core distances' pairwise
+       comparison batch (6 rounds, or 1 with FSS where the cost model picks
+       it: :func:`pgkernels.protocols.compare.ltz_shares`) with the core distances' pairwise
        comparisons and ``[a < 1]``; ``factor = min(1, a) = 1 + [a < 1] (a -
        1)`` (1 round of bit injection).
     5. ``[rank < keep]`` of the core distances carrying ``factor`` (3..4
@@ -210,8 +211,7 @@ def _flame_core(U, num_malicious):
     iu, ju = torch.triu_indices(n, n, 1, device=core.device)
     one = public_share(torch.full((n,), 1 << frac, dtype=torch.long, device=core.device))
     a_sh = blocks.flat_share(a).view(n)
-    bits = compare_shares(torch.cat([core[ju] - core[iu], a_sh - one]), LT, 64, negate=True,
-                          prefetch=(n, 64, MUX, 1))
+    bits = ltz_shares(torch.cat([core[ju] - core[iu], a_sh - one]), 64, prefetch=(n, 64, MUX, 1))
     c, lt1 = bits[:-n], bits[-n:]                           # [core_j < core_i], [a < 1]
     crank = public_share(torch.arange(n, dtype=torch.long, device=core.device))
     crank = crank.index_add(0, iu, c).index_add(0, ju, -c)  # stable ranks of the core distances

@@ -176,14 +176,16 @@ def compare_shares(share, mode, bits=64, negate=False, payloads=None, prefetch=N
     return out.view(P, n) if P else out
 
 
-def fss_ltz_shares(share, bits=64, prefetch_mux=0):
+def fss_ltz_shares(share, bits=64, prefetch_mux=0, prefetch=None):
     """``[t < 0]`` (t read as a ``bits``-bit signed value) for this party's
     flat int64 share, by the one-round FSS protocol (module docstring; 2
     parties). Returns n words of arithmetic shares (scale 1).
 
     ``prefetch_mux``: P > 0 asks the dealer, right after this request, for
     the material of a ``mux_shares`` of n elements and P payloads, so that
-    it arrives during this comparison (ReLU)."""
+    it arrives during this comparison (ReLU). ``prefetch``: instead, the
+    ``(n, bits, mode, payloads)`` of the caller's next comparison (as in
+    :func:`compare_shares`)."""
     n = share.numel()
     ws = _comm.world_size()
     if ws != 2:
@@ -194,6 +196,8 @@ def fss_ltz_shares(share, bits=64, prefetch_mux=0):
     mat = client.fss(n, bits)
     if prefetch_mux:
         client.prefetch_cmp(n, 64, MUX, prefetch_mux)
+    elif prefetch is not None and prefetch[0] > 0 and PREFETCH:
+        client.prefetch_cmp(*prefetch)
     words = mat.words
     c = share + words[:n]
     narrow = _narrow_dtype(bits)
@@ -205,6 +209,17 @@ def fss_ltz_shares(share, bits=64, prefetch_mux=0):
         _comm.exchange(sum_tensor=c)
     mat.wait()
     return ops.fss_ltz_eval(c, words[n:3 * n], words[3 * n:], bits, _comm.rank())
+
+
+def ltz_shares(share, bits=64, prefetch=None):
+    """``[t < 0]`` for this party's flat int64 share by the cost model's
+    method (:func:`pgkernels.protocols.cost.choose_ltz`): the one-round FSS
+    test (2 parties, when latency dominates) or :func:`compare_shares`' tree.
+    ``prefetch``: the next comparison's ``(n, bits, mode, payloads)``.
+    Reveals nothing."""
+    if cost.choose_ltz(share.numel(), bits, _comm.world_size()) == "fss":
+        return fss_ltz_shares(share, bits, prefetch=prefetch)
+    return compare_shares(share, LT, bits, negate=True, prefetch=prefetch)
 
 
 def _dealer_parts(client, n, bits, mode, P, self_sign):
@@ -480,5 +495,5 @@ def _public_select(cond, a, b):
     return a * cond + b * (1 - cond)
 
 
-__all__ = ["EQ", "LT", "MUX", "compare_shares", "eq", "fss_ltz_shares", "ge", "gt", "le", "lt", "ltz", "mux_shares",
+__all__ = ["EQ", "LT", "MUX", "compare_shares", "eq", "fss_ltz_shares", "ge", "gt", "le", "lt", "ltz", "ltz_shares", "mux_shares",
            "ne", "relu", "sign", "where"]

@@ -54,6 +54,13 @@ and each answer is used once. A call that asks for something else than the
 next preprocessed request gets a RuntimeError, and the rest of the queue is
 received and dropped.
 
+Batched online requests. :meth:`DealerClient.batched` is for a call that
+repeats with the same public sizes (one aggregation per federated round): the
+first call records its requests; each later one asks for all of them in one
+batch at its start (one metered round trip, its bytes online) and takes them
+from the queue. If the call differs (sizes changed after a reveal), the rest
+of the batch is dropped and the call asks as usual.
+
 FSS requests (kind :data:`FSS`, two parties only) carry the keys of the
 one-round comparison (:func:`pgkernels.ops.fss_ltz_gen_`, a distributed
 comparison function per element). Both parties draw their mask share r_b and
@@ -100,6 +107,7 @@ MAX_BYTES_ENV = "PGKERNELS_DEALER_MAX_BYTES"
 MAX_ELEMENTS = 2 ** 40  # one dimension or one comparison batch
 MAX_CMP_PAYLOADS = 2 ** 16
 MAX_DIMS = 16
+BATCH_KEYS = 8  # DealerClient.batched: traces kept (one per key)
 
 
 class DealerError(RuntimeError):
@@ -609,6 +617,8 @@ class DealerClient:
         self._trace = None  # requests being recorded (see recording)
         self._queue = []  # (request, Material) answered ahead by preprocess, in order
         self._sending = []  # isend works of headers/payloads (they hold the buffers)
+        self._lenient = False  # in batched(): a request off the queue falls back to asking
+        self._batches = {}  # batched(): key -> the trace of the last call under it
         if mode == "process":
             key = torch.empty(16, dtype=torch.uint8)
             self.tx.recv(key, self.dealer_rank, group=self.group)
@@ -651,6 +661,9 @@ class DealerClient:
             if want.key() != req.key():
                 self._queue.insert(0, (want, mat))  # its answer is received and dropped too
                 self._drain()
+                if self._lenient:  # batched(): this call differs from the last; ask as usual
+                    return self._issue(req, online=online, awaited=awaited, pooled=pooled, params=params,
+                                       payload=payload)
                 raise RuntimeError(f"pgkernels: preprocessed dealer material was for {want.describe()} but the "
                                    f"protocol asked for {req.describe()}: the call differs from the recorded one "
                                    "(other sizes, methods or cost-model settings); the rest of the preprocessed "
@@ -694,6 +707,55 @@ class DealerClient:
                                                                         dtype=torch.uint8).clone()
             mat = self._issue(req, online=False, awaited=False, pooled=False, params=req.params, payload=payload)
             self._queue.append((req, mat))
+
+    def batched(self, key):
+        """Context manager for a call that repeats with the same public sizes
+        (an aggregation per federated round): the dealer's material for the
+        whole call in one round trip at its start instead of one per request.
+
+        The first call under ``key`` asks as usual and records its requests
+        (:meth:`recording`); each later call under the same ``key`` first asks
+        for all of the last call's requests at once (:meth:`preprocess`,
+        inside the call: its round trip and bytes are metered, as one round
+        trip awaited before the first opening), then takes them in order. If
+        the call asks for something else (the sizes changed after a reveal,
+        e.g. dropped clients), the rest of the batch is received and dropped
+        and the call goes on asking as usual; its requests become the new
+        trace under ``key``. ``key`` must be public and equal at every party
+        (e.g. the rule, its arguments and the sizes): a party that batches
+        other requests makes the dealer refuse. Inside :meth:`recording`, a
+        preprocessed queue or another ``batched``, it does nothing. Keeps the
+        last :data:`BATCH_KEYS` keys' traces."""
+        import contextlib
+
+        @contextlib.contextmanager
+        def run():
+            if self._trace is not None or self._queue or self._ahead is not None:
+                yield
+                return
+            trace = self._batches.pop(key, None)
+            if trace:
+                self.preprocess(trace)
+                _comm.record_dealer_round(awaited=True)
+            self._trace, self._lenient = [], True
+            ok = False
+            try:
+                yield
+                ok = True
+            finally:
+                trace, self._trace, self._lenient = self._trace, None, False
+                if ok:
+                    self._drain()  # a shorter call than the last: the rest is received and dropped
+                else:
+                    try:
+                        self._drain()
+                    except Exception:  # the call's own error is the one to report
+                        pass
+                if ok:
+                    self._batches[key] = trace
+                    while len(self._batches) > BATCH_KEYS:
+                        self._batches.pop(next(iter(self._batches)))
+        return run()
 
     def _drain(self):
         # The dealer sends every answered request's corrections; a receive

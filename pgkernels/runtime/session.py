@@ -230,6 +230,15 @@ def init_party(rank, world_size, rendezvous, dealer="ttp", timeout=300.0, insecu
     return client
 
 
+def dealer_batched(key):
+    """:meth:`DealerClient.batched` on this party's dealer (a context that does
+    nothing in a session without the pgkernels dealer, e.g. ``crypten-ttp``)."""
+    import contextlib
+
+    client = _STATE.get("client")
+    return contextlib.nullcontext() if client is None else client.batched(key)
+
+
 def dealer_command(world_size=None, rendezvous=None, dealer="ttp"):
     """The command line that starts the dealer process of a session
     (``WORLD_SIZE``/``RENDEZVOUS`` from the environment when not given)."""

@@ -146,6 +146,7 @@ import torch
 
 from ..defenses import registry
 from ..runtime import comm
+from ..runtime.session import dealer_batched
 from ..runtime.inputs import FRAC_BITS, MAX_ABS  # noqa: F401  (MAX_ABS: the |update| bound, re-exported)
 from . import wire
 from .client import BOX_BYTES, SEED_BYTES, SESSION_BYTES, mask, masked_digest, seal_context, share_context  # noqa: F401
@@ -571,7 +572,13 @@ def _server(address, config, party_input=None):
         try:
             comm.reset_stats()
             t0 = time.perf_counter()
-            res = run_rule(*job, validity=validity, max_norm=max_norm, need=need, bound=bound)
+            share, name, kwargs, extras = job
+            # the same rule on the same sizes as an earlier aggregation: the dealer's
+            # material for the whole call in one round trip (DealerClient.batched)
+            key = (name, tuple(share.shape), repr(sorted(kwargs.items())),
+                   tuple(sorted((k, tuple(v.shape)) for k, v in extras.items())), validity, max_norm, need, bound)
+            with dealer_batched(key):
+                res = run_rule(*job, validity=validity, max_norm=max_norm, need=need, bound=bound)
             stats = comm.STATS.snapshot().as_dict()
             stats["seconds"] = time.perf_counter() - t0
         except Refusal as e:  # decided alike at every server (public validity bits): go on serving
