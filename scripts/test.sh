@@ -18,4 +18,8 @@ echo "== Python (pytest) =="
 if [ -z "${PGKERNELS_DATA:-}" ] && [ -d ../shared/datasets ]; then
   export PGKERNELS_DATA=$(cd ../shared/datasets && pwd)
 fi
-exec "$VENV/bin/python" -m pytest -q tests --durations=25 "$@"
+# Two pytest workers (pytest-xdist), a test file each at a time (its module
+# fixtures run once): most of a test's time is party processes starting up
+# and waiting on each other, which overlaps well even on 2 cores.
+# PGKERNELS_TEST_WORKERS=0 runs in this process.
+exec "$VENV/bin/python" -m pytest -q tests -n "${PGKERNELS_TEST_WORKERS:-2}" --dist loadfile --durations=25 "$@"
