@@ -125,11 +125,11 @@ def _session(n, d, f, methods, reps, rules, dealer, bound=None):
                     # federated round after the first (DealerClient.batched): one
                     # call records the trace; the checked warm call and the timed
                     # ones are batched
-                    with client.batched(rule):
+                    with client.batched((rule, m)):
                         fn(method)
 
-                    def call(rule=rule):
-                        with client.batched(rule):
+                    def call(rule=rule, m=m, method=method):
+                        with client.batched((rule, m)):
                             return fn(method)
                 row = measure(call, reps, check=check, before=before)
                 if offline is not None:

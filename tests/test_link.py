@@ -59,7 +59,7 @@ def _session(x_plain, big_words):
     small = torch.zeros(4, dtype=torch.long)
     out = {}
     comm.exchange(small)  # warm up the connections
-    out["one"] = min(timed(lambda: comm.exchange(small)) for _ in range(2))
+    out["one"] = [timed(lambda: comm.exchange(small)) for _ in range(2)]
 
     def rounds(k):
         for _ in range(k):
@@ -120,7 +120,9 @@ def test_link_delays_every_message(channel):
         # peer's messages early; the one that left first waits the whole time.
         return max(r[key] for r in res)
 
-    assert L <= slowest("one") < L + 0.5
+    # per repetition the party that left the barrier first; the better repetition
+    # (a per-party minimum could take each party's from the repetition it left late)
+    assert L <= min(max(r["one"][i] for r in res) for i in range(2)) < L + 0.5
     assert 5 * L <= slowest("five") < 5 * L + 1.0
     assert L + tx <= slowest("big") < L + tx + 1.0
     assert L + tx <= slowest("two_halves") < L + tx + 1.0

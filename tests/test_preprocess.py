@@ -153,15 +153,31 @@ def _batched_party(ws):
     small = eu[:6]
     call(small, Un[:6])
     call(small, Un[:6])
-    # an error inside a batched call stores nothing and leaves the session usable
+    # an error inside a batched call, its batch not yet used: the batch is
+    # received and dropped, nothing is stored, and the session goes on
+    with client.batched("fails"):
+        D.median(eu)
     try:
         with client.batched("fails"):
-            D.median(eu)
+            out["queued_at_error"] = client.preprocessed()
             raise KeyError("inside")
     except KeyError:
         pass
     out["after_error"] = (client.preprocessed(), "fails" in client._batches)
     call(eu, Un)
+    # a call that differs in its middle (the same first op, then other sizes)
+    with client.batched("mid"):
+        D.median(eu)
+        D.fltrust(eu, eu[0])
+    comm.reset_stats()
+    with client.batched("mid"):
+        med = D.median(eu)
+        ft = D.fltrust(small, small[0])
+    out["mid_dealer_rounds"] = comm.STATS.snapshot().dealer_rounds
+    out["errs"].append(max(float(abs(med.get_plain_text().double() - torch.as_tensor(R.median(Un))).max()),
+                           float(abs(ft.get_plain_text().double()
+                                     - torch.as_tensor(R.fltrust(Un[:6], Un[0]))).max())))
+    out["mid_left"] = client.preprocessed()
     return out
 
 
@@ -183,12 +199,14 @@ def test_batched_call_takes_its_material_in_one_round_trip(ws):
         assert last[1] > 1  # the key's trace was the small call's: fell back again
         assert max(out["errs"]) <= 2e-3, out["errs"]
         assert out["same"] and out["left"] == 0
-        assert out["after_error"] == (0, False)
+        assert out["queued_at_error"] > 0 and out["after_error"] == (0, False)
+        assert out["mid_dealer_rounds"] > 1 and out["mid_left"] == 0  # the batch's, then the fallback's
 
 
 def _diverging_batch_party(_):
-    """Party 1 batches under a key whose trace differs from party 0's: the
-    dealer answers nothing and every party fails."""
+    """Party 1 batches under a key whose trace differs from party 0's (it
+    holds another call's trace): the dealer answers nothing and every party
+    fails."""
     import crypten
 
     from pgkernels.runtime import comm, session
@@ -196,8 +214,11 @@ def _diverging_batch_party(_):
     client = session.dealer_client()
     a = crypten.cryptensor(torch.arange(6.0) - 3)
     b = crypten.cryptensor(torch.arange(9.0))
-    with client.batched("k"):
-        pgkernels.ltz(a if comm.rank() == 0 else b).get_plain_text()
+    with client.recording() as t6:
+        pgkernels.ltz(a).get_plain_text()
+    with client.recording() as t9:
+        pgkernels.ltz(b).get_plain_text()
+    client._batches["k"] = t6 if comm.rank() == 0 else t9
     with client.batched("k"):
         pgkernels.ltz(a).get_plain_text()
     return "answered"

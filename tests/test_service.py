@@ -44,6 +44,14 @@ def test_every_aggregator_matches_reference(ws):
             if rk is not None:
                 assert sorted(kept.tolist()) == sorted(np.atleast_1d(rk).tolist()), (name, kept, rk)
             assert s.last_stats[0]["seconds"] > 0
+        # the same rule on the same sizes again: the servers batch its dealer
+        # material (DealerClient.batched): one dealer round trip, the same result
+        for name, kw in [("median", {}), ("fltrust", {"server_update": g})]:
+            again, _ = s.aggregate(name, U, **kw)
+            ref = getattr(R, name)(U, **kw)
+            tol = 2e-2 * np.abs(ref).max() + 1e-3 if name == "fltrust" else 5e-3 * np.abs(ref).max() + 1e-3
+            assert np.abs(again - ref).max() < tol, (name, np.abs(again - ref).max())
+            assert s.last_stats[0]["dealer_rounds"] == 1, (name, s.last_stats[0])
         # a rule's own argument check reaches the coordinator as an error, and the servers go on
         with pytest.raises(RuntimeError, match="Krum with num_malicious=5 needs at least 13 clients"):
             s.aggregate("krum", U, num_malicious=5)

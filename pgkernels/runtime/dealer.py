@@ -107,7 +107,8 @@ MAX_BYTES_ENV = "PGKERNELS_DEALER_MAX_BYTES"
 MAX_ELEMENTS = 2 ** 40  # one dimension or one comparison batch
 MAX_CMP_PAYLOADS = 2 ** 16
 MAX_DIMS = 16
-BATCH_KEYS = 8  # DealerClient.batched: traces kept (one per key)
+BATCH_KEYS = 32  # DealerClient.batched: traces kept (one per key; a trace is only its requests)
+BATCH_MAX_BYTES = 4 << 30  # DealerClient.batched: larger traces are asked for request by request
 
 
 class DealerError(RuntimeError):
@@ -618,6 +619,7 @@ class DealerClient:
         self._queue = []  # (request, Material) answered ahead by preprocess, in order
         self._sending = []  # isend works of headers/payloads (they hold the buffers)
         self._lenient = False  # in batched(): a request off the queue falls back to asking
+        self._send_cap = 8  # header sends left outstanding before waiting on the oldest
         self._batches = {}  # batched(): key -> the trace of the last call under it
         if mode == "process":
             key = torch.empty(16, dtype=torch.uint8)
@@ -644,7 +646,9 @@ class DealerClient:
         # gloo's is_completed() can stay False until wait(): finish the oldest
         # sends instead of scanning them all (the dealer reads requests in order,
         # so any but the last few are long done)
-        while len(self._sending) > 8:
+        # (preprocess sends a whole trace without waiting: the dealer computes
+        # its answers while the call runs)
+        while self._send_cap is not None and len(self._sending) > self._send_cap:
             self._sending.pop(0).wait()
         self._sending.append(self.tx.isend(header, self.dealer_rank, group=self.group))
         if payload is not None:
@@ -703,10 +707,16 @@ class DealerClient:
         for req in trace:
             if not isinstance(req, DealerRequest):
                 raise TypeError(f"trace must hold DealerRequest items (from recording()), got {type(req).__name__}")
-            payload = None if req.payload is None else torch.frombuffer(bytearray(req.payload),
-                                                                        dtype=torch.uint8).clone()
-            mat = self._issue(req, online=False, awaited=False, pooled=False, params=req.params, payload=payload)
-            self._queue.append((req, mat))
+        self._send_cap = None
+        try:
+            for req in trace:
+                payload = None if req.payload is None else torch.frombuffer(bytearray(req.payload),
+                                                                            dtype=torch.uint8).clone()
+                mat = self._issue(req, online=False, awaited=False, pooled=False, params=req.params,
+                                  payload=payload)
+                self._queue.append((req, mat))
+        finally:
+            self._send_cap = 8
 
     def batched(self, key):
         """Context manager for a call that repeats with the same public sizes
@@ -725,7 +735,13 @@ class DealerClient:
         (e.g. the rule, its arguments and the sizes): a party that batches
         other requests makes the dealer refuse. Inside :meth:`recording`, a
         preprocessed queue or another ``batched``, it does nothing. Keeps the
-        last :data:`BATCH_KEYS` keys' traces."""
+        last :data:`BATCH_KEYS` keys' traces; a trace whose material exceeds
+        :data:`BATCH_MAX_BYTES` (held at once, unlike the two reused buffers
+        of the online path) is asked for request by request.
+
+        The headers of the batch go out without waiting, so the dealer
+        computes and sends its answers while the call runs; the call waits for
+        each answer when it first needs it."""
         import contextlib
 
         @contextlib.contextmanager
@@ -734,12 +750,16 @@ class DealerClient:
                 yield
                 return
             trace = self._batches.pop(key, None)
-            if trace:
-                self.preprocess(trace)
-                _comm.record_dealer_round(awaited=True)
             self._trace, self._lenient = [], True
             ok = False
             try:
+                # the whole trace's material is held at once (the online path reuses
+                # two buffers): batch only what fits (the same decision at every
+                # party, which holds the same trace)
+                if trace and 8 * trace_words(trace) <= BATCH_MAX_BYTES:
+                    self.preprocess(trace)
+                    if self.mode == "process":
+                        _comm.record_dealer_round(awaited=True)
                 yield
                 ok = True
             finally:
@@ -748,8 +768,13 @@ class DealerClient:
                     self._drain()  # a shorter call than the last: the rest is received and dropped
                 else:
                     try:
+                        # the call's own error is the one to report; a comparison
+                        # asked for ahead and never used is received and dropped too
+                        ahead, self._ahead = self._ahead, None
+                        if ahead is not None:
+                            ahead[1].wait()
                         self._drain()
-                    except Exception:  # the call's own error is the one to report
+                    except Exception:
                         pass
                 if ok:
                     self._batches[key] = trace

@@ -575,7 +575,7 @@ def _server(address, config, party_input=None):
             share, name, kwargs, extras = job
             # the same rule on the same sizes as an earlier aggregation: the dealer's
             # material for the whole call in one round trip (DealerClient.batched)
-            key = (name, tuple(share.shape), repr(sorted(kwargs.items())),
+            key = (name, tuple(share.shape), json.dumps(kwargs, sort_keys=True, default=repr),
                    tuple(sorted((k, tuple(v.shape)) for k, v in extras.items())), validity, max_norm, need, bound)
             with dealer_batched(key):
                 res = run_rule(*job, validity=validity, max_norm=max_norm, need=need, bound=bound)
