@@ -37,7 +37,31 @@ class PartyError(RuntimeError):
         self.rank = rank
 
 
+def _ephemeral_low():
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port():
+    """A TCP port on 127.0.0.1 that is free now, for a listener another
+    process binds later. Drawn below the kernel's ephemeral range where it
+    can, so that no other process's outgoing connection or ``bind(0)`` (gloo,
+    concurrent test workers) takes it in between; else the kernel's pick."""
+    import random
+
+    low = _ephemeral_low()
+    rnd = random.SystemRandom()
+    for _ in range(64) if low > 12000 else ():
+        port = rnd.randrange(10000, low)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
