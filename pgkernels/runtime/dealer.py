@@ -666,7 +666,9 @@ class DealerClient:
                 self._queue.insert(0, (want, mat))  # its answer is received and dropped too
                 self._drain()
                 if self._lenient:  # batched(): this call differs from the last; ask as usual
-                    return self._issue(req, online=online, awaited=awaited, pooled=pooled, params=params,
+                    # (a round trip of its own even for a part asked with an earlier one,
+                    # which came from the batch)
+                    return self._issue(req, online=True, awaited=awaited, pooled=pooled, params=params,
                                        payload=payload)
                 raise RuntimeError(f"pgkernels: preprocessed dealer material was for {want.describe()} but the "
                                    f"protocol asked for {req.describe()}: the call differs from the recorded one "
