@@ -545,3 +545,31 @@ def test_flower_mod_refuses_bad_server_keys(monkeypatch):
     boxes = list(reply.content[SHARE]["boxes"])
     assert len(boxes) == 2 and all(len(b) == BOX_BYTES for b in boxes)
     assert reply.content["arrays"]["masked"].numpy().dtype == np.int64
+
+
+def _settings_party(_):
+    from pgkernels.runtime import comm
+    from pgkernels.serving import service
+
+    out = {}
+    service._agree_settings("drop", None, 8.0)  # equal everywhere: passes
+    # one server's own minimum is larger: every server refuses by the largest
+    _, out["need"] = service._agree(b"\0" * 32, False, 5 if comm.rank() == 1 else 3)
+    try:
+        service._agree_settings("drop", None, 8.0 if comm.rank() == 0 else 4.0)
+        out["differ"] = "no error"
+    except RuntimeError as e:
+        out["differ"] = str(e)
+    return out
+
+
+def test_servers_with_different_settings_refuse_at_start():
+    """A server started with another bound (or validity policy, or max_norm)
+    would run another computation than its peers: every server stops with an
+    error naming the settings instead; and the minimum of valid clients is
+    the largest server's, so all refuse alike after a validity drop."""
+    import pgkernels
+
+    for out in pgkernels.launch(_settings_party, world_size=2, args=(None,), timeout=120):
+        assert out["need"] == 5
+        assert "different settings" in out["differ"] and "bound" in out["differ"], out["differ"]

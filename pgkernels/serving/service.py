@@ -342,14 +342,30 @@ class ServerState:
         return digest, None, (share, name, kwargs, extras)
 
 
-def _agree(digest, refused):
-    """Every server sends the others its request digest and verdict over the MPC
-    communicator (one round); returns the (world_size, 33) table of all of them."""
-    rows = torch.zeros(comm.world_size(), 33, dtype=torch.uint8)
+def _agree(digest, refused, need=0):
+    """Every server sends the others its request digest, verdict and minimum
+    number of valid clients over the MPC communicator (one round); returns
+    the (world_size, 33) table of digests and verdicts and the largest
+    minimum (so that every server refuses alike after the validity check)."""
+    rows = torch.zeros(comm.world_size(), 41, dtype=torch.uint8)
     rows[comm.rank(), :32] = torch.frombuffer(bytearray(digest), dtype=torch.uint8)
     rows[comm.rank(), 32] = 1 if refused else 0
+    rows[comm.rank(), 33:] = torch.frombuffer(bytearray(int(need).to_bytes(8, "little")), dtype=torch.uint8)
     comm.exchange(sum_tensor=rows)  # the other rows are zero here, so the sum is each row
-    return rows
+    needs = [int.from_bytes(bytes(rows[r, 33:].tolist()), "little") for r in range(comm.world_size())]
+    return rows[:, :33], max(needs)
+
+
+def _agree_settings(validity, max_norm, bound):
+    """The servers' own settings that shape the MPC computation (the validity
+    policy, ``max_norm``, ``bound``) must be equal at every server: one round
+    at start-up; RuntimeError at every server, naming them, if they differ."""
+    mine = json.dumps({"validity": validity, "max_norm": max_norm, "bound": bound}, sort_keys=True)
+    table, _ = _agree(hashlib.sha256(mine.encode()).digest(), False)
+    if any(bytes(table[r, :32].tolist()) != bytes(table[comm.rank(), :32].tolist())
+           for r in range(comm.world_size())):
+        raise RuntimeError(f"server {comm.rank()}: the servers were started with different settings (this one: "
+                           f"{mine}); validity, max_norm and bound must be equal at every server")
 
 
 def _session_nonce():
@@ -506,6 +522,7 @@ def _server(address, config, party_input=None):
         raise RuntimeError(f"{cred}/cert.pem is server {own_rank(cred)}'s credential, but this is MPC party {rank}")
     priv, pub = load_x25519(config["x25519"]) if config.get("x25519") else new_keypair()
     session = _session_nonce()
+    _agree_settings(validity, max_norm, bound)
     state = ServerState(rank, ws, priv, session, config.get("min_clients"))
     msg_timeout, idle = float(config["message_timeout"]), float(config["idle_timeout"])
     sock = _connect(address, server_context(cred), float(config["connect_timeout"]))
@@ -559,7 +576,7 @@ def _server(address, config, party_input=None):
             # server's own (never below 3) when clients shared their updates themselves
             need = (required_clients(job[1], job[2], state.min_clients) if op == "run"
                     else registry.get(job[1]).min_clients_for(job[2]))
-        table = _agree(digest, refusal is not None)
+        table, need = _agree(digest, refusal is not None, need if job is not None else 0)
         if any(bytes(table[r, :32].tolist()) != digest for r in range(ws)):
             _error(sock, "disagree", f"server {rank}: the servers were sent different requests "
                    f"(digests differ); nothing computed", msg_timeout)
