@@ -108,6 +108,7 @@ MAX_ELEMENTS = 2 ** 40  # one dimension or one comparison batch
 MAX_CMP_PAYLOADS = 2 ** 16
 MAX_DIMS = 16
 BATCH_KEYS = 32  # DealerClient.batched: traces kept (one per key; a trace is only its requests)
+SEND_CAP = 8  # header sends left outstanding before waiting on the oldest (None: no wait)
 BATCH_MAX_BYTES = 4 << 30  # DealerClient.batched: larger traces are asked for request by request
 
 
@@ -619,7 +620,7 @@ class DealerClient:
         self._queue = []  # (request, Material) answered ahead by preprocess, in order
         self._sending = []  # isend works of headers/payloads (they hold the buffers)
         self._lenient = False  # in batched(): a request off the queue falls back to asking
-        self._send_cap = 8  # header sends left outstanding before waiting on the oldest
+        self._send_cap = SEND_CAP
         self._batches = {}  # batched(): key -> the trace of the last call under it
         if mode == "process":
             key = torch.empty(16, dtype=torch.uint8)
@@ -718,7 +719,7 @@ class DealerClient:
                                   payload=payload)
                 self._queue.append((req, mat))
         finally:
-            self._send_cap = 8
+            self._send_cap = SEND_CAP
 
     def batched(self, key):
         """Context manager for a call that repeats with the same public sizes
@@ -766,9 +767,7 @@ class DealerClient:
                 ok = True
             finally:
                 trace, self._trace, self._lenient = self._trace, None, False
-                if ok:
-                    self._drain()  # a shorter call than the last: the rest is received and dropped
-                else:
+                if not ok:
                     try:
                         # the call's own error is the one to report; a comparison
                         # asked for ahead and never used is received and dropped too
@@ -778,7 +777,8 @@ class DealerClient:
                         self._drain()
                     except Exception:
                         pass
-                if ok:
+                else:
+                    self._drain()  # a shorter call than the last: the rest is received and dropped
                     self._batches[key] = trace
                     while len(self._batches) > BATCH_KEYS:
                         self._batches.pop(next(iter(self._batches)))
